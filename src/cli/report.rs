@@ -1,0 +1,26 @@
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Run directories to include.
+    pub runs: Vec<PathBuf>,
+    /// Output directory for report.html and report.md.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    #[arg(long, default_value = "mnist-cpu")]
+    pub preset: String,
+}
+
+pub fn run(_a: ReportArgs) -> Result<()> {
+    bail!("`ldc-vae report` is not implemented yet (issue 5)")
+}
+
+pub fn run_reproduce(_a: ReproduceArgs) -> Result<()> {
+    bail!("`ldc-vae reproduce` is not implemented yet (issues 5 and 6)")
+}

@@ -1,0 +1,503 @@
+//! Run configuration: TOML presets shipped in `configs/`, user TOML files and
+//! `--set key=value` overrides, validated before anything runs.
+//!
+//! Every section has defaults (DESIGN.md §1 for LDC-VAE), so a preset only
+//! states what differs. Unknown keys and out-of-range values are errors that
+//! name the key. The effective config is written into every run directory.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Presets shipped with the binary (the files in `configs/`).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("mnist-cpu", include_str!("../configs/mnist-cpu.toml")),
+    ("mnist", include_str!("../configs/mnist.toml")),
+    ("celeba", include_str!("../configs/celeba.toml")),
+    ("cifar10", include_str!("../configs/cifar10.toml")),
+    ("celeba-cpu", include_str!("../configs/celeba-cpu.toml")),
+    ("cifar10-cpu", include_str!("../configs/cifar10-cpu.toml")),
+];
+
+pub const DEFAULT_PRESET: &str = "mnist-cpu";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seed for weights, noise and data order. Same seed, same device → same numbers.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Intra-op threads for libtorch on CPU; 0 = all cores.
+    pub threads: usize,
+    /// Which model `train` builds: ldc, vae, cv-vae, wae-mmd, two-stage-vae, rae-l2, rae-gp, rae-sn.
+    pub model: String,
+    pub data: DataConfig,
+    pub net: NetConfig,
+    pub train: TrainConfig,
+    pub ldc: LdcConfig,
+    pub baselines: BaselineConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// mnist, fashion-mnist, cifar10, celeba.
+    pub dataset: String,
+    /// Directory holding the data set; empty = search the usual places
+    /// (`$LDC_VAE_DATA`, `./data`, `../shared/data`).
+    pub dir: String,
+    /// Images held out of the training split for validation MSE.
+    pub val_size: usize,
+    /// Use at most this many training images (0 = all); for quick runs.
+    pub train_limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetConfig {
+    /// Channel multiplier on the RAE widths (128, 256, 512, 1024); 1 = paper.
+    pub width: f64,
+    /// Latent dimension (paper: 16 MNIST, 64 CelebA, 128 CIFAR-10).
+    pub latent_dim: i64,
+    /// How the LDC encoder joins its noise conv to the image conv: add | concat.
+    pub noise_join: String,
+    /// Run the decoder in channels-last memory format (faster transposed convs on CPU).
+    pub channels_last: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Stop after this many steps (0 = run all epochs).
+    pub max_steps: u64,
+    pub batch_size: i64,
+    /// Adam learning rate of encoder/decoder (DESIGN §1.9: 5e-4, 1e-3 for CelebA).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Checkpoint every N steps (0 = only at the end of each epoch and of the run).
+    pub checkpoint_every: u64,
+    /// stop | rollback: what a NaN/Inf loss does.
+    pub on_nan: String,
+    /// Learning-rate factor applied on each rollback.
+    pub nan_lr_factor: f64,
+    /// ReduceLROnPlateau on validation MSE (factor 0.5, patience below); 0 = off.
+    pub plateau_patience: usize,
+}
+
+/// How σ² of the Gibbs posterior is set each step (DESIGN §1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Sigma2 {
+    Fixed(f64),
+    Rule(Sigma2Rule),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sigma2Rule {
+    /// Paper: variance over the batch of the residual norms ||x_j - D(z_j)||.
+    BatchNormVar,
+    /// Mean over the batch of ||x_j - D(z_j)||².
+    BatchSqMean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdcConfig {
+    /// w in log p(z|x) = -||x-D(z)||²/σ² - (w/2)||z||²; 0 = the paper's literal form.
+    pub prior_weight: f64,
+    pub sigma2: Sigma2,
+    pub sigma2_min: f64,
+    /// inference | batch: BN mode of the decoder pass that gives the scores.
+    pub score_bn: String,
+    /// Noise draws per image (1 = the batch is the particle set).
+    pub particles_per_x: i64,
+    /// aggregate_kde | mixture | paired | encoder_particles.
+    pub sampler_target: String,
+    /// FIFO bank of recent encoder particles for the aggregate_kde target.
+    pub kde_bank: i64,
+    /// τ² = kde_scale · h_bank / 2.
+    pub kde_scale: f64,
+    /// target | own: bandwidth of the sampler's SVGD kernel.
+    pub sampler_bandwidth: String,
+    /// n_s, particles per sampler step.
+    pub sampler_particles: i64,
+    /// Sampler learning rate (default = train.lr).
+    pub sampler_lr: f64,
+    /// Sampler-only steps on the frozen encoder/decoder after joint training.
+    pub sampler_refine_steps: u64,
+    pub sampler_refine_kde_scale: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// VAE / CV-VAE KL weight β.
+    pub vae_beta: f64,
+    /// CV-VAE fixed encoder standard deviation.
+    pub cv_vae_std: f64,
+    /// WAE-MMD weight λ.
+    pub wae_lambda: f64,
+    /// RAE latent penalty β·||z||².
+    pub rae_beta: f64,
+    /// RAE-L2 decoder weight decay; RAE-GP gradient-penalty weight.
+    pub rae_l2_decay: f64,
+    pub rae_gp_weight: f64,
+    /// Two-stage VAE: steps of the second stage and its hidden width.
+    pub two_stage_steps: u64,
+    pub two_stage_hidden: i64,
+    /// Ex-post GMM components.
+    pub gmm_components: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Generated images for sample FID (paper: 10,000) and test images for rec FID.
+    pub fid_samples: usize,
+    /// Latents per side for the latent-consistency MMD and t-SNE (paper: 2,000).
+    pub latent_samples: usize,
+    /// Batch size of the Inception forward.
+    pub fid_batch: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 0,
+            device: "cpu".into(),
+            threads: 0,
+            model: "ldc".into(),
+            data: DataConfig::default(),
+            net: NetConfig::default(),
+            train: TrainConfig::default(),
+            ldc: LdcConfig::default(),
+            baselines: BaselineConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { dataset: "mnist".into(), dir: String::new(), val_size: 1000, train_limit: 0 }
+    }
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig { width: 1.0, latent_dim: 16, noise_join: "add".into(), channels_last: false }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 100,
+            max_steps: 0,
+            batch_size: 100,
+            lr: 5e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            checkpoint_every: 0,
+            on_nan: "stop".into(),
+            nan_lr_factor: 0.5,
+            plateau_patience: 0,
+        }
+    }
+}
+
+impl Default for LdcConfig {
+    fn default() -> Self {
+        LdcConfig {
+            prior_weight: 1.0,
+            sigma2: Sigma2::Rule(Sigma2Rule::BatchNormVar),
+            sigma2_min: 1e-4,
+            score_bn: "inference".into(),
+            particles_per_x: 1,
+            sampler_target: "aggregate_kde".into(),
+            kde_bank: 1000,
+            kde_scale: 1.0,
+            sampler_bandwidth: "target".into(),
+            sampler_particles: 400,
+            sampler_lr: 0.0,
+            sampler_refine_steps: 0,
+            sampler_refine_kde_scale: 0.5,
+        }
+    }
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            vae_beta: 1.0,
+            cv_vae_std: 0.1,
+            wae_lambda: 1.0,
+            rae_beta: 1e-4,
+            rae_l2_decay: 1e-7,
+            rae_gp_weight: 1e-7,
+            two_stage_steps: 2000,
+            two_stage_hidden: 512,
+            gmm_components: 10,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { fid_samples: 10_000, latent_samples: 2000, fid_batch: 50 }
+    }
+}
+
+pub const MODELS: &[&str] =
+    &["ldc", "vae", "cv-vae", "wae-mmd", "two-stage-vae", "rae-l2", "rae-gp", "rae-sn"];
+
+fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
+    if !allowed.contains(&value) {
+        bail!("config key `{key}`: `{value}` is not one of {}", allowed.join(", "));
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("config key `{key}` must be a finite number > 0 (got {value})");
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(value.is_finite() && value >= lo && value <= hi) {
+        bail!("config key `{key}` must be in [{lo}, {hi}] (got {value})");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The named preset, or an error listing the ones that exist.
+    pub fn preset(name: &str) -> Result<Config> {
+        let text = PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).with_context(|| {
+            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+            format!("unknown preset `{name}`; presets: {}", names.join(", "))
+        })?;
+        Self::from_toml_str(text, &[]).with_context(|| format!("in preset `{name}`"))
+    }
+
+    /// Preset or file, then overrides. `file` wins over `preset` when given.
+    pub fn load(preset: Option<&str>, file: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?,
+            None => {
+                let name = preset.unwrap_or(DEFAULT_PRESET);
+                let t = PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+                match t {
+                    Some(t) => t.to_string(),
+                    None => return Self::preset(name),
+                }
+            }
+        };
+        let what = file.map(|p| p.display().to_string()).unwrap_or_else(|| {
+            format!("preset `{}`", preset.unwrap_or(DEFAULT_PRESET))
+        });
+        Self::from_toml_str(&text, overrides).with_context(|| format!("config from {what}"))
+    }
+
+    /// Parse TOML, apply `key=value` overrides (dotted keys), deserialize, validate.
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Config> {
+        let mut value: toml::Value = toml::from_str(text).context("invalid TOML")?;
+        let known = toml::Value::try_from(Config::default()).expect("default config serializes");
+        check_known_keys(&value, &known, "")?;
+        for ov in overrides {
+            apply_override(&mut value, &known, ov)?;
+        }
+        let cfg: Config = value.try_into().context("invalid config value")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        one_of("model", &self.model, MODELS)?;
+        one_of("data.dataset", &self.data.dataset, &["mnist", "fashion-mnist", "cifar10", "celeba"])?;
+        if !(self.device == "cpu" || self.device == "cuda" || self.device.starts_with("cuda:")) {
+            bail!("config key `device`: `{}` is not cpu, cuda or cuda:N", self.device);
+        }
+        positive("net.width", self.net.width)?;
+        if self.net.latent_dim < 1 {
+            bail!("config key `net.latent_dim` must be >= 1 (got {})", self.net.latent_dim);
+        }
+        one_of("net.noise_join", &self.net.noise_join, &["add", "concat"])?;
+        if self.train.batch_size < 2 {
+            bail!("config key `train.batch_size` must be >= 2 (SVGD needs two particles), got {}", self.train.batch_size);
+        }
+        if self.train.epochs == 0 && self.train.max_steps == 0 {
+            bail!("config keys `train.epochs` and `train.max_steps` are both 0: nothing to train");
+        }
+        positive("train.lr", self.train.lr)?;
+        in_range("train.beta1", self.train.beta1, 0.0, 0.999_999)?;
+        in_range("train.beta2", self.train.beta2, 0.0, 0.999_999)?;
+        one_of("train.on_nan", &self.train.on_nan, &["stop", "rollback"])?;
+        in_range("train.nan_lr_factor", self.train.nan_lr_factor, 1e-6, 1.0)?;
+        let l = &self.ldc;
+        in_range("ldc.prior_weight", l.prior_weight, 0.0, 1e6)?;
+        if let Sigma2::Fixed(v) = l.sigma2 {
+            positive("ldc.sigma2", v)?;
+        }
+        positive("ldc.sigma2_min", l.sigma2_min)?;
+        one_of("ldc.score_bn", &l.score_bn, &["inference", "batch"])?;
+        if l.particles_per_x < 1 {
+            bail!("config key `ldc.particles_per_x` must be >= 1 (got {})", l.particles_per_x);
+        }
+        if l.particles_per_x > 1 && self.train.batch_size % l.particles_per_x != 0 {
+            bail!("config key `ldc.particles_per_x` ({}) must divide `train.batch_size` ({})", l.particles_per_x, self.train.batch_size);
+        }
+        one_of("ldc.sampler_target", &l.sampler_target, &["aggregate_kde", "mixture", "paired", "encoder_particles"])?;
+        if l.kde_bank < 2 {
+            bail!("config key `ldc.kde_bank` must be >= 2 (got {})", l.kde_bank);
+        }
+        positive("ldc.kde_scale", l.kde_scale)?;
+        positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
+        one_of("ldc.sampler_bandwidth", &l.sampler_bandwidth, &["target", "own"])?;
+        if l.sampler_particles < 2 {
+            bail!("config key `ldc.sampler_particles` must be >= 2 (got {})", l.sampler_particles);
+        }
+        in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
+        let b = &self.baselines;
+        in_range("baselines.vae_beta", b.vae_beta, 0.0, 1e6)?;
+        positive("baselines.cv_vae_std", b.cv_vae_std)?;
+        in_range("baselines.wae_lambda", b.wae_lambda, 0.0, 1e6)?;
+        in_range("baselines.rae_beta", b.rae_beta, 0.0, 1e6)?;
+        in_range("baselines.rae_l2_decay", b.rae_l2_decay, 0.0, 1e6)?;
+        in_range("baselines.rae_gp_weight", b.rae_gp_weight, 0.0, 1e6)?;
+        if b.gmm_components < 1 {
+            bail!("config key `baselines.gmm_components` must be >= 1");
+        }
+        if self.eval.fid_samples < 2 {
+            bail!("config key `eval.fid_samples` must be >= 2 (got {})", self.eval.fid_samples);
+        }
+        if self.eval.latent_samples < 2 {
+            bail!("config key `eval.latent_samples` must be >= 2 (got {})", self.eval.latent_samples);
+        }
+        if self.eval.fid_batch < 1 {
+            bail!("config key `eval.fid_batch` must be >= 1");
+        }
+        Ok(())
+    }
+
+    /// Sampler learning rate, defaulting to the encoder/decoder one.
+    pub fn sampler_lr(&self) -> f64 {
+        if self.ldc.sampler_lr > 0.0 {
+            self.ldc.sampler_lr
+        } else {
+            self.train.lr
+        }
+    }
+}
+
+fn check_known_keys(value: &toml::Value, known: &toml::Value, prefix: &str) -> Result<()> {
+    if let (toml::Value::Table(t), toml::Value::Table(k)) = (value, known) {
+        for (key, v) in t {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match k.get(key) {
+                None => bail!("unknown config key `{path}`"),
+                Some(kv) => check_known_keys(v, kv, &path)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_override(value: &mut toml::Value, known: &toml::Value, ov: &str) -> Result<()> {
+    let (key, raw) = ov
+        .split_once('=')
+        .with_context(|| format!("override `{ov}` is not of the form key=value"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    // The key must exist in the schema.
+    let mut k = known;
+    for p in &parts {
+        k = k.get(p).with_context(|| format!("unknown config key `{key}`"))?;
+    }
+    if k.is_table() {
+        bail!("config key `{key}` is a section; set one of its keys, e.g. `{key}.{}`", k.as_table().unwrap().keys().next().map(String::as_str).unwrap_or("..."));
+    }
+    // Parse as a TOML value; bare words become strings.
+    let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    // Integers given where floats are expected (and vice versa for whole floats).
+    let parsed = match (k, parsed) {
+        (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+        (_, p) => p,
+    };
+    let mut cur = value;
+    for (i, p) in parts.iter().enumerate() {
+        let table = cur.as_table_mut().with_context(|| format!("config key `{key}`: parent is not a table"))?;
+        if i + 1 == parts.len() {
+            table.insert(p.to_string(), parsed);
+            break;
+        }
+        cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for (name, _) in PRESETS {
+            Config::preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_unknown_keys_are_named() {
+        let c = Config::load(None, None, &["ldc.kde_scale=0.5".into(), "train.lr=1".into(), "ldc.sigma2=0.01".into()]).unwrap();
+        assert_eq!(c.ldc.kde_scale, 0.5);
+        assert_eq!(c.train.lr, 1.0);
+        assert_eq!(c.ldc.sigma2, Sigma2::Fixed(0.01));
+        let c = Config::load(None, None, &["ldc.sigma2=batch_sq_mean".into()]).unwrap();
+        assert_eq!(c.ldc.sigma2, Sigma2::Rule(Sigma2Rule::BatchSqMean));
+        let e = Config::load(None, None, &["ldc.kde_scael=0.5".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown config key `ldc.kde_scael`"), "{e:#}");
+        let e = Config::from_toml_str("[train]\nbatchsize = 3\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("train.batchsize"), "{e:#}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        for (ov, key) in [
+            ("train.lr=-1", "train.lr"),
+            ("train.batch_size=1", "train.batch_size"),
+            ("ldc.sampler_target=bogus", "ldc.sampler_target"),
+            ("ldc.kde_scale=0", "ldc.kde_scale"),
+            ("net.width=nan", "net.width"),
+            ("model=gan", "model"),
+        ] {
+            let e = Config::load(None, None, &[ov.to_string()]).unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{ov}: {e:#}");
+        }
+        let e = Config::load(Some("nope"), None, &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown preset `nope`"));
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let c = Config::preset("mnist-cpu").unwrap();
+        let back = Config::from_toml_str(&c.to_toml(), &[]).unwrap();
+        assert_eq!(c, back);
+    }
+}

@@ -1,0 +1,4 @@
+//! Evaluation: FID, latent-consistency MMD, t-SNE, plots, grids, report.
+
+pub mod grid;
+pub mod mmd;

@@ -1,0 +1,391 @@
+//! LDC-VAE (paper §4, Algorithm 1), as DESIGN.md §1 pins it down.
+//!
+//! - Encoder `E_θ(x, ε_e)` outputs latent samples directly (no reparameterization).
+//! - Decoder `D_φ` is trained by MSE on detached particles (Algorithm 1, step 2).
+//! - Gibbs posterior (Eq. 13, with the prior weight of DESIGN §1.3):
+//!   `log p(z|x) = -||x - D(z)||²/σ² - (w/2)||z||²`.
+//! - The encoder follows the SVGD direction Φ (Eq. 15–16) toward it.
+//! - The sampler `S_ω(ε_s)` follows Φ toward the chosen target (DESIGN §1.8).
+
+use super::{load_var_store, var_store_state, BatchSource, Model, StepStats};
+use crate::config::{Config, LdcConfig, Sigma2, Sigma2Rule};
+use crate::nets::{image_noise, Decoder, Encoder, Geometry, NoiseJoin};
+use crate::optim::Adam;
+use crate::rng::{reseed, Stream};
+use crate::svgd;
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// Which density the sampler net is trained toward (DESIGN §1.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerTarget {
+    AggregateKde,
+    Mixture,
+    Paired,
+    EncoderParticles,
+}
+
+impl SamplerTarget {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "aggregate_kde" => Self::AggregateKde,
+            "mixture" => Self::Mixture,
+            "paired" => Self::Paired,
+            "encoder_particles" => Self::EncoderParticles,
+            o => bail!("unknown ldc.sampler_target `{o}`"),
+        })
+    }
+}
+
+pub struct Ldc {
+    cfg: LdcConfig,
+    geo: Geometry,
+    device: Device,
+    seed: u64,
+    latent: i64,
+    target: SamplerTarget,
+    enc_vs: VarStore,
+    dec_vs: VarStore,
+    smp_vs: VarStore,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub sampler: Encoder,
+    opt_e: Adam,
+    opt_d: Adam,
+    opt_s: Adam,
+    /// FIFO of recent encoder particles (detached), `[len, d]`, newest last.
+    bank: Tensor,
+}
+
+/// What one encoder/decoder step leaves for the sampler step.
+struct EncoderStepOut {
+    x: Tensor,
+    z: Tensor,
+    scores: Tensor,
+    sigma2: f64,
+    h_enc: Tensor,
+}
+
+impl Ldc {
+    pub fn new(cfg: &Config, geo: Geometry, device: Device) -> Result<Ldc> {
+        let join = match cfg.net.noise_join.as_str() {
+            "concat" => NoiseJoin::Concat,
+            _ => NoiseJoin::Add,
+        };
+        let d = cfg.net.latent_dim;
+        let w = cfg.net.width;
+        reseed(cfg.seed, Stream::Init, 0);
+        let enc_vs = VarStore::new(device);
+        let encoder = Encoder::new(&enc_vs.root(), geo, w, d, join);
+        let dec_vs = VarStore::new(device);
+        let decoder = Decoder::new(&dec_vs.root(), geo, w, d, cfg.net.channels_last);
+        // The sampler's init has its own stream, so sampler options never move the
+        // encoder/decoder trajectory.
+        reseed(cfg.seed, Stream::SamplerInit, 0);
+        let smp_vs = VarStore::new(device);
+        let sampler = Encoder::new(&smp_vs.root(), geo, w, d, NoiseJoin::None);
+        let t = &cfg.train;
+        let opt_e = Adam::new(&enc_vs, t.lr, t.beta1, t.beta2);
+        let opt_d = Adam::new(&dec_vs, t.lr, t.beta1, t.beta2);
+        let opt_s = Adam::new(&smp_vs, cfg.sampler_lr(), t.beta1, t.beta2);
+        Ok(Ldc {
+            cfg: cfg.ldc.clone(),
+            geo,
+            device,
+            seed: cfg.seed,
+            latent: d,
+            target: SamplerTarget::parse(&cfg.ldc.sampler_target)?,
+            enc_vs,
+            dec_vs,
+            smp_vs,
+            encoder,
+            decoder,
+            sampler,
+            opt_e,
+            opt_d,
+            opt_s,
+            bank: Tensor::zeros([0, d], (Kind::Float, device)),
+        })
+    }
+
+    /// σ² for this step from per-sample squared residuals `r2` (DESIGN §1.3).
+    fn sigma2(&self, r2: &Tensor) -> f64 {
+        let v = match &self.cfg.sigma2 {
+            Sigma2::Fixed(v) => *v,
+            Sigma2::Rule(Sigma2Rule::BatchNormVar) => {
+                let norms = r2.detach().clamp_min(0.0).sqrt();
+                if norms.size()[0] < 2 {
+                    0.0
+                } else {
+                    norms.var(true).double_value(&[])
+                }
+            }
+            Sigma2::Rule(Sigma2Rule::BatchSqMean) => r2.detach().mean(Kind::Float).double_value(&[]),
+        };
+        if v.is_finite() {
+            v.max(self.cfg.sigma2_min)
+        } else {
+            v
+        }
+    }
+
+    /// Per-sample `||x - x̂||²`, `[n]`.
+    fn sq_residuals(x: &Tensor, xhat: &Tensor) -> Tensor {
+        (x - xhat).square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
+    }
+
+    /// Scores `∇_z log p(z|x)` at `z` with the decoder in inference mode
+    /// (DESIGN §1.4). Returns (scores, σ², squared residuals).
+    fn gibbs_scores(&self, x: &Tensor, z: &Tensor, sigma2: Option<f64>) -> (Tensor, f64, Tensor) {
+        let zl = z.detach().set_requires_grad(true);
+        let xhat = self.decoder.forward(&zl, false);
+        let r2 = Self::sq_residuals(x, &xhat);
+        let s2 = sigma2.unwrap_or_else(|| self.sigma2(&r2));
+        let logp = -(&r2).sum(Kind::Float) / s2 - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
+        let g = Tensor::run_backward(&[logp], &[&zl], false, false).pop().unwrap();
+        (g, s2, r2.detach())
+    }
+
+    /// Algorithm 1 steps 1–4: encoder particles, decoder MSE step, scores,
+    /// encoder SVGD step. Returns what the sampler step needs and stats.
+    fn encoder_decoder_step(&mut self, x: &Tensor, step: u64, stats: &mut Vec<(&'static str, f64)>) -> Result<EncoderStepOut> {
+        let m = self.cfg.particles_per_x;
+        let x = if m > 1 { x.repeat_interleave_self_int(m, 0, None) } else { x.shallow_clone() };
+        // 1. Encoder particles, training-mode BN.
+        reseed(self.seed, Stream::EncoderNoise, step);
+        let eps = image_noise(x.size()[0], self.geo, self.device);
+        let z = self.encoder.forward(&x, Some(&eps), true);
+
+        // 2. Decoder MSE on detached particles. With score_bn = batch the same pass
+        //    also yields the scores (z as a leaf that requires grad).
+        let batch_scores = self.cfg.score_bn == "batch";
+        let zl = z.detach().set_requires_grad(batch_scores);
+        let xhat = self.decoder.forward(&zl, true);
+        let rec = xhat.mse_loss(&x, tch::Reduction::Mean);
+        let (scores, sigma2, r2) = if batch_scores {
+            let r2 = Self::sq_residuals(&x, &xhat);
+            let s2 = self.sigma2(&r2);
+            let logp = -(&r2).sum(Kind::Float) / s2 - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
+            let g = Tensor::run_backward(&[logp], &[&zl], true, false).pop().unwrap();
+            (Some(g), s2, r2.detach())
+        } else {
+            (None, 0.0, Tensor::new())
+        };
+        self.opt_d.backward_step(&rec);
+        let rec_v = rec.double_value(&[]);
+
+        // 3. Scores of the Gibbs posterior on the updated decoder, inference-mode BN.
+        let (scores, sigma2, r2) = match scores {
+            Some(s) => (s, sigma2, r2),
+            None => self.gibbs_scores(&x, &z, None),
+        };
+        if !sigma2.is_finite() {
+            bail!("σ² is {sigma2} (reconstruction residuals are not finite)");
+        }
+
+        // 4. Encoder step along +Φ: L_θ = -(1/n) Σ z_j · stopgrad(Φ(z_j)).
+        let d = self.latent;
+        let (zg, sg) = if m > 1 { (z.view([-1, m, d]), scores.view([-1, m, d])) } else { (z.unsqueeze(0), scores.unsqueeze(0)) };
+        let h = svgd::median_bandwidth(&zg);
+        let phi = svgd::stein_direction(&zg, &sg, &zg, &h);
+        let enc_loss = -(&zg * &phi).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float);
+        self.opt_e.backward_step(&enc_loss);
+
+        // Bank of recent encoder particles for the aggregate_kde target.
+        let zd = z.detach();
+        self.push_bank(&zd);
+
+        let zs = zd.flatten(0, -2);
+        stats.push(("loss", rec_v));
+        stats.push(("rec_mse", rec_v));
+        stats.push(("sigma2", sigma2));
+        stats.push(("h", h.mean(Kind::Float).double_value(&[])));
+        stats.push(("phi_norm", phi.square().sum_dim_intlist(-1, false, Kind::Float).sqrt().mean(Kind::Float).double_value(&[])));
+        stats.push(("z_std", zs.std_dim(0, true, false).mean(Kind::Float).double_value(&[])));
+        stats.push(("z_mean_norm", zs.mean_dim(0, false, Kind::Float).norm().double_value(&[])));
+        stats.push(("gibbs_rec", r2.mean(Kind::Float).double_value(&[]) / self.geo.image_shape().iter().product::<i64>() as f64));
+        Ok(EncoderStepOut { x, z: zd, scores, sigma2, h_enc: h })
+    }
+
+    fn push_bank(&mut self, z: &Tensor) {
+        let all = Tensor::cat(&[&self.bank, z], 0);
+        let n = all.size()[0];
+        self.bank = if n > self.cfg.kde_bank { all.narrow(0, n - self.cfg.kde_bank, self.cfg.kde_bank) } else { all };
+    }
+
+    /// Algorithm 1 steps 5–7 (sampler), with the target of DESIGN §1.8.
+    /// `enc` is the encoder step's output (needed by the Gibbs-form targets).
+    fn sampler_step(&mut self, step: u64, enc: Option<&EncoderStepOut>, kde_scale: f64) -> Result<Vec<(&'static str, f64)>> {
+        reseed(self.seed, Stream::SamplerNoise, step);
+        let ns = self.cfg.sampler_particles;
+        let eps = image_noise(ns, self.geo, self.device);
+        let y = self.sampler.forward(&eps, None, true);
+        let yd = y.detach();
+        let mut stats = Vec::new();
+        let (scores, h) = match self.target {
+            SamplerTarget::AggregateKde => {
+                if self.bank.size()[0] < 2 {
+                    bail!("the KDE bank holds fewer than 2 encoder particles");
+                }
+                let h_bank = svgd::median_bandwidth_subset(&self.bank, 1000);
+                let tau2 = kde_scale * h_bank.double_value(&[]) / 2.0;
+                let s = svgd::kde_score(&yd, &self.bank, tau2);
+                let h = if self.cfg.sampler_bandwidth == "own" { svgd::median_bandwidth(&yd) } else { h_bank };
+                stats.push(("kde_tau2", tau2));
+                (s, h)
+            }
+            SamplerTarget::Mixture | SamplerTarget::Paired => {
+                let enc = enc.ok_or_else(|| anyhow::anyhow!("sampler target `{:?}` needs a batch: it cannot run in a sampler-only phase", self.target))?;
+                let yl = yd.set_requires_grad(true);
+                let dy = self.decoder.forward(&yl, false);
+                let n = enc.x.size()[0];
+                let logp = if self.target == SamplerTarget::Mixture {
+                    // log p(y) = logsumexp_j(-||x_j - D(y)||²/σ²) - (w/2)||y||²
+                    let xf = enc.x.flatten(1, -1);
+                    let df = dy.flatten(1, -1);
+                    let d2 = (df.square().sum_dim_intlist(1, true, Kind::Float) + xf.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0)
+                        - df.mm(&xf.transpose(0, 1)) * 2.0)
+                        .clamp_min(0.0); // [ns, n]
+                    (-d2 / enc.sigma2).logsumexp([1], false).sum(Kind::Float)
+                } else {
+                    // Particle k targets p(y_k | x_{k mod n}).
+                    let idx = Tensor::arange(ns, (Kind::Int64, self.device)).remainder(n);
+                    let xk = enc.x.index_select(0, &idx);
+                    -Self::sq_residuals(&xk, &dy).sum(Kind::Float) / enc.sigma2
+                } - yl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
+                let g = Tensor::run_backward(&[logp], &[&yl], false, false).pop().unwrap();
+                let h = if self.cfg.sampler_bandwidth == "own" { svgd::median_bandwidth(&yd) } else { svgd::median_bandwidth(&enc.z) };
+                (g, h)
+            }
+            SamplerTarget::EncoderParticles => {
+                let enc = enc.ok_or_else(|| anyhow::anyhow!("sampler target encoder_particles needs a batch: it cannot run in a sampler-only phase"))?;
+                // Sources: encoder particles with their scores; targets: the y_k.
+                let h = if enc.h_enc.numel() == 1 { enc.h_enc.view([]) } else { svgd::median_bandwidth(&enc.z) };
+                let phi = svgd::stein_direction(&enc.z, &enc.scores, &yd, &h);
+                let loss = -(&y * &phi).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float);
+                self.opt_s.backward_step(&loss);
+                return Ok(self.sampler_stats(stats, &yd, &phi, &h));
+            }
+        };
+        let phi = svgd::stein_direction(&yd, &scores, &yd, &h);
+        let loss = -(&y * &phi).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float);
+        self.opt_s.backward_step(&loss);
+        Ok(self.sampler_stats(stats, &yd, &phi, &h))
+    }
+
+    fn sampler_stats(&self, mut stats: Vec<(&'static str, f64)>, y: &Tensor, phi: &Tensor, h: &Tensor) -> Vec<(&'static str, f64)> {
+        stats.push(("sampler_h", h.double_value(&[])));
+        stats.push(("sampler_phi_norm", phi.square().sum_dim_intlist(-1, false, Kind::Float).sqrt().mean(Kind::Float).double_value(&[])));
+        stats.push(("sampler_std", y.std_dim(0, true, false).mean(Kind::Float).double_value(&[])));
+        stats
+    }
+
+    /// Encoder latents in inference mode for `x`, with fresh noise.
+    fn encode_eval(&self, x: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        let eps = image_noise(x.size()[0], self.geo, self.device);
+        self.encoder.forward(x, Some(&eps), false)
+    }
+
+    pub fn bank(&self) -> &Tensor {
+        &self.bank
+    }
+
+    /// Replace the sampler target (for comparing targets on frozen nets).
+    pub fn set_sampler_target(&mut self, t: SamplerTarget) {
+        self.target = t;
+    }
+
+    /// One sampler-only step against the frozen encoder: encode a batch in
+    /// inference mode, push it to the bank, step the sampler on the KDE target.
+    pub fn sampler_only_step(&mut self, x: &Tensor, step: u64, kde_scale: f64) -> Result<StepStats> {
+        reseed(self.seed, Stream::EncoderNoise, step);
+        let z = self.encode_eval(x);
+        self.push_bank(&z);
+        let mut stats = self.sampler_step(step, None, kde_scale)?;
+        stats.insert(0, ("loss", stats.iter().find(|(k, _)| *k == "sampler_phi_norm").map(|(_, v)| *v).unwrap_or(0.0)));
+        Ok(StepStats(stats))
+    }
+}
+
+impl Model for Ldc {
+    fn name(&self) -> &'static str {
+        "ldc"
+    }
+    fn latent_dim(&self) -> i64 {
+        self.latent
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
+        let mut stats = Vec::new();
+        let enc = self.encoder_decoder_step(x, step, &mut stats)?;
+        let s = self.sampler_step(step, Some(&enc), self.cfg.kde_scale)?;
+        stats.extend(s);
+        Ok(StepStats(stats))
+    }
+
+    fn encode(&self, x: &Tensor) -> Tensor {
+        self.encode_eval(x)
+    }
+
+    fn decode(&self, z: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.decoder.forward(z, false)
+    }
+
+    fn sample_latents(&self, n: i64) -> Result<Tensor> {
+        let _g = tch::no_grad_guard();
+        let eps = image_noise(n, self.geo, self.device);
+        Ok(self.sampler.forward(&eps, None, false))
+    }
+
+    fn sampler_name(&self) -> String {
+        format!("sampler net ({})", self.cfg.sampler_target)
+    }
+
+    fn post_training_steps(&self) -> u64 {
+        self.cfg.sampler_refine_steps
+    }
+
+    fn post_training_step(&mut self, data: &mut dyn BatchSource, i: u64) -> Result<StepStats> {
+        if self.target != SamplerTarget::AggregateKde {
+            bail!("the sampler-only phase trains toward the aggregate_kde target; it cannot run with sampler_target = {}", self.cfg.sampler_target);
+        }
+        let x = data.batch(i);
+        // Offset the stream counters so refinement noise never repeats the joint phase's.
+        self.sampler_only_step(&x, (1u64 << 40) + i, self.cfg.sampler_refine_kde_scale)
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut v = var_store_state(&self.enc_vs, "encoder");
+        v.extend(var_store_state(&self.dec_vs, "decoder"));
+        v.extend(var_store_state(&self.smp_vs, "sampler"));
+        v.extend(self.opt_e.state("adam_encoder"));
+        v.extend(self.opt_d.state("adam_decoder"));
+        v.extend(self.opt_s.state("adam_sampler"));
+        v.push(("kde_bank".into(), self.bank.shallow_clone()));
+        v
+    }
+
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        load_var_store(&mut self.enc_vs, "encoder", t)?;
+        load_var_store(&mut self.dec_vs, "decoder", t)?;
+        load_var_store(&mut self.smp_vs, "sampler", t)?;
+        self.opt_e.load_state("adam_encoder", t)?;
+        self.opt_d.load_state("adam_decoder", t)?;
+        self.opt_s.load_state("adam_sampler", t)?;
+        let bank = t.get("kde_bank").ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
+        self.bank = bank.to_device(self.device).to_kind(Kind::Float);
+        Ok(())
+    }
+
+    fn scale_lr(&mut self, factor: f64) {
+        for o in [&mut self.opt_e, &mut self.opt_d, &mut self.opt_s] {
+            o.lr *= factor;
+        }
+    }
+}

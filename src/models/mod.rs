@@ -1,0 +1,100 @@
+//! Models behind one trait, so one training pipeline, one evaluation and one
+//! report serve them all. One file per model.
+
+use crate::config::Config;
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use tch::{Device, Tensor};
+
+pub mod ldc;
+
+/// Named scalar statistics of one training step (`loss` first: it is the
+/// value checked for NaN/Inf and shown in the progress bar).
+#[derive(Debug, Clone, Default)]
+pub struct StepStats(pub Vec<(&'static str, f64)>);
+
+impl StepStats {
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+    /// The first non-finite entry, if any.
+    pub fn non_finite(&self) -> Option<(&'static str, f64)> {
+        self.0.iter().copied().find(|(_, v)| !v.is_finite())
+    }
+}
+
+/// Source of training batches for work after the main loop (e.g. the LDC
+/// sampler refinement, a GMM fit, a second-stage VAE).
+pub trait BatchSource {
+    /// Batch `i` of the training data (deterministic in `i`), on the model device.
+    fn batch(&mut self, i: u64) -> Tensor;
+    /// All training images in order, in chunks, for latent fits.
+    fn num_train(&self) -> i64;
+    fn chunk(&mut self, start: i64, len: i64) -> Tensor;
+}
+
+/// A trainable generative autoencoder.
+pub trait Model {
+    /// Short name (`ldc`, `vae`, ...), as on the command line.
+    fn name(&self) -> &'static str;
+    fn latent_dim(&self) -> i64;
+    fn device(&self) -> Device;
+    /// One training step on `x` (images on the model's device). `step` is the
+    /// global 0-based step, used to seed the step's noise.
+    fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats>;
+    /// Latents of `x` (inference mode, no gradient); stochastic encoders draw
+    /// their noise from the current generator.
+    fn encode(&self, x: &Tensor) -> Tensor;
+    /// Images of latents `z` (inference mode, no gradient), in [0, 1].
+    fn decode(&self, z: &Tensor) -> Tensor;
+    /// Latents for generation from the model's own sampler or prior.
+    fn sample_latents(&self, n: i64) -> Result<Tensor>;
+    /// Name of the generation route (`sampler net`, `N(0, I) prior`, `ex-post GMM`).
+    fn sampler_name(&self) -> String;
+    /// Steps run by [`Model::post_training`] (0 if none), for progress bars.
+    fn post_training_steps(&self) -> u64 {
+        0
+    }
+    /// Work after the main loop, resumable from `done` steps; calls `progress`
+    /// with stats after each step. Checkpointing happens in the caller.
+    fn post_training_step(&mut self, _data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        bail!("{} has no post-training phase", self.name())
+    }
+    /// Named tensors that make up the whole state (weights, BN statistics,
+    /// optimizer moments, banks) for a checkpoint.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// Multiply every learning rate by `factor` (NaN rollback, LR plateau).
+    fn scale_lr(&mut self, factor: f64);
+}
+
+/// Build the model named in `cfg.model` for data of geometry `geo`.
+pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
+    let geo = crate::nets::Geometry::for_dataset(&cfg.data.dataset);
+    match cfg.model.as_str() {
+        "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),
+        other => bail!("model `{other}` is not implemented yet (issue 6: baselines)"),
+    }
+}
+
+/// Copy checkpoint tensors into a var store's variables, with clear errors
+/// for missing or mis-shaped entries.
+pub fn load_var_store(vs: &mut tch::nn::VarStore, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in vs.variables() {
+        let key = format!("{prefix}.{name}");
+        let src = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{key}`"))?;
+        if src.size() != var.size() {
+            bail!("checkpoint tensor `{key}` has shape {:?}, the model expects {:?} (different preset or width?)", src.size(), var.size());
+        }
+        var.copy_(src);
+    }
+    Ok(())
+}
+
+/// A var store's variables, prefixed, for a checkpoint.
+pub fn var_store_state(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = vs.variables().into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

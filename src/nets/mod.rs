@@ -1,0 +1,267 @@
+//! The RAE reference architectures (DESIGN.md §2), scaled by a width
+//! multiplier: the deterministic encoder (also the sampler net), the decoder,
+//! and the LDC encoder with its extra noise conv layer (paper Fig. 1(b)).
+
+use tch::nn::{self, Module, ModuleT};
+use tch::{Kind, Tensor};
+
+/// Image geometry and kernel size of one data set family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub channels: i64,
+    pub size: i64,
+    pub kernel: i64,
+}
+
+impl Geometry {
+    /// MNIST (padded to 32×32): 1 channel, 4×4 kernels.
+    pub const MNIST: Geometry = Geometry { channels: 1, size: 32, kernel: 4 };
+    /// CIFAR-10: 3 channels, 32×32, 4×4 kernels.
+    pub const CIFAR10: Geometry = Geometry { channels: 3, size: 32, kernel: 4 };
+    /// CelebA 64×64: 3 channels, 5×5 kernels.
+    pub const CELEBA: Geometry = Geometry { channels: 3, size: 64, kernel: 5 };
+
+    pub fn for_dataset(name: &str) -> Geometry {
+        match name {
+            "cifar10" => Self::CIFAR10,
+            "celeba" => Self::CELEBA,
+            _ => Self::MNIST,
+        }
+    }
+
+    /// Image shape `[C, H, W]`.
+    pub fn image_shape(&self) -> [i64; 3] {
+        [self.channels, self.size, self.size]
+    }
+}
+
+/// Channel count scaled by `width`, at least 1.
+pub fn scaled(channels: i64, width: f64) -> i64 {
+    ((channels as f64 * width).round() as i64).max(1)
+}
+
+/// BatchNorm with PyTorch's initialisation (weight 1, bias 0).
+fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() })
+}
+
+/// "same" padding for a stride-2 conv of kernel k (k=4 → 1, k=5 → 2).
+fn same_pad(kernel: i64) -> i64 {
+    (kernel - 1) / 2
+}
+
+/// Conv(k, stride 2, "same") → BN → ReLU blocks with 128, 256, 512, 1024·width
+/// channels, flatten, Linear → latent. Spatial size after the convs is size/16.
+#[derive(Debug)]
+pub struct Encoder {
+    first: nn::Conv2D,
+    /// Extra conv on the encoder noise (LDC encoder only), joined by addition.
+    noise: Option<nn::Conv2D>,
+    bns: Vec<nn::BatchNorm>,
+    convs: Vec<nn::Conv2D>,
+    fc: nn::Linear,
+    concat_noise: bool,
+}
+
+/// How the LDC encoder joins its noise branch (DESIGN §1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseJoin {
+    /// No noise input: the RAE encoder / the sampler net.
+    None,
+    /// `BN/ReLU(conv1(x) + E_n(ε))`.
+    Add,
+    /// `conv1([x, ε])`: channels concatenated, first conv widened.
+    Concat,
+}
+
+impl Encoder {
+    pub fn new(p: &nn::Path, geo: Geometry, width: f64, out_dim: i64, join: NoiseJoin) -> Encoder {
+        let chans: Vec<i64> = [128, 256, 512, 1024].iter().map(|&c| scaled(c, width)).collect();
+        let cfg = nn::ConvConfig { stride: 2, padding: same_pad(geo.kernel), ..Default::default() };
+        let in0 = if join == NoiseJoin::Concat { 2 * geo.channels } else { geo.channels };
+        let first = nn::conv2d(p / "conv0", in0, chans[0], geo.kernel, cfg);
+        let noise = (join == NoiseJoin::Add).then(|| nn::conv2d(p / "noise_conv", geo.channels, chans[0], geo.kernel, cfg));
+        let mut bns = vec![batch_norm(p / "bn0", chans[0])];
+        let mut convs = Vec::new();
+        for i in 1..chans.len() {
+            convs.push(nn::conv2d(p / format!("conv{i}"), chans[i - 1], chans[i], geo.kernel, cfg));
+            bns.push(batch_norm(p / format!("bn{i}"), chans[i]));
+        }
+        let spatial = geo.size / 16;
+        let fc = nn::linear(p / "fc", chans[3] * spatial * spatial, out_dim, Default::default());
+        Encoder { first, noise, bns, convs, fc, concat_noise: join == NoiseJoin::Concat }
+    }
+
+    /// `x`: images `[N,C,H,W]`; `noise`: image-shaped noise for the LDC encoder.
+    pub fn forward(&self, x: &Tensor, noise: Option<&Tensor>, train: bool) -> Tensor {
+        let mut h = match (noise, &self.noise, self.concat_noise) {
+            (Some(e), Some(nc), _) => x.apply(&self.first) + e.apply(nc),
+            (Some(e), None, true) => Tensor::cat(&[x, e], 1).apply(&self.first),
+            (None, None, false) => x.apply(&self.first),
+            _ => panic!("encoder noise input does not match its construction"),
+        };
+        h = h.apply_t(&self.bns[0], train).relu();
+        for (conv, bn) in self.convs.iter().zip(&self.bns[1..]) {
+            h = h.apply(conv).apply_t(bn, train).relu();
+        }
+        h.flatten(1, -1).apply(&self.fc)
+    }
+}
+
+/// Linear → 8·8·1024·width, ConvT(k, stride 2) blocks with BN/ReLU (512, 256
+/// for 32×32; 512, 256, 128 for 64×64), a final ConvT(k, stride 1) to C
+/// channels and a sigmoid. For k = 4 the last ConvT gives 33×33 in libtorch
+/// (TF's "same" is asymmetric); it is cropped to the first 32 rows/columns.
+#[derive(Debug)]
+pub struct Decoder {
+    fc: nn::Linear,
+    c0: i64,
+    ups: Vec<nn::ConvTranspose2D>,
+    bns: Vec<nn::BatchNorm>,
+    last: nn::ConvTranspose2D,
+    size: i64,
+    channels_last: bool,
+}
+
+impl Decoder {
+    pub fn new(p: &nn::Path, geo: Geometry, width: f64, latent: i64, channels_last: bool) -> Decoder {
+        let c0 = scaled(1024, width);
+        let fc = nn::linear(p / "fc", latent, c0 * 64, Default::default());
+        let widths: &[i64] = if geo.size == 64 { &[512, 256, 128] } else { &[512, 256] };
+        let k = geo.kernel;
+        // ConvT stride 2 doubling the size: k=4 → pad 1; k=5 → pad 2, output_padding 1.
+        let (pad, out_pad) = if k == 4 { (1, 0) } else { (2, 1) };
+        let cfg = nn::ConvTransposeConfig { stride: 2, padding: pad, output_padding: out_pad, ..Default::default() };
+        let mut ups = Vec::new();
+        let mut bns = Vec::new();
+        let mut cin = c0;
+        for (i, &w) in widths.iter().enumerate() {
+            let c = scaled(w, width);
+            ups.push(nn::conv_transpose2d(p / format!("convt{i}"), cin, c, k, cfg));
+            bns.push(batch_norm(p / format!("bn{i}"), c));
+            cin = c;
+        }
+        let last_cfg = nn::ConvTransposeConfig { stride: 1, padding: if k == 4 { 1 } else { 2 }, ..Default::default() };
+        let last = nn::conv_transpose2d(p / "convt_out", cin, geo.channels, k, last_cfg);
+        Decoder { fc, c0, ups, bns, last, size: geo.size, channels_last }
+    }
+
+    pub fn forward(&self, z: &Tensor, train: bool) -> Tensor {
+        let mut h = z.apply(&self.fc).view([-1, self.c0, 8, 8]);
+        if self.channels_last {
+            h = to_channels_last(&h);
+        }
+        for (up, bn) in self.ups.iter().zip(&self.bns) {
+            h = h.apply(up).apply_t(bn, train).relu();
+        }
+        let out = h.apply(&self.last);
+        let out = if out.size()[2] != self.size { out.narrow(2, 0, self.size).narrow(3, 0, self.size) } else { out };
+        out.sigmoid().contiguous()
+    }
+}
+
+/// Same values, NHWC strides: libtorch's "channels-last" layout, which makes
+/// the (transposed) convolutions that follow pick faster CPU kernels.
+pub fn to_channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+impl ModuleT for Decoder {
+    fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
+        self.forward(z, train)
+    }
+}
+
+/// A fully connected net for small vector maps (two-stage VAE's second stage).
+#[derive(Debug)]
+pub struct Mlp {
+    layers: Vec<nn::Linear>,
+}
+
+impl Mlp {
+    pub fn new(p: &nn::Path, dims: &[i64]) -> Mlp {
+        let layers = dims.windows(2).enumerate().map(|(i, w)| nn::linear(p / format!("fc{i}"), w[0], w[1], Default::default())).collect();
+        Mlp { layers }
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            h = h.apply(l);
+            if i + 1 < self.layers.len() {
+                h = h.relu();
+            }
+        }
+        h
+    }
+}
+
+/// Number of parameters in a var store.
+pub fn param_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+/// Standard normal noise shaped like a batch of images.
+pub fn image_noise(n: i64, geo: Geometry, device: tch::Device) -> Tensor {
+    Tensor::randn([n, geo.channels, geo.size, geo.size], (Kind::Float, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::VarStore, Device};
+
+    #[test]
+    fn shapes_for_every_dataset_and_width() {
+        for geo in [Geometry::MNIST, Geometry::CIFAR10, Geometry::CELEBA] {
+            for width in [0.0625, 0.125, 1.0] {
+                let vs = VarStore::new(Device::Cpu);
+                let enc = Encoder::new(&(vs.root() / "e"), geo, width, 16, NoiseJoin::Add);
+                let enc_c = Encoder::new(&(vs.root() / "c"), geo, width, 16, NoiseJoin::Concat);
+                let rae = Encoder::new(&(vs.root() / "r"), geo, width, 16, NoiseJoin::None);
+                let dec = Decoder::new(&(vs.root() / "d"), geo, width, 16, width < 1.0);
+                let x = Tensor::rand([2, geo.channels, geo.size, geo.size], (Kind::Float, Device::Cpu));
+                let e = image_noise(2, geo, Device::Cpu);
+                let z = enc.forward(&x, Some(&e), true);
+                assert_eq!(z.size(), vec![2, 16]);
+                assert_eq!(enc_c.forward(&x, Some(&e), true).size(), vec![2, 16]);
+                assert_eq!(rae.forward(&x, None, false).size(), vec![2, 16]);
+                let y = dec.forward(&z, true);
+                assert_eq!(y.size(), vec![2, geo.channels, geo.size, geo.size], "{geo:?} {width}");
+                let (lo, hi) = (y.min().double_value(&[]), y.max().double_value(&[]));
+                assert!(lo >= 0.0 && hi <= 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn paper_width_matches_rae_layer_sizes() {
+        let vs = VarStore::new(Device::Cpu);
+        let _ = Encoder::new(&(vs.root() / "e"), Geometry::MNIST, 1.0, 16, NoiseJoin::None);
+        let vars = vs.variables();
+        assert_eq!(vars["e.conv0.weight"].size(), vec![128, 1, 4, 4]);
+        assert_eq!(vars["e.conv3.weight"].size(), vec![1024, 512, 4, 4]);
+        assert_eq!(vars["e.fc.weight"].size(), vec![16, 1024 * 2 * 2]);
+        assert_eq!(vars["e.bn0.weight"].double_value(&[0]), 1.0);
+        let vs = VarStore::new(Device::Cpu);
+        let _ = Decoder::new(&(vs.root() / "d"), Geometry::CELEBA, 1.0, 64, false);
+        let vars = vs.variables();
+        assert_eq!(vars["d.fc.weight"].size(), vec![8 * 8 * 1024, 64]);
+        assert_eq!(vars["d.convt2.weight"].size(), vec![256, 128, 5, 5]);
+        assert_eq!(vars["d.convt_out.weight"].size(), vec![128, 3, 5, 5]);
+    }
+
+    #[test]
+    fn channels_last_decoder_computes_the_same_function() {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let a = Decoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.125, 16, false);
+        let b = Decoder { channels_last: true, ..a };
+        let z = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
+        let b_out = b.forward(&z, false);
+        let a2 = Decoder { channels_last: false, ..b };
+        assert!(a2.forward(&z, false).allclose(&b_out, 1e-5, 1e-5, false));
+    }
+}

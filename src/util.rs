@@ -1,0 +1,68 @@
+//! Small shared helpers: devices, threads, atomic file writes.
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+use tch::Device;
+
+/// Parse `cpu`, `cuda` or `cuda:N`, failing clearly when CUDA is asked for but absent.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let dev = match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        s if s.starts_with("cuda:") => {
+            Device::Cuda(s[5..].parse().with_context(|| format!("bad device `{s}` (expected cuda:N)"))?)
+        }
+        s => bail!("unknown device `{s}` (cpu, cuda or cuda:N)"),
+    };
+    if let Device::Cuda(i) = dev {
+        if !tch::Cuda::is_available() {
+            bail!("device `{s}` requested but libtorch sees no CUDA device (is this a GPU machine with the CUDA libtorch?)");
+        }
+        if i as i64 >= tch::Cuda::device_count() {
+            bail!("device `{s}` requested but only {} CUDA device(s) exist", tch::Cuda::device_count());
+        }
+    }
+    Ok(dev)
+}
+
+/// Set libtorch's intra-op thread count (0 = leave libtorch's default: all cores).
+pub fn set_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+/// Write `bytes` to `path` through a temp file in the same folder and a rename,
+/// so readers never see a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all().ok();
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// `path` with `.tmp` appended to its file name (same folder, so rename is atomic).
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Run `write` against a temp path, then rename it over `path`.
+pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// A float out of a scalar tensor.
+pub fn scalar(t: &tch::Tensor) -> f64 {
+    t.double_value(&[])
+}
