@@ -184,13 +184,23 @@ impl Default for Config {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { dataset: "mnist".into(), dir: String::new(), val_size: 1000, train_limit: 0 }
+        DataConfig {
+            dataset: "mnist".into(),
+            dir: String::new(),
+            val_size: 1000,
+            train_limit: 0,
+        }
     }
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
-        NetConfig { width: 1.0, latent_dim: 16, noise_join: "add".into(), channels_last: false }
+        NetConfig {
+            width: 1.0,
+            latent_dim: 16,
+            noise_join: "add".into(),
+            channels_last: false,
+        }
     }
 }
 
@@ -249,16 +259,31 @@ impl Default for BaselineConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { fid_samples: 10_000, latent_samples: 2000, fid_batch: 50 }
+        EvalConfig {
+            fid_samples: 10_000,
+            latent_samples: 2000,
+            fid_batch: 50,
+        }
     }
 }
 
-pub const MODELS: &[&str] =
-    &["ldc", "vae", "cv-vae", "wae-mmd", "two-stage-vae", "rae-l2", "rae-gp", "rae-sn"];
+pub const MODELS: &[&str] = &[
+    "ldc",
+    "vae",
+    "cv-vae",
+    "wae-mmd",
+    "two-stage-vae",
+    "rae-l2",
+    "rae-gp",
+    "rae-sn",
+];
 
 fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
     if !allowed.contains(&value) {
-        bail!("config key `{key}`: `{value}` is not one of {}", allowed.join(", "));
+        bail!(
+            "config key `{key}`: `{value}` is not one of {}",
+            allowed.join(", ")
+        );
     }
     Ok(())
 }
@@ -280,10 +305,14 @@ fn in_range(key: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
 impl Config {
     /// The named preset, or an error listing the ones that exist.
     pub fn preset(name: &str) -> Result<Config> {
-        let text = PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).with_context(|| {
-            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            format!("unknown preset `{name}`; presets: {}", names.join(", "))
-        })?;
+        let text = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .with_context(|| {
+                let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+                format!("unknown preset `{name}`; presets: {}", names.join(", "))
+            })?;
         Self::from_toml_str(text, &[]).with_context(|| format!("in preset `{name}`"))
     }
 
@@ -301,9 +330,9 @@ impl Config {
                 }
             }
         };
-        let what = file.map(|p| p.display().to_string()).unwrap_or_else(|| {
-            format!("preset `{}`", preset.unwrap_or(DEFAULT_PRESET))
-        });
+        let what = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("preset `{}`", preset.unwrap_or(DEFAULT_PRESET)));
         Self::from_toml_str(&text, overrides).with_context(|| format!("config from {what}"))
     }
 
@@ -326,17 +355,30 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         one_of("model", &self.model, MODELS)?;
-        one_of("data.dataset", &self.data.dataset, &["mnist", "fashion-mnist", "cifar10", "celeba"])?;
+        one_of(
+            "data.dataset",
+            &self.data.dataset,
+            &["mnist", "fashion-mnist", "cifar10", "celeba"],
+        )?;
         if !(self.device == "cpu" || self.device == "cuda" || self.device.starts_with("cuda:")) {
-            bail!("config key `device`: `{}` is not cpu, cuda or cuda:N", self.device);
+            bail!(
+                "config key `device`: `{}` is not cpu, cuda or cuda:N",
+                self.device
+            );
         }
         positive("net.width", self.net.width)?;
         if self.net.latent_dim < 1 {
-            bail!("config key `net.latent_dim` must be >= 1 (got {})", self.net.latent_dim);
+            bail!(
+                "config key `net.latent_dim` must be >= 1 (got {})",
+                self.net.latent_dim
+            );
         }
         one_of("net.noise_join", &self.net.noise_join, &["add", "concat"])?;
         if self.train.batch_size < 2 {
-            bail!("config key `train.batch_size` must be >= 2 (SVGD needs two particles), got {}", self.train.batch_size);
+            bail!(
+                "config key `train.batch_size` must be >= 2 (SVGD needs two particles), got {}",
+                self.train.batch_size
+            );
         }
         if self.train.epochs == 0 && self.train.max_steps == 0 {
             bail!("config keys `train.epochs` and `train.max_steps` are both 0: nothing to train");
@@ -345,7 +387,8 @@ impl Config {
         in_range("train.beta1", self.train.beta1, 0.0, 0.999_999)?;
         in_range("train.beta2", self.train.beta2, 0.0, 0.999_999)?;
         one_of("train.on_nan", &self.train.on_nan, &["stop", "rollback"])?;
-        in_range("train.nan_lr_factor", self.train.nan_lr_factor, 1e-6, 1.0)?;
+        positive("train.nan_lr_factor", self.train.nan_lr_factor)?;
+        in_range("train.nan_lr_factor", self.train.nan_lr_factor, 0.0, 1.0)?;
         let l = &self.ldc;
         in_range("ldc.prior_weight", l.prior_weight, 0.0, 1e6)?;
         if let Sigma2::Fixed(v) = l.sigma2 {
@@ -354,20 +397,41 @@ impl Config {
         positive("ldc.sigma2_min", l.sigma2_min)?;
         one_of("ldc.score_bn", &l.score_bn, &["inference", "batch"])?;
         if l.particles_per_x < 1 {
-            bail!("config key `ldc.particles_per_x` must be >= 1 (got {})", l.particles_per_x);
+            bail!(
+                "config key `ldc.particles_per_x` must be >= 1 (got {})",
+                l.particles_per_x
+            );
         }
         if l.particles_per_x > 1 && self.train.batch_size % l.particles_per_x != 0 {
-            bail!("config key `ldc.particles_per_x` ({}) must divide `train.batch_size` ({})", l.particles_per_x, self.train.batch_size);
+            bail!(
+                "config key `ldc.particles_per_x` ({}) must divide `train.batch_size` ({})",
+                l.particles_per_x,
+                self.train.batch_size
+            );
         }
-        one_of("ldc.sampler_target", &l.sampler_target, &["aggregate_kde", "mixture", "paired", "encoder_particles"])?;
+        one_of(
+            "ldc.sampler_target",
+            &l.sampler_target,
+            &["aggregate_kde", "mixture", "paired", "encoder_particles"],
+        )?;
         if l.kde_bank < 2 {
-            bail!("config key `ldc.kde_bank` must be >= 2 (got {})", l.kde_bank);
+            bail!(
+                "config key `ldc.kde_bank` must be >= 2 (got {})",
+                l.kde_bank
+            );
         }
         positive("ldc.kde_scale", l.kde_scale)?;
         positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
-        one_of("ldc.sampler_bandwidth", &l.sampler_bandwidth, &["target", "own"])?;
+        one_of(
+            "ldc.sampler_bandwidth",
+            &l.sampler_bandwidth,
+            &["target", "own"],
+        )?;
         if l.sampler_particles < 2 {
-            bail!("config key `ldc.sampler_particles` must be >= 2 (got {})", l.sampler_particles);
+            bail!(
+                "config key `ldc.sampler_particles` must be >= 2 (got {})",
+                l.sampler_particles
+            );
         }
         in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
         let b = &self.baselines;
@@ -381,10 +445,16 @@ impl Config {
             bail!("config key `baselines.gmm_components` must be >= 1");
         }
         if self.eval.fid_samples < 2 {
-            bail!("config key `eval.fid_samples` must be >= 2 (got {})", self.eval.fid_samples);
+            bail!(
+                "config key `eval.fid_samples` must be >= 2 (got {})",
+                self.eval.fid_samples
+            );
         }
         if self.eval.latent_samples < 2 {
-            bail!("config key `eval.latent_samples` must be >= 2 (got {})", self.eval.latent_samples);
+            bail!(
+                "config key `eval.latent_samples` must be >= 2 (got {})",
+                self.eval.latent_samples
+            );
         }
         if self.eval.fid_batch < 1 {
             bail!("config key `eval.fid_batch` must be >= 1");
@@ -405,7 +475,11 @@ impl Config {
 fn check_known_keys(value: &toml::Value, known: &toml::Value, prefix: &str) -> Result<()> {
     if let (toml::Value::Table(t), toml::Value::Table(k)) = (value, known) {
         for (key, v) in t {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match k.get(key) {
                 None => bail!("unknown config key `{path}`"),
                 Some(kv) => check_known_keys(v, kv, &path)?,
@@ -425,10 +499,20 @@ fn apply_override(value: &mut toml::Value, known: &toml::Value, ov: &str) -> Res
     // The key must exist in the schema.
     let mut k = known;
     for p in &parts {
-        k = k.get(p).with_context(|| format!("unknown config key `{key}`"))?;
+        k = k
+            .get(p)
+            .with_context(|| format!("unknown config key `{key}`"))?;
     }
     if k.is_table() {
-        bail!("config key `{key}` is a section; set one of its keys, e.g. `{key}.{}`", k.as_table().unwrap().keys().next().map(String::as_str).unwrap_or("..."));
+        bail!(
+            "config key `{key}` is a section; set one of its keys, e.g. `{key}.{}`",
+            k.as_table()
+                .unwrap()
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or("...")
+        );
     }
     // Parse as a TOML value; bare words become strings.
     let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -442,12 +526,16 @@ fn apply_override(value: &mut toml::Value, known: &toml::Value, ov: &str) -> Res
     };
     let mut cur = value;
     for (i, p) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().with_context(|| format!("config key `{key}`: parent is not a table"))?;
+        let table = cur
+            .as_table_mut()
+            .with_context(|| format!("config key `{key}`: parent is not a table"))?;
         if i + 1 == parts.len() {
             table.insert(p.to_string(), parsed);
             break;
         }
-        cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
     Ok(())
 }
@@ -465,14 +553,26 @@ mod tests {
 
     #[test]
     fn overrides_apply_and_unknown_keys_are_named() {
-        let c = Config::load(None, None, &["ldc.kde_scale=0.5".into(), "train.lr=1".into(), "ldc.sigma2=0.01".into()]).unwrap();
+        let c = Config::load(
+            None,
+            None,
+            &[
+                "ldc.kde_scale=0.5".into(),
+                "train.lr=1".into(),
+                "ldc.sigma2=0.01".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.ldc.kde_scale, 0.5);
         assert_eq!(c.train.lr, 1.0);
         assert_eq!(c.ldc.sigma2, Sigma2::Fixed(0.01));
         let c = Config::load(None, None, &["ldc.sigma2=batch_sq_mean".into()]).unwrap();
         assert_eq!(c.ldc.sigma2, Sigma2::Rule(Sigma2Rule::BatchSqMean));
         let e = Config::load(None, None, &["ldc.kde_scael=0.5".into()]).unwrap_err();
-        assert!(format!("{e:#}").contains("unknown config key `ldc.kde_scael`"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("unknown config key `ldc.kde_scael`"),
+            "{e:#}"
+        );
         let e = Config::from_toml_str("[train]\nbatchsize = 3\n", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("train.batchsize"), "{e:#}");
     }

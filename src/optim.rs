@@ -22,13 +22,27 @@ pub struct Adam {
 impl Adam {
     /// Adam over the trainable variables of `vs`, in name order.
     pub fn new(vs: &VarStore, lr: f64, beta1: f64, beta2: f64) -> Adam {
-        let mut vars: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let m = vars.iter().map(|(_, t)| t.zeros_like()).collect();
         let v = vars.iter().map(|(_, t)| t.zeros_like()).collect();
         let (names, params) = vars.into_iter().unzip();
-        Adam { names, params, m, v, step: 0, lr, beta1, beta2, eps: 1e-8, weight_decay: 0.0 }
+        Adam {
+            names,
+            params,
+            m,
+            v,
+            step: 0,
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -48,9 +62,17 @@ impl Adam {
             if !g.defined() {
                 continue;
             }
-            let g = if self.weight_decay != 0.0 { &g + &*p * self.weight_decay } else { g };
-            let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-            let _ = v.g_mul_scalar_(self.beta2).g_add_(&(g.square() * (1.0 - self.beta2)));
+            let g = if self.weight_decay != 0.0 {
+                &g + &*p * self.weight_decay
+            } else {
+                g
+            };
+            let _ = m
+                .g_mul_scalar_(self.beta1)
+                .g_add_(&(&g * (1.0 - self.beta1)));
+            let _ = v
+                .g_mul_scalar_(self.beta2)
+                .g_add_(&(g.square() * (1.0 - self.beta2)));
             let denom = (v.sqrt() / bc2.sqrt()).g_add_scalar_(self.eps);
             let _ = p.g_sub_(&(&*m / denom * (self.lr / bc1)));
         }
@@ -87,12 +109,21 @@ impl Adam {
     pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
         let _guard = tch::no_grad_guard();
         let get = |k: String| -> Result<&Tensor> {
-            tensors.get(&k).ok_or_else(|| anyhow::anyhow!("checkpoint lacks optimizer tensor `{k}`"))
+            tensors
+                .get(&k)
+                .ok_or_else(|| anyhow::anyhow!("checkpoint lacks optimizer tensor `{k}`"))
         };
         for ((n, m), v) in self.names.iter().zip(&mut self.m).zip(&mut self.v) {
-            let (sm, sv) = (get(format!("{prefix}.m.{n}"))?, get(format!("{prefix}.v.{n}"))?);
+            let (sm, sv) = (
+                get(format!("{prefix}.m.{n}"))?,
+                get(format!("{prefix}.v.{n}"))?,
+            );
             if sm.size() != m.size() || sv.size() != v.size() {
-                bail!("checkpoint optimizer tensor `{prefix}.m.{n}` has shape {:?}, expected {:?}", sm.size(), m.size());
+                bail!(
+                    "checkpoint optimizer tensor `{prefix}.m.{n}` has shape {:?}, expected {:?}",
+                    sm.size(),
+                    m.size()
+                );
             }
             m.copy_(sm);
             v.copy_(sv);

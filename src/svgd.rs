@@ -50,7 +50,7 @@ pub fn median_bandwidth(z: &Tensor) -> Tensor {
         let flat = d2.view([g, n * n]);
         let lin = idx.get(0) * n + idx.get(1);
         let upper = flat.index_select(1, &lin); // [G, n(n-1)/2] squared distances
-        // median of distances = sqrt(median of squared distances); med² is the latter.
+                                                // median of distances = sqrt(median of squared distances); med² is the latter.
         let med2 = upper.median_dim(1, false).0;
         (med2 / (n as f64).ln()).clamp_min(H_FLOOR)
     };
@@ -75,7 +75,11 @@ pub fn median_bandwidth_subset(z: &Tensor, max_points: i64) -> Tensor {
 /// RBF kernel `K(a, b) = exp(-||a - b||² / h)`, `[.., n, m]`.
 pub fn rbf(a: &Tensor, b: &Tensor, h: &Tensor) -> Tensor {
     let d = sq_dists(a, b);
-    let h = if d.dim() == 3 { h.view([-1, 1, 1]) } else { h.shallow_clone() };
+    let h = if d.dim() == 3 {
+        h.view([-1, 1, 1])
+    } else {
+        h.shallow_clone()
+    };
     (-d / h).exp()
 }
 
@@ -91,7 +95,11 @@ pub fn stein_direction(z: &Tensor, s: &Tensor, y: &Tensor, h: &Tensor) -> Tensor
     let (s3, _) = batched(&s.detach());
     let (y3, _) = batched(&y.detach());
     let n = z3.size()[1] as f64;
-    let h3 = if h.dim() == 0 { h.view([1, 1, 1]) } else { h.view([-1, 1, 1]) };
+    let h3 = if h.dim() == 0 {
+        h.view([1, 1, 1])
+    } else {
+        h.view([-1, 1, 1])
+    };
     let k = (-sq_dists(&z3, &y3) / &h3).exp(); // [G,n,m]
     let kt = k.transpose(1, 2); // [G,m,n]
     let drive = kt.bmm(&s3); // Σ_i K_ij s_i
@@ -156,12 +164,26 @@ mod tests {
                     acc += k * sv[i * 3 + c] + 2.0 / 0.7 * (yv[j * 3 + c] - zv[i * 3 + c]) * k;
                 }
                 let want = acc / n as f64;
-                assert!((phi[j * 3 + c] - want).abs() < 1e-5, "{} vs {}", phi[j * 3 + c], want);
+                assert!(
+                    (phi[j * 3 + c] - want).abs() < 1e-5,
+                    "{} vs {}",
+                    phi[j * 3 + c],
+                    want
+                );
             }
         }
         // f32 agrees with f64.
-        let phi32 = stein_direction(&z.to_kind(Kind::Float), &s.to_kind(Kind::Float), &y.to_kind(Kind::Float), &h.to_kind(Kind::Float));
-        let d = v(&phi32).iter().zip(&phi).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let phi32 = stein_direction(
+            &z.to_kind(Kind::Float),
+            &s.to_kind(Kind::Float),
+            &y.to_kind(Kind::Float),
+            &h.to_kind(Kind::Float),
+        );
+        let d = v(&phi32)
+            .iter()
+            .zip(&phi)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(d < 1e-5, "f32 vs f64 differ by {d}");
     }
 
@@ -192,15 +214,22 @@ mod tests {
         // the per-target kernel gradient for one target.
         let y0 = y.narrow(0, 0, 1);
         let k = rbf(&z, &y0, &h).sum(Kind::Double);
-        let g = Tensor::run_backward(&[k], &[&z], false, false).pop().unwrap(); // [4,3]
-        // Analytic ∇_{z_i}K(z_i, y) = (2/h)(y - z_i) K(z_i, y)
+        let g = Tensor::run_backward(&[k], &[&z], false, false)
+            .pop()
+            .unwrap(); // [4,3]
+                       // Analytic ∇_{z_i}K(z_i, y) = (2/h)(y - z_i) K(z_i, y)
         let zd = z.detach();
         let kk = rbf(&zd, &y0, &h); // [4,1]
         let analytic = (&y0 - &zd) * kk * (2.0 / 1.3);
         assert!(g.allclose(&analytic, 1e-10, 1e-12, false));
         // And Φ's kernel term (zero scores) is the mean of that gradient.
         let phi = stein_direction(&zd, &zd.zeros_like(), &y0, &h);
-        assert!(phi.allclose(&analytic.mean_dim(0, true, Kind::Double), 1e-10, 1e-12, false));
+        assert!(phi.allclose(
+            &analytic.mean_dim(0, true, Kind::Double),
+            1e-10,
+            1e-12,
+            false
+        ));
     }
 
     #[test]
@@ -226,9 +255,15 @@ mod tests {
         let bank = Tensor::randn([50, 4], F64);
         let y = (Tensor::randn([6, 4], F64) * 2.0).set_requires_grad(true);
         let lp = kde_log_density(&y, &bank, 0.3).sum(Kind::Double);
-        let g = Tensor::run_backward(&[lp], &[&y], false, false).pop().unwrap();
+        let g = Tensor::run_backward(&[lp], &[&y], false, false)
+            .pop()
+            .unwrap();
         let s = kde_score(&y.detach(), &bank, 0.3);
-        assert!(g.allclose(&s, 1e-9, 1e-10, false), "max diff {}", (g - s).abs().max().double_value(&[]));
+        assert!(
+            g.allclose(&s, 1e-9, 1e-10, false),
+            "max diff {}",
+            (g - s).abs().max().double_value(&[])
+        );
     }
 
     fn run_svgd(mut x: Tensor, score: impl Fn(&Tensor) -> Tensor, steps: usize, lr: f64) -> Tensor {
@@ -247,14 +282,17 @@ mod tests {
         let cov = Tensor::from_slice(&[1.0f64, 0.6, 0.6, 0.8]).view([2, 2]);
         let cov_inv = cov.inverse();
         // Badly placed start: a tight blob far from the mean.
-        let x0 = Tensor::randn([200, 2], F64) * 0.1 + Tensor::from_slice(&[-4.0f64, 5.0]).view([1, 2]);
+        let x0 =
+            Tensor::randn([200, 2], F64) * 0.1 + Tensor::from_slice(&[-4.0f64, 5.0]).view([1, 2]);
         let x = run_svgd(x0, |x| gaussian_score(x, &mean, &cov_inv), 3000, 0.1);
         let m = x.mean_dim(0, true, Kind::Double);
         let err = (&m - &mean).abs().max().double_value(&[]);
         assert!(err < 0.05, "mean off by {err}: {m:?}");
         let xc = &x - &m;
         let c = xc.transpose(0, 1).mm(&xc) / 199.0;
-        let rel = ((&c - &cov).abs() / cov.abs().max()).max().double_value(&[]);
+        let rel = ((&c - &cov).abs() / cov.abs().max())
+            .max()
+            .double_value(&[]);
         assert!(rel < 0.10, "covariance off by {:.1}%: {c:?}", rel * 100.0);
     }
 
@@ -271,7 +309,10 @@ mod tests {
         let x0 = Tensor::randn([100, 2], F64) * 0.5;
         let x = run_svgd(x0, score, 1000, 0.2);
         let left = i64::try_from(x.select(1, 0).lt(0.0).sum(Kind::Int64)).unwrap();
-        assert!((25..=75).contains(&left), "{left} of 100 particles in the left mode");
+        assert!(
+            (25..=75).contains(&left),
+            "{left} of 100 particles in the left mode"
+        );
         let far = i64::try_from(x.select(1, 0).abs().gt(1.5).sum(Kind::Int64)).unwrap();
         assert!(far > 70, "only {far} particles near a mode");
     }

@@ -10,9 +10,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
     let dev = match s {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
-        s if s.starts_with("cuda:") => {
-            Device::Cuda(s[5..].parse().with_context(|| format!("bad device `{s}` (expected cuda:N)"))?)
-        }
+        s if s.starts_with("cuda:") => Device::Cuda(
+            s[5..]
+                .parse()
+                .with_context(|| format!("bad device `{s}` (expected cuda:N)"))?,
+        ),
         s => bail!("unknown device `{s}` (cpu, cuda or cuda:N)"),
     };
     if let Device::Cuda(i) = dev {
@@ -20,7 +22,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
             bail!("device `{s}` requested but libtorch sees no CUDA device (is this a GPU machine with the CUDA libtorch?)");
         }
         if i as i64 >= tch::Cuda::device_count() {
-            bail!("device `{s}` requested but only {} CUDA device(s) exist", tch::Cuda::device_count());
+            bail!(
+                "device `{s}` requested but only {} CUDA device(s) exist",
+                tch::Cuda::device_count()
+            );
         }
     }
     Ok(dev)
@@ -38,16 +43,22 @@ pub fn set_threads(n: usize) {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.sync_all().ok();
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// `path` with `.tmp` appended to its file name (same folder, so rename is atomic).
 pub fn tmp_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -59,7 +70,8 @@ pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// A float out of a scalar tensor.

@@ -7,9 +7,13 @@ use std::path::Path;
 use tch::{Kind, Tensor};
 
 fn read_maybe_gz(base: &Path) -> Result<(Vec<u8>, std::path::PathBuf)> {
-    let gz = base.with_file_name(format!("{}.gz", base.file_name().unwrap().to_string_lossy()));
+    let gz = base.with_file_name(format!(
+        "{}.gz",
+        base.file_name().unwrap().to_string_lossy()
+    ));
     if gz.exists() {
-        let f = std::fs::File::open(&gz).with_context(|| format!("cannot open {}", gz.display()))?;
+        let f =
+            std::fs::File::open(&gz).with_context(|| format!("cannot open {}", gz.display()))?;
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(std::io::BufReader::new(f))
             .read_to_end(&mut out)
@@ -34,7 +38,11 @@ pub fn load_split(dir: &Path, split: Split, pad_to_32: bool) -> Result<ImageSet>
     }
     let (n, h, w) = (be(&img, 4), be(&img, 8), be(&img, 12));
     if img.len() != 16 + n * h * w {
-        bail!("{}: header says {n} images of {h}x{w} but the file has {} bytes", ip.display(), img.len());
+        bail!(
+            "{}: header says {n} images of {h}x{w} but the file has {} bytes",
+            ip.display(),
+            img.len()
+        );
     }
     if lab.len() < 8 || be(&lab, 0) != 2049 || lab.len() != 8 + be(&lab, 4) || be(&lab, 4) != n {
         bail!("{}: bad IDX label file", lp.display());
@@ -43,7 +51,14 @@ pub fn load_split(dir: &Path, split: Split, pad_to_32: bool) -> Result<ImageSet>
         .view([n as i64, 1, h as i64, w as i64])
         .to_kind(Kind::Float)
         / 255.0;
-    let images = if pad_to_32 && h == 28 && w == 28 { images.constant_pad_nd([2, 2, 2, 2]) } else { images };
+    let images = if pad_to_32 && h == 28 && w == 28 {
+        images.constant_pad_nd([2, 2, 2, 2])
+    } else {
+        images
+    };
     let labels = Tensor::from_slice(&lab[8..]).to_kind(Kind::Int64);
-    Ok(ImageSet { images, labels: Some(labels) })
+    Ok(ImageSet {
+        images,
+        labels: Some(labels),
+    })
 }

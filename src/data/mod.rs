@@ -30,7 +30,10 @@ impl ImageSet {
     pub fn slice(&self, start: i64, end: i64) -> ImageSet {
         ImageSet {
             images: self.images.narrow(0, start, end - start),
-            labels: self.labels.as_ref().map(|l| l.narrow(0, start, end - start)),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| l.narrow(0, start, end - start)),
         }
     }
 }
@@ -72,14 +75,19 @@ pub fn find_dataset_dir(dataset: &str, dir: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "data set `{dataset}` not found (looked in {}); run `ldc-vae data fetch {dataset}`",
-        roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        roots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
 fn looks_like(dataset: &str, dir: &Path) -> bool {
     match dataset {
         "mnist" | "fashion-mnist" => {
-            dir.join("train-images-idx3-ubyte.gz").exists() || dir.join("train-images-idx3-ubyte").exists()
+            dir.join("train-images-idx3-ubyte.gz").exists()
+                || dir.join("train-images-idx3-ubyte").exists()
         }
         "cifar10" => dir.join("test_batch.bin").exists(),
         "celeba" => dir.join("img_align_celeba").is_dir(),

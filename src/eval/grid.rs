@@ -17,11 +17,33 @@ pub fn make_grid(images: &Tensor, ncol: i64, pad: i64, pad_value: f64) -> Result
     }
     let ncol = ncol.clamp(1, n);
     let nrow = (n + ncol - 1) / ncol;
-    let x = images.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).clamp(0.0, 1.0);
+    let x = images
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .clamp(0.0, 1.0);
     let total = nrow * ncol;
-    let x = if total > n { Tensor::cat(&[x, Tensor::full([total - n, c, h, w], pad_value, (Kind::Float, tch::Device::Cpu))], 0) } else { x };
-    let x = x.constant_pad_nd([pad, 0, pad, 0]).view([nrow, ncol, c, h + pad, w + pad]);
-    let g = x.permute([0, 3, 1, 4, 2]).reshape([nrow * (h + pad), ncol * (w + pad), c]);
+    let x = if total > n {
+        Tensor::cat(
+            &[
+                x,
+                Tensor::full(
+                    [total - n, c, h, w],
+                    pad_value,
+                    (Kind::Float, tch::Device::Cpu),
+                ),
+            ],
+            0,
+        )
+    } else {
+        x
+    };
+    let x = x
+        .constant_pad_nd([pad, 0, pad, 0])
+        .view([nrow, ncol, c, h + pad, w + pad]);
+    let g = x
+        .permute([0, 3, 1, 4, 2])
+        .reshape([nrow * (h + pad), ncol * (w + pad), c]);
     let g = g.constant_pad_nd([0, 0, 0, pad, 0, pad]);
     Ok((g * 255.0).round().to_kind(Kind::Uint8))
 }
@@ -39,9 +61,13 @@ pub fn save_hwc_u8(g: &Tensor, path: &Path) -> Result<()> {
     let data = Vec::<u8>::try_from(g.contiguous().flatten(0, -1))?;
     crate::util::with_atomic_path(path, |tmp| {
         let res = if c == 1 {
-            image::GrayImage::from_raw(w, h, data).context("bad grid buffer")?.save_with_format(tmp, image::ImageFormat::Png)
+            image::GrayImage::from_raw(w, h, data)
+                .context("bad grid buffer")?
+                .save_with_format(tmp, image::ImageFormat::Png)
         } else {
-            image::RgbImage::from_raw(w, h, data).context("bad grid buffer")?.save_with_format(tmp, image::ImageFormat::Png)
+            image::RgbImage::from_raw(w, h, data)
+                .context("bad grid buffer")?
+                .save_with_format(tmp, image::ImageFormat::Png)
         };
         res.with_context(|| format!("cannot write {}", path.display()))
     })
@@ -79,7 +105,14 @@ mod tests {
     #[test]
     fn grid_places_images_in_rows_and_columns() {
         // 3 images of 1×2×2 with values 0, 0.5, 1 in a 2-column grid, pad 1.
-        let imgs = Tensor::cat(&[Tensor::zeros([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu)), Tensor::full([1, 1, 2, 2], 0.5, (Kind::Float, tch::Device::Cpu)), Tensor::ones([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu))], 0);
+        let imgs = Tensor::cat(
+            &[
+                Tensor::zeros([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu)),
+                Tensor::full([1, 1, 2, 2], 0.5, (Kind::Float, tch::Device::Cpu)),
+                Tensor::ones([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu)),
+            ],
+            0,
+        );
         let g = make_grid(&imgs, 2, 1, 1.0).unwrap();
         assert_eq!(g.size(), vec![7, 7, 1]);
         assert_eq!(g.int64_value(&[1, 1, 0]), 0);

@@ -79,11 +79,17 @@ pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
 
 /// Copy checkpoint tensors into a var store's variables, with clear errors
 /// for missing or mis-shaped entries.
-pub fn load_var_store(vs: &mut tch::nn::VarStore, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
+pub fn load_var_store(
+    vs: &mut tch::nn::VarStore,
+    prefix: &str,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
     let _guard = tch::no_grad_guard();
     for (name, mut var) in vs.variables() {
         let key = format!("{prefix}.{name}");
-        let src = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{key}`"))?;
+        let src = tensors
+            .get(&key)
+            .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{key}`"))?;
         if src.size() != var.size() {
             bail!("checkpoint tensor `{key}` has shape {:?}, the model expects {:?} (different preset or width?)", src.size(), var.size());
         }
@@ -94,7 +100,11 @@ pub fn load_var_store(vs: &mut tch::nn::VarStore, prefix: &str, tensors: &HashMa
 
 /// A var store's variables, prefixed, for a checkpoint.
 pub fn var_store_state(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
-    let mut v: Vec<_> = vs.variables().into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect();
+    let mut v: Vec<_> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }

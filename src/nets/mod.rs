@@ -15,11 +15,23 @@ pub struct Geometry {
 
 impl Geometry {
     /// MNIST (padded to 32×32): 1 channel, 4×4 kernels.
-    pub const MNIST: Geometry = Geometry { channels: 1, size: 32, kernel: 4 };
+    pub const MNIST: Geometry = Geometry {
+        channels: 1,
+        size: 32,
+        kernel: 4,
+    };
     /// CIFAR-10: 3 channels, 32×32, 4×4 kernels.
-    pub const CIFAR10: Geometry = Geometry { channels: 3, size: 32, kernel: 4 };
+    pub const CIFAR10: Geometry = Geometry {
+        channels: 3,
+        size: 32,
+        kernel: 4,
+    };
     /// CelebA 64×64: 3 channels, 5×5 kernels.
-    pub const CELEBA: Geometry = Geometry { channels: 3, size: 64, kernel: 5 };
+    pub const CELEBA: Geometry = Geometry {
+        channels: 3,
+        size: 64,
+        kernel: 5,
+    };
 
     pub fn for_dataset(name: &str) -> Geometry {
         match name {
@@ -42,7 +54,14 @@ pub fn scaled(channels: i64, width: f64) -> i64 {
 
 /// BatchNorm with PyTorch's initialisation (weight 1, bias 0).
 fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() })
+    nn::batch_norm2d(
+        p,
+        c,
+        nn::BatchNormConfig {
+            ws_init: nn::Init::Const(1.0),
+            ..Default::default()
+        },
+    )
 }
 
 /// "same" padding for a stride-2 conv of kernel k (k=4 → 1, k=5 → 2).
@@ -76,20 +95,50 @@ pub enum NoiseJoin {
 
 impl Encoder {
     pub fn new(p: &nn::Path, geo: Geometry, width: f64, out_dim: i64, join: NoiseJoin) -> Encoder {
-        let chans: Vec<i64> = [128, 256, 512, 1024].iter().map(|&c| scaled(c, width)).collect();
-        let cfg = nn::ConvConfig { stride: 2, padding: same_pad(geo.kernel), ..Default::default() };
-        let in0 = if join == NoiseJoin::Concat { 2 * geo.channels } else { geo.channels };
+        let chans: Vec<i64> = [128, 256, 512, 1024]
+            .iter()
+            .map(|&c| scaled(c, width))
+            .collect();
+        let cfg = nn::ConvConfig {
+            stride: 2,
+            padding: same_pad(geo.kernel),
+            ..Default::default()
+        };
+        let in0 = if join == NoiseJoin::Concat {
+            2 * geo.channels
+        } else {
+            geo.channels
+        };
         let first = nn::conv2d(p / "conv0", in0, chans[0], geo.kernel, cfg);
-        let noise = (join == NoiseJoin::Add).then(|| nn::conv2d(p / "noise_conv", geo.channels, chans[0], geo.kernel, cfg));
+        let noise = (join == NoiseJoin::Add)
+            .then(|| nn::conv2d(p / "noise_conv", geo.channels, chans[0], geo.kernel, cfg));
         let mut bns = vec![batch_norm(p / "bn0", chans[0])];
         let mut convs = Vec::new();
         for i in 1..chans.len() {
-            convs.push(nn::conv2d(p / format!("conv{i}"), chans[i - 1], chans[i], geo.kernel, cfg));
+            convs.push(nn::conv2d(
+                p / format!("conv{i}"),
+                chans[i - 1],
+                chans[i],
+                geo.kernel,
+                cfg,
+            ));
             bns.push(batch_norm(p / format!("bn{i}"), chans[i]));
         }
         let spatial = geo.size / 16;
-        let fc = nn::linear(p / "fc", chans[3] * spatial * spatial, out_dim, Default::default());
-        Encoder { first, noise, bns, convs, fc, concat_noise: join == NoiseJoin::Concat }
+        let fc = nn::linear(
+            p / "fc",
+            chans[3] * spatial * spatial,
+            out_dim,
+            Default::default(),
+        );
+        Encoder {
+            first,
+            noise,
+            bns,
+            convs,
+            fc,
+            concat_noise: join == NoiseJoin::Concat,
+        }
     }
 
     /// `x`: images `[N,C,H,W]`; `noise`: image-shaped noise for the LDC encoder.
@@ -124,26 +173,59 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(p: &nn::Path, geo: Geometry, width: f64, latent: i64, channels_last: bool) -> Decoder {
+    pub fn new(
+        p: &nn::Path,
+        geo: Geometry,
+        width: f64,
+        latent: i64,
+        channels_last: bool,
+    ) -> Decoder {
         let c0 = scaled(1024, width);
         let fc = nn::linear(p / "fc", latent, c0 * 64, Default::default());
-        let widths: &[i64] = if geo.size == 64 { &[512, 256, 128] } else { &[512, 256] };
+        let widths: &[i64] = if geo.size == 64 {
+            &[512, 256, 128]
+        } else {
+            &[512, 256]
+        };
         let k = geo.kernel;
         // ConvT stride 2 doubling the size: k=4 → pad 1; k=5 → pad 2, output_padding 1.
         let (pad, out_pad) = if k == 4 { (1, 0) } else { (2, 1) };
-        let cfg = nn::ConvTransposeConfig { stride: 2, padding: pad, output_padding: out_pad, ..Default::default() };
+        let cfg = nn::ConvTransposeConfig {
+            stride: 2,
+            padding: pad,
+            output_padding: out_pad,
+            ..Default::default()
+        };
         let mut ups = Vec::new();
         let mut bns = Vec::new();
         let mut cin = c0;
         for (i, &w) in widths.iter().enumerate() {
             let c = scaled(w, width);
-            ups.push(nn::conv_transpose2d(p / format!("convt{i}"), cin, c, k, cfg));
+            ups.push(nn::conv_transpose2d(
+                p / format!("convt{i}"),
+                cin,
+                c,
+                k,
+                cfg,
+            ));
             bns.push(batch_norm(p / format!("bn{i}"), c));
             cin = c;
         }
-        let last_cfg = nn::ConvTransposeConfig { stride: 1, padding: if k == 4 { 1 } else { 2 }, ..Default::default() };
+        let last_cfg = nn::ConvTransposeConfig {
+            stride: 1,
+            padding: if k == 4 { 1 } else { 2 },
+            ..Default::default()
+        };
         let last = nn::conv_transpose2d(p / "convt_out", cin, geo.channels, k, last_cfg);
-        Decoder { fc, c0, ups, bns, last, size: geo.size, channels_last }
+        Decoder {
+            fc,
+            c0,
+            ups,
+            bns,
+            last,
+            size: geo.size,
+            channels_last,
+        }
     }
 
     pub fn forward(&self, z: &Tensor, train: bool) -> Tensor {
@@ -155,7 +237,11 @@ impl Decoder {
             h = h.apply(up).apply_t(bn, train).relu();
         }
         let out = h.apply(&self.last);
-        let out = if out.size()[2] != self.size { out.narrow(2, 0, self.size).narrow(3, 0, self.size) } else { out };
+        let out = if out.size()[2] != self.size {
+            out.narrow(2, 0, self.size).narrow(3, 0, self.size)
+        } else {
+            out
+        };
         out.sigmoid().contiguous()
     }
 }
@@ -180,7 +266,11 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(p: &nn::Path, dims: &[i64]) -> Mlp {
-        let layers = dims.windows(2).enumerate().map(|(i, w)| nn::linear(p / format!("fc{i}"), w[0], w[1], Default::default())).collect();
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| nn::linear(p / format!("fc{i}"), w[0], w[1], Default::default()))
+            .collect();
         Mlp { layers }
     }
 }
@@ -200,7 +290,10 @@ impl Module for Mlp {
 
 /// Number of parameters in a var store.
 pub fn param_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
 }
 
 /// Standard normal noise shaped like a batch of images.
@@ -222,14 +315,21 @@ mod tests {
                 let enc_c = Encoder::new(&(vs.root() / "c"), geo, width, 16, NoiseJoin::Concat);
                 let rae = Encoder::new(&(vs.root() / "r"), geo, width, 16, NoiseJoin::None);
                 let dec = Decoder::new(&(vs.root() / "d"), geo, width, 16, width < 1.0);
-                let x = Tensor::rand([2, geo.channels, geo.size, geo.size], (Kind::Float, Device::Cpu));
+                let x = Tensor::rand(
+                    [2, geo.channels, geo.size, geo.size],
+                    (Kind::Float, Device::Cpu),
+                );
                 let e = image_noise(2, geo, Device::Cpu);
                 let z = enc.forward(&x, Some(&e), true);
                 assert_eq!(z.size(), vec![2, 16]);
                 assert_eq!(enc_c.forward(&x, Some(&e), true).size(), vec![2, 16]);
                 assert_eq!(rae.forward(&x, None, false).size(), vec![2, 16]);
                 let y = dec.forward(&z, true);
-                assert_eq!(y.size(), vec![2, geo.channels, geo.size, geo.size], "{geo:?} {width}");
+                assert_eq!(
+                    y.size(),
+                    vec![2, geo.channels, geo.size, geo.size],
+                    "{geo:?} {width}"
+                );
                 let (lo, hi) = (y.min().double_value(&[]), y.max().double_value(&[]));
                 assert!(lo >= 0.0 && hi <= 1.0);
             }
@@ -239,7 +339,13 @@ mod tests {
     #[test]
     fn paper_width_matches_rae_layer_sizes() {
         let vs = VarStore::new(Device::Cpu);
-        let _ = Encoder::new(&(vs.root() / "e"), Geometry::MNIST, 1.0, 16, NoiseJoin::None);
+        let _ = Encoder::new(
+            &(vs.root() / "e"),
+            Geometry::MNIST,
+            1.0,
+            16,
+            NoiseJoin::None,
+        );
         let vars = vs.variables();
         assert_eq!(vars["e.conv0.weight"].size(), vec![128, 1, 4, 4]);
         assert_eq!(vars["e.conv3.weight"].size(), vec![1024, 512, 4, 4]);
@@ -258,10 +364,16 @@ mod tests {
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let a = Decoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.125, 16, false);
-        let b = Decoder { channels_last: true, ..a };
+        let b = Decoder {
+            channels_last: true,
+            ..a
+        };
         let z = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
         let b_out = b.forward(&z, false);
-        let a2 = Decoder { channels_last: false, ..b };
+        let a2 = Decoder {
+            channels_last: false,
+            ..b
+        };
         assert!(a2.forward(&z, false).allclose(&b_out, 1e-5, 1e-5, false));
     }
 }

@@ -1,0 +1,260 @@
+//! The training pipeline end to end on real MNIST (../shared/data), tiny
+//! sizes: resume equals an uninterrupted run, a kill at any moment leaves a
+//! loadable checkpoint, same seed → same numbers, NaN stops the run clearly.
+
+use ldc_vae::config::Config;
+use ldc_vae::train::{self, TrainOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use tch::Tensor;
+
+fn tiny(extra: &[&str]) -> Config {
+    let mut ov: Vec<String> = [
+        "net.width=0.0625",
+        "net.channels_last=false",
+        "data.train_limit=400",
+        "data.val_size=100",
+        "train.batch_size=20",
+        "train.epochs=1",
+        "train.max_steps=12",
+        "train.checkpoint_every=4",
+        "ldc.sampler_particles=40",
+        "ldc.kde_bank=100",
+        "ldc.sampler_refine_steps=5",
+        "threads=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ov.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(Some("mnist-cpu"), None, &ov).unwrap()
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+fn step_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn checkpoint(dir: &Path) -> HashMap<String, Tensor> {
+    train::read_checkpoint(dir).unwrap().0
+}
+
+fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    let mut keys: Vec<_> = a.keys().collect();
+    keys.sort();
+    assert_eq!(a.len(), b.len());
+    for k in keys {
+        if k == "meta.wall_s" {
+            continue;
+        }
+        assert!(a[k].allclose(&b[k], 0.0, 0.0, true), "tensor `{k}` differs");
+    }
+}
+
+#[test]
+fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
+    let cfg = tiny(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let full = root.path().join("full");
+    let out = train::train(&cfg, &full, &quiet()).unwrap();
+    assert!(out.complete);
+    assert_eq!(out.progress.step, 12);
+    assert_eq!(out.progress.post_step, 5);
+
+    // Same seed again: identical metrics and weights.
+    let again = root.path().join("again");
+    train::train(&cfg, &again, &quiet()).unwrap();
+    assert_eq!(step_lines(&full), step_lines(&again));
+    assert_same_state(&checkpoint(&full), &checkpoint(&again));
+
+    // Stop after 5 steps (mid-interval), resume to the end (including the post phase in two parts).
+    let parts = root.path().join("parts");
+    let o = train::train(
+        &cfg,
+        &parts,
+        &TrainOptions {
+            stop_after: Some(5),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(!o.complete);
+    assert_eq!(o.progress.step, 5);
+    let o = train::train(
+        &cfg,
+        &parts,
+        &TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(o.complete);
+    assert_eq!(step_lines(&full), step_lines(&parts));
+    assert_same_state(&checkpoint(&full), &checkpoint(&parts));
+
+    // A different seed gives different numbers.
+    let other = root.path().join("other");
+    train::train(&tiny(&["seed=1"]), &other, &quiet()).unwrap();
+    assert_ne!(step_lines(&full), step_lines(&other));
+
+    // Sampler-only continuation of a finished run adds post-training steps.
+    let p = train::extend_post_training(&full, 3, None, true).unwrap();
+    assert_eq!(p.post_step, 8);
+}
+
+#[test]
+fn refusing_to_overwrite_and_bad_resume_are_clear_errors() {
+    let cfg = tiny(&["train.max_steps=2", "ldc.sampler_refine_steps=0"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    train::train(&cfg, &dir, &quiet()).unwrap();
+    let e = train::train(&cfg, &dir, &quiet()).unwrap_err();
+    assert!(format!("{e:#}").contains("already holds a run"), "{e:#}");
+    // A truncated checkpoint is named in the error.
+    let ck = dir.join(train::CHECKPOINT);
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    let e = train::train(
+        &cfg,
+        &dir,
+        &TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("checkpoint") && msg.contains("checkpoint.safetensors"),
+        "{msg}"
+    );
+    let e = train::train(
+        &cfg,
+        &root.path().join("nothing"),
+        &TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("config.toml"), "{e:#}");
+}
+
+#[test]
+fn nan_loss_stops_with_step_and_keeps_last_checkpoint() {
+    // A learning rate of 1e30 blows the weights up to inf within a few steps.
+    let cfg = tiny(&[
+        "train.lr=1e30",
+        "train.max_steps=40",
+        "train.checkpoint_every=1",
+        "ldc.sampler_refine_steps=0",
+    ]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let e = train::train(&cfg, &dir, &quiet()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("diverged") && msg.contains("step "), "{msg}");
+    // The last good checkpoint is still there and loads.
+    let (_, p) = train::read_checkpoint(&dir).unwrap();
+    assert!(p.step < 40);
+
+    // rollback: resumes from the checkpoint with a smaller lr instead of stopping.
+    let cfg = tiny(&[
+        "train.lr=1e30",
+        "train.max_steps=40",
+        "train.checkpoint_every=1",
+        "ldc.sampler_refine_steps=0",
+        "train.on_nan=rollback",
+        "train.nan_lr_factor=1e-28",
+    ]);
+    let dir = root.path().join("rollback");
+    let o = train::train(&cfg, &dir, &quiet()).unwrap();
+    assert!(o.complete, "rollback did not recover");
+}
+
+#[test]
+fn killed_at_any_moment_leaves_a_loadable_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_ldc-vae");
+    let args = [
+        "train",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "net.width=0.0625",
+        "--set",
+        "net.channels_last=false",
+        "--set",
+        "data.train_limit=400",
+        "--set",
+        "data.val_size=100",
+        "--set",
+        "train.batch_size=20",
+        "--set",
+        "train.max_steps=200",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "ldc.sampler_particles=40",
+        "--set",
+        "ldc.kde_bank=100",
+        "--set",
+        "threads=1",
+        "--log",
+        "error",
+    ];
+    let mut resumed = false;
+    for i in 0..4u64 {
+        let mut cmd = Command::new(bin);
+        if resumed {
+            cmd.args(["train", "--resume", dir.to_str().unwrap(), "--log", "error"]);
+        } else {
+            cmd.args(args);
+        }
+        let before = train::read_checkpoint(&dir)
+            .map(|(_, p)| p.step)
+            .unwrap_or(0);
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until this process has written checkpoints, then kill it at an
+        // arbitrary moment (checkpoints are written every step, so likely mid-write).
+        let t0 = std::time::Instant::now();
+        while train::read_checkpoint(&dir)
+            .map(|(_, p)| p.step)
+            .unwrap_or(0)
+            <= before + 1
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(180),
+                "training wrote no checkpoint in 180 s"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "training exited early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(37 * i + 11));
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        child.wait().unwrap();
+        let (t, p) = train::read_checkpoint(&dir).expect("checkpoint unreadable after kill");
+        assert!(t.contains_key("encoder.fc.weight"));
+        assert!(p.step > before && p.step <= 200);
+        resumed = true;
+    }
+    assert!(resumed, "no checkpoint was ever written");
+}
