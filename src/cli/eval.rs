@@ -1,4 +1,5 @@
-use anyhow::{bail, Result};
+use crate::eval::run::{evaluate, EvalOptions};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -6,8 +7,66 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     /// Run directory written by `ldc-vae train`.
     pub run_dir: PathBuf,
+    /// Images for rec and sample FID (paper: 10,000; default: the run's eval.fid_samples).
+    #[arg(long)]
+    pub fid_samples: Option<usize>,
+    /// Skip FID (latent numbers and figures only).
+    #[arg(long)]
+    pub no_fid: bool,
+    /// Skip the t-SNE figure.
+    #[arg(long)]
+    pub no_tsne: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
-pub fn run(_a: EvalArgs) -> Result<()> {
-    bail!("`ldc-vae eval` is not implemented yet (issue 5)")
+pub fn run(a: EvalArgs) -> Result<()> {
+    let opts = EvalOptions {
+        fid_samples: a.fid_samples,
+        no_fid: a.no_fid,
+        no_tsne: a.no_tsne,
+        device: a.device,
+        quiet: false,
+    };
+    let out = evaluate(&a.run_dir, &opts)?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    println!("wrote {}", a.run_dir.join("eval.json").display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct CompareSamplersArgs {
+    /// A finished `ldc` run directory.
+    pub run_dir: PathBuf,
+    /// Sampler steps per target.
+    #[arg(long, default_value_t = 1200)]
+    pub steps: u64,
+    /// Targets to compare (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "aggregate_kde,mixture,paired,encoder_particles"
+    )]
+    pub targets: Vec<String>,
+    /// KDE width for aggregate_kde (default: the run's ldc.kde_scale).
+    #[arg(long)]
+    pub kde_scale: Option<f64>,
+    /// Output folder (default RUN_DIR/sampler-targets).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.run_dir.join("sampler-targets"));
+    let res =
+        crate::eval::samplers::compare(&a.run_dir, &a.targets, a.steps, a.kde_scale, &out, false)?;
+    for r in res {
+        println!("{:<20} MMD² {:.4}", r.target, r.mmd2);
+    }
+    println!("wrote {}", out.join("sampler-targets.md").display());
+    Ok(())
 }

@@ -51,6 +51,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Train, evaluate and report every model on one preset (regenerates Table 1).
     Reproduce(report::ReproduceArgs),
+    /// Compare LDC sampler targets on a trained run's frozen encoder/decoder (DESIGN §1.8).
+    CompareSamplers(eval::CompareSamplersArgs),
     /// Benchmark training steps and FID forward against the PyTorch peers.
     Bench(bench::BenchArgs),
 }
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FidStats(a) => fid::run_stats(a),
         Command::Report(a) => report::run(a),
         Command::Reproduce(a) => report::run_reproduce(a),
+        Command::CompareSamplers(a) => eval::run_compare(a),
         Command::Bench(a) => bench::run(a),
     }
 }

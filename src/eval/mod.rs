@@ -2,3 +2,5 @@
 
 pub mod grid;
 pub mod mmd;
+pub mod run;
+pub mod samplers;

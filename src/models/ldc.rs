@@ -44,6 +44,7 @@ pub struct Ldc {
     device: Device,
     seed: u64,
     latent: i64,
+    width: f64,
     target: SamplerTarget,
     enc_vs: VarStore,
     dec_vs: VarStore,
@@ -97,6 +98,7 @@ impl Ldc {
             device,
             seed: cfg.seed,
             latent: d,
+            width: w,
             target: SamplerTarget::parse(&cfg.ldc.sampler_target)?,
             enc_vs,
             dec_vs,
@@ -400,8 +402,9 @@ impl Ldc {
         self.target = t;
     }
 
-    /// One sampler-only step against the frozen encoder: encode a batch in
-    /// inference mode, push it to the bank, step the sampler on the KDE target.
+    /// One sampler-only step against the frozen encoder/decoder: encode a batch
+    /// in inference mode, push it to the bank, step the sampler toward its
+    /// target (the Gibbs-form targets get the batch, its scores and σ² too).
     pub fn sampler_only_step(
         &mut self,
         x: &Tensor,
@@ -411,19 +414,57 @@ impl Ldc {
         reseed(self.seed, Stream::EncoderNoise, step);
         let z = self.encode_eval(x);
         self.push_bank(&z);
-        let mut stats = self.sampler_step(step, None, kde_scale)?;
-        stats.insert(
-            0,
-            (
-                "loss",
-                stats
-                    .iter()
-                    .find(|(k, _)| *k == "sampler_phi_norm")
-                    .map(|(_, v)| *v)
-                    .unwrap_or(0.0),
-            ),
-        );
+        let enc = if self.target == SamplerTarget::AggregateKde {
+            None
+        } else {
+            let (scores, sigma2, _) = self.gibbs_scores(x, &z, None);
+            let h_enc = svgd::median_bandwidth(&z);
+            Some(EncoderStepOut {
+                x: x.shallow_clone(),
+                z,
+                scores,
+                sigma2,
+                h_enc,
+            })
+        };
+        let mut stats = self.sampler_step(step, enc.as_ref(), kde_scale)?;
+        let phi = stats
+            .iter()
+            .find(|(k, _)| *k == "sampler_phi_norm")
+            .map(|(_, v)| *v)
+            .unwrap_or(0.0);
+        stats.insert(0, ("loss", phi));
         Ok(StepStats(stats))
+    }
+
+    /// Fresh sampler weights and optimizer (seeded by `seed`), training toward
+    /// `target`: for comparing sampler targets on the same frozen nets.
+    pub fn reset_sampler(&mut self, target: SamplerTarget, seed: u64, lr: f64) {
+        reseed(seed, Stream::SamplerInit, 0);
+        let vs = VarStore::new(self.device);
+        let sampler = Encoder::new(
+            &vs.root(),
+            self.geo,
+            self.width,
+            self.latent,
+            NoiseJoin::None,
+        );
+        self.opt_s = Adam::new(&vs, lr, self.opt_s.beta1, self.opt_s.beta2);
+        self.smp_vs = vs;
+        self.sampler = sampler;
+        self.target = target;
+        self.cfg.sampler_target = match target {
+            SamplerTarget::AggregateKde => "aggregate_kde",
+            SamplerTarget::Mixture => "mixture",
+            SamplerTarget::Paired => "paired",
+            SamplerTarget::EncoderParticles => "encoder_particles",
+        }
+        .into();
+    }
+
+    /// The LDC options in force (after `reset_sampler`, the new target).
+    pub fn options(&self) -> &LdcConfig {
+        &self.cfg
     }
 }
 
@@ -470,9 +511,6 @@ impl Model for Ldc {
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, i: u64) -> Result<StepStats> {
-        if self.target != SamplerTarget::AggregateKde {
-            bail!("the sampler-only phase trains toward the aggregate_kde target; it cannot run with sampler_target = {}", self.cfg.sampler_target);
-        }
         let x = data.batch(i);
         // Offset the stream counters so refinement noise never repeats the joint phase's.
         self.sampler_only_step(&x, (1u64 << 40) + i, self.cfg.sampler_refine_kde_scale)
