@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use tch::{Device, Tensor};
 
+pub mod gmm;
 pub mod ldc;
 
 /// Named scalar statistics of one training step (`loss` first: it is the
