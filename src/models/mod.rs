@@ -6,8 +6,12 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use tch::{Device, Tensor};
 
+pub mod common;
 pub mod gmm;
 pub mod ldc;
+pub mod rae;
+pub mod reference;
+pub mod sn;
 
 /// Named scalar statistics of one training step (`loss` first: it is the
 /// value checked for NaN/Inf and shown in the progress bar).
@@ -74,6 +78,9 @@ pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
     let geo = crate::nets::Geometry::for_dataset(&cfg.data.dataset);
     match cfg.model.as_str() {
         "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),
+        "rae-l2" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::L2)?)),
+        "rae-gp" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Gp)?)),
+        "rae-sn" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Sn)?)),
         other => bail!("model `{other}` is not implemented yet (issue 6: baselines)"),
     }
 }
