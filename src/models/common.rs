@@ -121,8 +121,11 @@ pub mod testing {
     use super::*;
     use crate::models::BatchSource;
 
-    /// MNIST geometry, width 1/16, latent 4, batch of 16.
+    /// MNIST geometry, width 1/16, latent 4, batch of 16. Also sets libtorch
+    /// to one intra-op thread: on a shared 2-core machine its thread pool spins
+    /// and makes these tiny nets ~50× slower.
     pub fn tiny_config(model: &str) -> Config {
+        tch::set_num_threads(1);
         let mut c = Config::load(None, None, &[format!("model={model}")]).unwrap();
         c.net.width = 0.0625;
         c.net.latent_dim = 4;

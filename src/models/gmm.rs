@@ -284,6 +284,7 @@ mod tests {
 
     /// 3,000 points from a known 3-component mixture in 2-D.
     fn three_blobs() -> (Tensor, [f64; 3], [[f64; 2]; 3]) {
+        tch::set_num_threads(1);
         reseed(11, Stream::Eval, 0);
         let weights = [0.5, 0.3, 0.2];
         let means = [[0.0, 0.0], [6.0, 1.0], [-2.0, 7.0]];

@@ -153,6 +153,7 @@ mod tests {
 
     #[test]
     fn power_iteration_finds_the_largest_singular_value() {
+        tch::set_num_threads(1);
         tch::manual_seed(0);
         let m = Tensor::randn([20, 12], (Kind::Float, Device::Cpu));
         let top = top_singular(&m);
@@ -171,6 +172,7 @@ mod tests {
 
     #[test]
     fn decoder_weights_reach_unit_spectral_norm_and_u_is_state() {
+        tch::set_num_threads(1);
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let dec = SnDecoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.0625, 4);
