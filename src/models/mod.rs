@@ -12,6 +12,7 @@ pub mod ldc;
 pub mod rae;
 pub mod reference;
 pub mod sn;
+pub mod vae;
 
 /// Named scalar statistics of one training step (`loss` first: it is the
 /// value checked for NaN/Inf and shown in the progress bar).
@@ -78,6 +79,8 @@ pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
     let geo = crate::nets::Geometry::for_dataset(&cfg.data.dataset);
     match cfg.model.as_str() {
         "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),
+        "vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, false)?)),
+        "cv-vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, true)?)),
         "rae-l2" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::L2)?)),
         "rae-gp" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Gp)?)),
         "rae-sn" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Sn)?)),
