@@ -13,6 +13,7 @@ pub mod rae;
 pub mod reference;
 pub mod sn;
 pub mod vae;
+pub mod wae;
 
 /// Named scalar statistics of one training step (`loss` first: it is the
 /// value checked for NaN/Inf and shown in the progress bar).
@@ -81,6 +82,7 @@ pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
         "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),
         "vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, false)?)),
         "cv-vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, true)?)),
+        "wae-mmd" => Ok(Box::new(wae::Wae::new(cfg, geo, device)?)),
         "rae-l2" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::L2)?)),
         "rae-gp" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Gp)?)),
         "rae-sn" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Sn)?)),
