@@ -154,9 +154,11 @@ pub struct BaselineConfig {
     /// RAE-GP gradient-penalty weight.
     pub rae_l2_decay: f64,
     pub rae_gp_weight: f64,
-    /// Two-stage VAE: steps of the second stage and its hidden width.
+    /// Two-stage VAE: steps of the second stage, its hidden width and number of
+    /// hidden layers (Dai & Wipf's `--second-dim 1024`, `--second-depth 3`).
     pub two_stage_steps: u64,
     pub two_stage_hidden: i64,
+    pub two_stage_depth: i64,
     /// Ex-post GMM components.
     pub gmm_components: usize,
     /// Ex-post GMM: EM iteration limit and tolerance on the change of the mean
@@ -259,7 +261,8 @@ impl Default for BaselineConfig {
             rae_l2_decay: BASELINE_REFERENCE,
             rae_gp_weight: BASELINE_REFERENCE,
             two_stage_steps: 2000,
-            two_stage_hidden: 512,
+            two_stage_hidden: 1024,
+            two_stage_depth: 3,
             gmm_components: 10,
             gmm_max_iter: 2000,
             gmm_tol: 1e-3,
@@ -414,6 +417,9 @@ impl Config {
         }
         if b.two_stage_hidden < 1 {
             bail!("config key `baselines.two_stage_hidden` must be >= 1 (got {})", b.two_stage_hidden);
+        }
+        if b.two_stage_depth < 0 {
+            bail!("config key `baselines.two_stage_depth` must be >= 0 (got {})", b.two_stage_depth);
         }
         if b.gmm_max_iter < 1 {
             bail!("config key `baselines.gmm_max_iter` must be >= 1");

@@ -12,6 +12,7 @@ pub mod ldc;
 pub mod rae;
 pub mod reference;
 pub mod sn;
+pub mod two_stage;
 pub mod vae;
 pub mod wae;
 
@@ -83,10 +84,11 @@ pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
         "vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, false)?)),
         "cv-vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, true)?)),
         "wae-mmd" => Ok(Box::new(wae::Wae::new(cfg, geo, device)?)),
+        "two-stage-vae" => Ok(Box::new(two_stage::TwoStage::new(cfg, geo, device)?)),
         "rae-l2" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::L2)?)),
         "rae-gp" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Gp)?)),
         "rae-sn" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Sn)?)),
-        other => bail!("model `{other}` is not implemented yet (issue 6: baselines)"),
+        other => bail!("unknown model `{other}`"),
     }
 }
 
