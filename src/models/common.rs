@@ -44,7 +44,13 @@ impl Core {
     /// Encoder with `enc_out` outputs (latent, or 2·latent for mean and
     /// log-variance heads), decoder from the latent; weights drawn from the
     /// run's `Init` stream.
-    pub fn new(cfg: &Config, geo: Geometry, device: Device, enc_out: i64, spectral_norm: bool) -> Core {
+    pub fn new(
+        cfg: &Config,
+        geo: Geometry,
+        device: Device,
+        enc_out: i64,
+        spectral_norm: bool,
+    ) -> Core {
         let d = cfg.net.latent_dim;
         let w = cfg.net.width;
         reseed(cfg.seed, Stream::Init, 0);
@@ -53,11 +59,26 @@ impl Core {
         let decoder = if spectral_norm {
             AnyDecoder::Sn(SnDecoder::new(&(vs.root() / "decoder"), geo, w, d))
         } else {
-            AnyDecoder::Plain(Decoder::new(&(vs.root() / "decoder"), geo, w, d, cfg.net.channels_last))
+            AnyDecoder::Plain(Decoder::new(
+                &(vs.root() / "decoder"),
+                geo,
+                w,
+                d,
+                cfg.net.channels_last,
+            ))
         };
         let t = &cfg.train;
         let opt = Adam::new(&vs, t.lr, t.beta1, t.beta2);
-        Core { geo, device, seed: cfg.seed, latent: d, vs, encoder, decoder, opt }
+        Core {
+            geo,
+            device,
+            seed: cfg.seed,
+            latent: d,
+            vs,
+            encoder,
+            decoder,
+            opt,
+        }
     }
 
     pub fn decode(&self, z: &Tensor) -> Tensor {
@@ -79,20 +100,30 @@ impl Core {
 
 /// Per-sample squared error summed over pixels and channels, `[N]`.
 pub fn sse(x: &Tensor, xhat: &Tensor) -> Tensor {
-    (x - xhat).square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
+    (x - xhat)
+        .square()
+        .flatten(1, -1)
+        .sum_dim_intlist(1, false, Kind::Float)
 }
 
 /// Per-sample mean squared error over pixels and channels, `[N]` (the RAE
 /// reference's `mse` reconstruction term).
 pub fn per_pixel_mse(x: &Tensor, xhat: &Tensor) -> Tensor {
-    (x - xhat).square().flatten(1, -1).mean_dim(1, false, Kind::Float)
+    (x - xhat)
+        .square()
+        .flatten(1, -1)
+        .mean_dim(1, false, Kind::Float)
 }
 
 /// Per-sample Σ over pixels of the channel-mean squared error, `[N]`: the
 /// reference VAE's reconstruction term (Keras `mse` reduces the channel axis,
 /// `K.sum` the rest). Equals [`sse`] for one channel, `sse / 3` for RGB.
 pub fn pixel_sum_channel_mean(x: &Tensor, xhat: &Tensor) -> Tensor {
-    (x - xhat).square().mean_dim(1, false, Kind::Float).flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
+    (x - xhat)
+        .square()
+        .mean_dim(1, false, Kind::Float)
+        .flatten(1, -1)
+        .sum_dim_intlist(1, false, Kind::Float)
 }
 
 /// A tensor's scalar value as f64.
@@ -101,7 +132,11 @@ pub fn val(t: &Tensor) -> f64 {
 }
 
 /// Encode a whole training set in chunks (inference mode) with `enc`.
-pub fn encode_all(data: &mut dyn super::BatchSource, device: Device, mut enc: impl FnMut(&Tensor) -> Tensor) -> Tensor {
+pub fn encode_all(
+    data: &mut dyn super::BatchSource,
+    device: Device,
+    mut enc: impl FnMut(&Tensor) -> Tensor,
+) -> Tensor {
     let n = data.num_train();
     let chunk = 500;
     let mut parts = Vec::new();
@@ -180,8 +215,13 @@ pub mod testing {
     /// state → fresh model → load_state gives identical decodes and encodes
     /// (and, after one more identical step, identical weights: the optimizer
     /// state travelled too).
-    pub fn assert_round_trip(a: &mut dyn crate::models::Model, b: &mut dyn crate::models::Model, x: &Tensor) {
-        let st: HashMap<String, Tensor> = a.state().into_iter().map(|(k, t)| (k, t.copy())).collect();
+    pub fn assert_round_trip(
+        a: &mut dyn crate::models::Model,
+        b: &mut dyn crate::models::Model,
+        x: &Tensor,
+    ) {
+        let st: HashMap<String, Tensor> =
+            a.state().into_iter().map(|(k, t)| (k, t.copy())).collect();
         b.load_state(&st).unwrap();
         let z = Tensor::randn([5, a.latent_dim()], (Kind::Float, Device::Cpu));
         assert!(a.decode(&z).equal(&b.decode(&z)));

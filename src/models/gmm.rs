@@ -59,7 +59,10 @@ impl Uniform {
 
 /// Squared distances `[N, K]` between rows of `x` `[N, d]` and `c` `[K, d]`.
 fn sq_dists(x: &Tensor, c: &Tensor) -> Tensor {
-    (x.square().sum_dim_intlist(1, true, Kind::Double) + c.square().sum_dim_intlist(1, false, Kind::Double).unsqueeze(0)
+    (x.square().sum_dim_intlist(1, true, Kind::Double)
+        + c.square()
+            .sum_dim_intlist(1, false, Kind::Double)
+            .unsqueeze(0)
         - x.mm(&c.transpose(0, 1)) * 2.0)
         .clamp_min(0.0)
 }
@@ -104,7 +107,13 @@ impl Gmm {
         // Initial hard assignment: k-means++ seeding, then Lloyd iterations.
         let labels = kmeans(&x, k, seed, 100);
         let mut resp = labels.one_hot(k).to_kind(Kind::Double);
-        let mut gmm = Gmm { weights: Tensor::new(), means: Tensor::new(), chol: Tensor::new(), log_likelihood: f64::NEG_INFINITY, iterations: 0 };
+        let mut gmm = Gmm {
+            weights: Tensor::new(),
+            means: Tensor::new(),
+            chol: Tensor::new(),
+            log_likelihood: f64::NEG_INFINITY,
+            iterations: 0,
+        };
         let mut prev = f64::NEG_INFINITY;
         for it in 0..max_iter.max(1) {
             gmm.m_step(&x, &resp)?;
@@ -139,7 +148,8 @@ impl Gmm {
         let diff = x.unsqueeze(0) - means.unsqueeze(1); // [K, N, d]
         let w = resp.transpose(0, 1).unsqueeze(2); // [K, N, 1]
         let eye = Tensor::eye(d, (Kind::Double, x.device()));
-        let covs = (&diff * &w).transpose(1, 2).matmul(&diff) / nk.view([-1, 1, 1]) + eye * COV_FLOOR;
+        let covs =
+            (&diff * &w).transpose(1, 2).matmul(&diff) / nk.view([-1, 1, 1]) + eye * COV_FLOOR;
         let (chol, info) = covs.linalg_cholesky_ex(false, false);
         if info.abs().sum(Kind::Int64).int64_value(&[]) != 0 || !all_finite(&chol) {
             bail!("GMM fit: a component covariance is not positive definite even with the {COV_FLOOR:e} floor (non-finite or degenerate latents?)");
@@ -156,7 +166,12 @@ impl Gmm {
         let diff = (x.unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2); // [K, d, N]
         let y = self.chol.linalg_solve_triangular(&diff, false, true, false); // L y = diff
         let maha = y.square().sum_dim_intlist(1, false, Kind::Double); // [K, N]
-        let logdet = self.chol.diagonal(0, 1, 2).log().sum_dim_intlist(1, false, Kind::Double) * 2.0; // [K]
+        let logdet = self
+            .chol
+            .diagonal(0, 1, 2)
+            .log()
+            .sum_dim_intlist(1, false, Kind::Double)
+            * 2.0; // [K]
         let logn = (maha + logdet.unsqueeze(1) + d as f64 * LN_2PI) * -0.5;
         logn.transpose(0, 1) + self.weights.log().unsqueeze(0)
     }
@@ -172,7 +187,10 @@ impl Gmm {
     /// Log-density of each row of `x` `[N, d]`, `[N]` f64.
     pub fn log_prob(&self, x: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        let x = x.detach().to_device(self.means.device()).to_kind(Kind::Double);
+        let x = x
+            .detach()
+            .to_device(self.means.device())
+            .to_kind(Kind::Double);
         self.weighted_log_probs(&x).logsumexp([1], false)
     }
 
@@ -195,7 +213,10 @@ impl Gmm {
             (format!("{prefix}.weights"), self.weights.shallow_clone()),
             (format!("{prefix}.means"), self.means.shallow_clone()),
             (format!("{prefix}.chol"), self.chol.shallow_clone()),
-            (format!("{prefix}.log_likelihood"), Tensor::from(self.log_likelihood)),
+            (
+                format!("{prefix}.log_likelihood"),
+                Tensor::from(self.log_likelihood),
+            ),
         ]
     }
 
@@ -208,15 +229,26 @@ impl Gmm {
     pub fn load_state(prefix: &str, t: &HashMap<String, Tensor>, device: Device) -> Result<Gmm> {
         let get = |k: &str| -> Result<Tensor> {
             let key = format!("{prefix}.{k}");
-            Ok(t.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{key}`"))?.to_device(device).to_kind(Kind::Double))
+            Ok(t.get(&key)
+                .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{key}`"))?
+                .to_device(device)
+                .to_kind(Kind::Double))
         };
         let (weights, means, chol) = (get("weights")?, get("means")?, get("chol")?);
         let (k, d) = (weights.size()[0], means.size().get(1).copied().unwrap_or(0));
         if means.size() != [k, d] || chol.size() != [k, d, d] {
             bail!("checkpoint mixture `{prefix}` has inconsistent shapes: weights {:?}, means {:?}, chol {:?}", weights.size(), means.size(), chol.size());
         }
-        let log_likelihood = get("log_likelihood").map(|t| t.double_value(&[])).unwrap_or(f64::NAN);
-        Ok(Gmm { weights, means, chol, log_likelihood, iterations: 0 })
+        let log_likelihood = get("log_likelihood")
+            .map(|t| t.double_value(&[]))
+            .unwrap_or(f64::NAN);
+        Ok(Gmm {
+            weights,
+            means,
+            chol,
+            log_likelihood,
+            iterations: 0,
+        })
     }
 }
 
@@ -227,13 +259,22 @@ pub fn fit_gaussian(x: &Tensor) -> Result<Gmm> {
     let x = x.detach().to_kind(Kind::Double);
     let n = x.size()[0];
     if x.dim() != 2 || n < 2 {
-        bail!("Gaussian fit: need [N ≥ 2, d] data, got shape {:?}", x.size());
+        bail!(
+            "Gaussian fit: need [N ≥ 2, d] data, got shape {:?}",
+            x.size()
+        );
     }
     if !all_finite(&x) {
         bail!("Gaussian fit: the data contain non-finite values");
     }
     let resp = Tensor::ones([n, 1], (Kind::Double, x.device()));
-    let mut g = Gmm { weights: Tensor::new(), means: Tensor::new(), chol: Tensor::new(), log_likelihood: 0.0, iterations: 1 };
+    let mut g = Gmm {
+        weights: Tensor::new(),
+        means: Tensor::new(),
+        chol: Tensor::new(),
+        log_likelihood: 0.0,
+        iterations: 1,
+    };
     g.m_step(&x, &resp)?;
     g.log_likelihood = g.e_step(&x).1;
     Ok(g)
@@ -288,7 +329,11 @@ mod tests {
         reseed(11, Stream::Eval, 0);
         let weights = [0.5, 0.3, 0.2];
         let means = [[0.0, 0.0], [6.0, 1.0], [-2.0, 7.0]];
-        let chols = [[[1.0, 0.0], [0.5, 0.6]], [[0.7, 0.0], [0.0, 1.2]], [[0.4, 0.0], [-0.3, 0.8]]];
+        let chols = [
+            [[1.0, 0.0], [0.5, 0.6]],
+            [[0.7, 0.0], [0.0, 1.2]],
+            [[0.4, 0.0], [-0.3, 0.8]],
+        ];
         let mut parts = Vec::new();
         for c in 0..3 {
             let m = (3000.0 * weights[c]) as i64;
@@ -310,24 +355,43 @@ mod tests {
             // Match each true component to the nearest fitted mean.
             let j = (0..3)
                 .min_by(|&a, &b| {
-                    let da = (gm[2 * a] - means[c][0]).powi(2) + (gm[2 * a + 1] - means[c][1]).powi(2);
-                    let db = (gm[2 * b] - means[c][0]).powi(2) + (gm[2 * b + 1] - means[c][1]).powi(2);
+                    let da =
+                        (gm[2 * a] - means[c][0]).powi(2) + (gm[2 * a + 1] - means[c][1]).powi(2);
+                    let db =
+                        (gm[2 * b] - means[c][0]).powi(2) + (gm[2 * b + 1] - means[c][1]).powi(2);
                     da.partial_cmp(&db).unwrap()
                 })
                 .unwrap();
-            assert!((gm[2 * j] - means[c][0]).abs() < 0.15 && (gm[2 * j + 1] - means[c][1]).abs() < 0.15, "component {c}: {gm:?}");
+            assert!(
+                (gm[2 * j] - means[c][0]).abs() < 0.15
+                    && (gm[2 * j + 1] - means[c][1]).abs() < 0.15,
+                "component {c}: {gm:?}"
+            );
             assert!((gw[j] - weights[c]).abs() < 0.02, "weights {gw:?}");
         }
         // The fitted log-likelihood beats a single Gaussian's by a wide margin.
         let one = fit_gaussian(&x).unwrap();
-        assert!(g.log_likelihood > one.log_likelihood + 0.5, "{} vs {}", g.log_likelihood, one.log_likelihood);
-        assert!((g.log_prob(&x).mean(Kind::Double).double_value(&[]) - g.log_likelihood).abs() < 1e-9);
+        assert!(
+            g.log_likelihood > one.log_likelihood + 0.5,
+            "{} vs {}",
+            g.log_likelihood,
+            one.log_likelihood
+        );
+        assert!(
+            (g.log_prob(&x).mean(Kind::Double).double_value(&[]) - g.log_likelihood).abs() < 1e-9
+        );
         // Samples: mean and covariance of the data, within sampling error.
         reseed(3, Stream::Eval, 1);
         let s = g.sample(20_000).to_kind(Kind::Double);
         assert_eq!(s.size(), vec![20_000, 2]);
-        let (mx, ms) = (x.mean_dim(0, false, Kind::Double), s.mean_dim(0, false, Kind::Double));
-        assert!((&mx - &ms).abs().max().double_value(&[]) < 0.1, "{mx:?} {ms:?}");
+        let (mx, ms) = (
+            x.mean_dim(0, false, Kind::Double),
+            s.mean_dim(0, false, Kind::Double),
+        );
+        assert!(
+            (&mx - &ms).abs().max().double_value(&[]) < 0.1,
+            "{mx:?} {ms:?}"
+        );
         let cov = |t: &Tensor| {
             let c = t - t.mean_dim(0, true, Kind::Double);
             c.transpose(0, 1).mm(&c) / t.size()[0] as f64
@@ -342,12 +406,20 @@ mod tests {
         let (x, _, _) = three_blobs();
         let g = fit_gaussian(&x).unwrap();
         let c = &x - x.mean_dim(0, true, Kind::Double);
-        let cov = c.transpose(0, 1).mm(&c) / x.size()[0] as f64 + Tensor::eye(2, (Kind::Double, Device::Cpu)) * COV_FLOOR;
-        assert!(g.covariances().squeeze_dim(0).allclose(&cov, 1e-9, 1e-9, false));
+        let cov = c.transpose(0, 1).mm(&c) / x.size()[0] as f64
+            + Tensor::eye(2, (Kind::Double, Device::Cpu)) * COV_FLOOR;
+        assert!(g
+            .covariances()
+            .squeeze_dim(0)
+            .allclose(&cov, 1e-9, 1e-9, false));
         // log_prob against the closed form of a 2-D Gaussian at one point.
         let p = Tensor::from_slice(&[1.0f64, 2.0]).view([1, 2]);
         let diff = (&p - &g.means).view([2, 1]);
-        let maha = diff.transpose(0, 1).mm(&cov.inverse()).mm(&diff).double_value(&[0, 0]);
+        let maha = diff
+            .transpose(0, 1)
+            .mm(&cov.inverse())
+            .mm(&diff)
+            .double_value(&[0, 0]);
         let want = -0.5 * (maha + cov.det().double_value(&[]).ln() + 2.0 * LN_2PI);
         assert!((g.log_prob(&p).double_value(&[0]) - want).abs() < 1e-9);
         let st: HashMap<String, Tensor> = g.state("gmm").into_iter().collect();

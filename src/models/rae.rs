@@ -66,8 +66,12 @@ impl Rae {
     pub fn new(cfg: &Config, geo: Geometry, device: Device, kind: RaeKind) -> Result<Rae> {
         let w = reference::resolve(cfg)?;
         let core = Core::new(cfg, geo, device, cfg.net.latent_dim, kind == RaeKind::Sn);
-        let mut dec_kernels: Vec<(String, Tensor)> =
-            core.vs.variables().into_iter().filter(|(n, _)| n.starts_with("decoder.convt") && n.ends_with(".weight")).collect();
+        let mut dec_kernels: Vec<(String, Tensor)> = core
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("decoder.convt") && n.ends_with(".weight"))
+            .collect();
         dec_kernels.sort_by(|a, b| a.0.cmp(&b.0));
         let b = &cfg.baselines;
         Ok(Rae {
@@ -92,7 +96,9 @@ impl Rae {
 
     fn encode_eval(&self, x: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.core.encoder.forward(&x.to_device(self.core.device), None, false)
+        self.core
+            .encoder
+            .forward(&x.to_device(self.core.device), None, false)
     }
 }
 
@@ -121,7 +127,12 @@ impl Model for Rae {
         let mut stats = vec![];
         match self.kind {
             RaeKind::L2 => {
-                let reg = self.dec_kernels.iter().map(|w| w.square().sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+                let reg = self
+                    .dec_kernels
+                    .iter()
+                    .map(|w| w.square().sum(Kind::Float))
+                    .reduce(|a, b| a + b)
+                    .unwrap();
                 stats.push(("l2", val(&reg)));
                 loss += reg * self.w.l2_decay;
             }
@@ -133,7 +144,11 @@ impl Model for Rae {
             RaeKind::Sn => {}
         }
         self.core.opt.backward_step(&loss);
-        let mut out = vec![("loss", val(&loss)), ("rec_mse", val(&rec)), ("z_sq", val(&emb))];
+        let mut out = vec![
+            ("loss", val(&loss)),
+            ("rec_mse", val(&rec)),
+            ("z_sq", val(&emb)),
+        ];
         out.extend(stats);
         Ok(StepStats(out))
     }
@@ -154,7 +169,10 @@ impl Model for Rae {
     }
 
     fn sampler_name(&self) -> String {
-        format!("ex-post GMM ({} components, full covariance)", self.gmm_components)
+        format!(
+            "ex-post GMM ({} components, full covariance)",
+            self.gmm_components
+        )
     }
 
     fn post_training_steps(&self) -> u64 {
@@ -163,8 +181,18 @@ impl Model for Rae {
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
         let z = encode_all(data, self.core.device, |x| self.encode_eval(x));
-        let g = Gmm::fit_with_tol(&z, self.gmm_components, self.core.seed, self.gmm_max_iter, self.gmm_tol)?;
-        let stats = vec![("loss", -g.log_likelihood), ("gmm_log_likelihood", g.log_likelihood), ("gmm_iterations", g.iterations as f64)];
+        let g = Gmm::fit_with_tol(
+            &z,
+            self.gmm_components,
+            self.core.seed,
+            self.gmm_max_iter,
+            self.gmm_tol,
+        )?;
+        let stats = vec![
+            ("loss", -g.log_likelihood),
+            ("gmm_log_likelihood", g.log_likelihood),
+            ("gmm_iterations", g.iterations as f64),
+        ];
         self.gmm = Some(g);
         Ok(StepStats(stats))
     }
@@ -179,7 +207,11 @@ impl Model for Rae {
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.core.load_state(t)?;
-        self.gmm = if Gmm::in_state("gmm", t) { Some(Gmm::load_state("gmm", t, Device::Cpu)?) } else { None };
+        self.gmm = if Gmm::in_state("gmm", t) {
+            Some(Gmm::load_state("gmm", t, Device::Cpu)?)
+        } else {
+            None
+        };
         Ok(())
     }
 
@@ -211,10 +243,15 @@ mod tests {
         let sq = |z: &Tensor| f(z).square().sum(Kind::Double).double_value(&[]);
         let h = 1e-6;
         let gv = Vec::<f64>::try_from(g.detach().flatten(0, -1)).unwrap();
-        for i in 0..6 {
-            let e = Tensor::zeros([6], (Kind::Double, Device::Cpu)).index_fill(0, &Tensor::from(i as i64), h).view([2, 3]);
+        for (i, gi) in gv.iter().enumerate() {
+            let e = Tensor::zeros([6], (Kind::Double, Device::Cpu))
+                .index_fill(0, &Tensor::from(i as i64), h)
+                .view([2, 3]);
             let fd = (sq(&(&z0 + &e)) - sq(&(&z0 - &e))) / (2.0 * h);
-            assert!((fd - gv[i]).abs() < 1e-6 * (1.0 + fd.abs()), "dz {i}: {fd} vs {}", gv[i]);
+            assert!(
+                (fd - gi).abs() < 1e-6 * (1.0 + fd.abs()),
+                "dz {i}: {fd} vs {gi}"
+            );
         }
         let want = gv.iter().map(|v| v * v).sum::<f64>() / 6.0;
         assert!((pen.double_value(&[]) - want).abs() < 1e-12);
@@ -241,7 +278,11 @@ mod tests {
             let down = pen_at();
             set(&mut w1, orig);
             let fd = (up - down) / 2e-6;
-            assert!((fd - grad[i as usize]).abs() < 1e-5 * (1.0 + fd.abs()), "dW1[{i}]: {fd} vs {}", grad[i as usize]);
+            assert!(
+                (fd - grad[i as usize]).abs() < 1e-5 * (1.0 + fd.abs()),
+                "dW1[{i}]: {fd} vs {}",
+                grad[i as usize]
+            );
         }
     }
 

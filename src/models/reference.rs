@@ -22,9 +22,10 @@
 //! How the weights enter the losses in the reference (reproduced by the models,
 //! so the weights mean the same thing):
 //! - RAE (`models/rae/loss_functions.py`): per-pixel mean squared error
-//!   (Keras `mse`, averaged over pixels) + β·mean_d(z²) + gp·mean((∂Σ D(z)²/∂z)²)
-//!   + Keras `l2(w)` = w·Σ W² over the decoder's transposed-conv kernels
-//!   (`models/rae/rae_mnist.py`: `kernel_regularizer` on the `Conv2DTranspose`s only).
+//!   (Keras `mse`, averaged over pixels) plus β·mean_d(z²), plus
+//!   gp·mean((∂Σ D(z)²/∂z)²), plus Keras `l2(w)` = w·Σ W² over the decoder's
+//!   transposed-conv kernels (`models/rae/rae_mnist.py`: `kernel_regularizer`
+//!   on the `Conv2DTranspose`s only).
 //! - VAE / CV-VAE (`models/std_vae/loss_functions.py`): Σ over pixels of the
 //!   channel-mean squared error (Keras `mse` over the channel axis, summed over
 //!   H, W) + β·KL(q(z|x) ‖ N(0, I)), averaged over the batch; encoder log σ is
@@ -80,7 +81,13 @@ pub struct Weights {
 /// The reference value for (family, model) of each weight.
 pub fn reference(family: Family, model: &str) -> Result<Weights> {
     use Family::*;
-    let mut w = Weights { latent: 0.0, l2_decay: 0.0, gp_weight: 0.0, cv_std: 0.7, wae_recon_sum_scale: None };
+    let mut w = Weights {
+        latent: 0.0,
+        l2_decay: 0.0,
+        gp_weight: 0.0,
+        cv_std: 0.7,
+        wae_recon_sum_scale: None,
+    };
     w.latent = match (model, family) {
         ("vae", Mnist) => 0.312,
         ("vae", Cifar) => 0.024,
@@ -143,9 +150,19 @@ mod tests {
     fn defaults_take_reference_values_and_overrides_win() {
         let c = Config::load(None, None, &["model=rae-sn".into()]).unwrap();
         assert_eq!(resolve(&c).unwrap().latent, 0.009);
-        let c = Config::load(None, None, &["model=rae-sn".into(), "baselines.rae_beta=0.5".into()]).unwrap();
+        let c = Config::load(
+            None,
+            None,
+            &["model=rae-sn".into(), "baselines.rae_beta=0.5".into()],
+        )
+        .unwrap();
         assert_eq!(resolve(&c).unwrap().latent, 0.5);
-        let c = Config::load(None, None, &["model=rae-l2".into(), "data.dataset=cifar10".into()]).unwrap();
+        let c = Config::load(
+            None,
+            None,
+            &["model=rae-l2".into(), "data.dataset=cifar10".into()],
+        )
+        .unwrap();
         let w = resolve(&c).unwrap();
         assert_eq!((w.latent, w.l2_decay, w.gp_weight), (1e-3, 1e-6, 0.0));
         let c = Config::load(None, None, &["model=cv-vae".into()]).unwrap();

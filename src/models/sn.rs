@@ -49,7 +49,10 @@ impl SnWeight {
         let rows = w.size()[0];
         let mut u = p.zeros_no_train("sn_u", &[rows]);
         let _g = tch::no_grad_guard();
-        u.copy_(&normalize(&Tensor::randn([rows], (Kind::Float, w.device()))));
+        u.copy_(&normalize(&Tensor::randn(
+            [rows],
+            (Kind::Float, w.device()),
+        )));
         SnWeight { w, u }
     }
 
@@ -84,10 +87,19 @@ impl SnDecoder {
     pub fn new(p: &nn::Path, geo: Geometry, width: f64, latent: i64) -> SnDecoder {
         let c0 = scaled(1024, width);
         let fc = nn::linear(p / "fc", latent, c0 * 64, Default::default());
-        let widths: &[i64] = if geo.size == 64 { &[512, 256, 128] } else { &[512, 256] };
+        let widths: &[i64] = if geo.size == 64 {
+            &[512, 256, 128]
+        } else {
+            &[512, 256]
+        };
         let k = geo.kernel;
         let (pad, out_pad) = if k == 4 { (1, 0) } else { (2, 1) };
-        let cfg = nn::ConvTransposeConfig { stride: 2, padding: pad, output_padding: out_pad, ..Default::default() };
+        let cfg = nn::ConvTransposeConfig {
+            stride: 2,
+            padding: pad,
+            output_padding: out_pad,
+            ..Default::default()
+        };
         let mut ups = Vec::new();
         let mut bns = Vec::new();
         let mut cin = c0;
@@ -96,11 +108,22 @@ impl SnDecoder {
             let path = p / format!("convt{i}");
             let layer = nn::conv_transpose2d(&path, cin, c, k, cfg);
             ups.push((SnWeight::new(&path, layer.ws), layer.bs));
-            bns.push(nn::batch_norm2d(p / format!("bn{i}"), c, nn::BatchNormConfig { ws_init: Init::Const(1.0), ..Default::default() }));
+            bns.push(nn::batch_norm2d(
+                p / format!("bn{i}"),
+                c,
+                nn::BatchNormConfig {
+                    ws_init: Init::Const(1.0),
+                    ..Default::default()
+                },
+            ));
             cin = c;
         }
         let last_pad = if k == 4 { 1 } else { 2 };
-        let last_cfg = nn::ConvTransposeConfig { stride: 1, padding: last_pad, ..Default::default() };
+        let last_cfg = nn::ConvTransposeConfig {
+            stride: 1,
+            padding: last_pad,
+            ..Default::default()
+        };
         let lp = p / "convt_out";
         let last = nn::conv_transpose2d(&lp, cin, geo.channels, k, last_cfg);
         SnDecoder {
@@ -117,15 +140,37 @@ impl SnDecoder {
     }
 
     pub fn forward(&self, z: &Tensor, train: bool) -> Tensor {
-        let mut h = z.linear(&self.fc.normalized(train), self.fc_b.as_ref()).view([-1, self.c0, 8, 8]);
+        let mut h = z
+            .linear(&self.fc.normalized(train), self.fc_b.as_ref())
+            .view([-1, self.c0, 8, 8]);
         let (pad, out_pad) = self.stride2;
         for ((w, b), bn) in self.ups.iter().zip(&self.bns) {
-            h = h.conv_transpose2d(&w.normalized(train), b.as_ref(), [2, 2], [pad, pad], [out_pad, out_pad], 1, [1, 1]);
+            h = h.conv_transpose2d(
+                &w.normalized(train),
+                b.as_ref(),
+                [2, 2],
+                [pad, pad],
+                [out_pad, out_pad],
+                1,
+                [1, 1],
+            );
             h = h.apply_t(bn, train).relu();
         }
         let (w, b) = &self.last;
-        let out = h.conv_transpose2d(&w.normalized(train), b.as_ref(), [1, 1], [self.last_pad, self.last_pad], [0, 0], 1, [1, 1]);
-        let out = if out.size()[2] != self.size { out.narrow(2, 0, self.size).narrow(3, 0, self.size) } else { out };
+        let out = h.conv_transpose2d(
+            &w.normalized(train),
+            b.as_ref(),
+            [1, 1],
+            [self.last_pad, self.last_pad],
+            [0, 0],
+            1,
+            [1, 1],
+        );
+        let out = if out.size()[2] != self.size {
+            out.narrow(2, 0, self.size).narrow(3, 0, self.size)
+        } else {
+            out
+        };
         out.sigmoid().contiguous()
     }
 
@@ -135,7 +180,11 @@ impl SnDecoder {
         std::iter::once(&self.fc)
             .chain(self.ups.iter().map(|(w, _)| w))
             .chain(std::iter::once(&self.last.0))
-            .map(|w| power_iteration(&w.w.view([w.w.size()[0], -1]), &w.u).0.double_value(&[]))
+            .map(|w| {
+                power_iteration(&w.w.view([w.w.size()[0], -1]), &w.u)
+                    .0
+                    .double_value(&[])
+            })
             .collect()
     }
 }
@@ -148,7 +197,12 @@ mod tests {
     /// Largest singular value, from the eigenvalues of MᵀM in f64.
     fn top_singular(m: &Tensor) -> f64 {
         let m = m.detach().to_kind(Kind::Double);
-        m.transpose(0, 1).mm(&m).linalg_eigvalsh("L").max().double_value(&[]).sqrt()
+        m.transpose(0, 1)
+            .mm(&m)
+            .linalg_eigvalsh("L")
+            .max()
+            .double_value(&[])
+            .sqrt()
     }
 
     #[test]
@@ -177,18 +231,34 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let dec = SnDecoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.0625, 4);
         assert!(vs.variables().contains_key("d.convt0.sn_u"));
-        assert!(!vs.trainable_variables().iter().any(|t| t.size() == [scaled(1024, 0.0625)]), "u must not be trainable");
+        assert!(
+            !vs.trainable_variables()
+                .iter()
+                .any(|t| t.size() == [scaled(1024, 0.0625)]),
+            "u must not be trainable"
+        );
         let z = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
         let before = vs.variables()["d.fc.sn_u"].copy();
         for _ in 0..60 {
             let y = dec.forward(&z, true);
             assert_eq!(y.size(), vec![3, 1, 32, 32]);
         }
-        assert!(!before.equal(&vs.variables()["d.fc.sn_u"]), "training forward must update u");
+        assert!(
+            !before.equal(&vs.variables()["d.fc.sn_u"]),
+            "training forward must update u"
+        );
         // After the power iterations, each σ estimate matches the true top
         // singular value, so every normalised weight has spectral norm ≈ 1.
         let vars = vs.variables();
-        for (name, sigma) in ["d.fc.weight", "d.convt0.weight", "d.convt1.weight", "d.convt_out.weight"].iter().zip(dec.sigmas()) {
+        for (name, sigma) in [
+            "d.fc.weight",
+            "d.convt0.weight",
+            "d.convt1.weight",
+            "d.convt_out.weight",
+        ]
+        .iter()
+        .zip(dec.sigmas())
+        {
             let w = &vars[*name];
             let top = top_singular(&w.view([w.size()[0], -1]));
             assert!((sigma - top).abs() / top < 2e-2, "{name}: {sigma} vs {top}");

@@ -42,7 +42,9 @@ const STAGE2_OFFSET: u64 = 1 << 40;
 /// summed over all but the batch axis, batch-averaged.
 pub fn gaussian_nll(x: &Tensor, xhat: &Tensor, loggamma: &Tensor) -> Tensor {
     let per = ((x - xhat) / loggamma.exp()).square() * 0.5 + loggamma + HALF_LOG_TWO_PI;
-    per.flatten(1, -1).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
+    per.flatten(1, -1)
+        .sum_dim_intlist(1, false, Kind::Float)
+        .mean(Kind::Float)
 }
 
 /// `[Linear(h) → ReLU] × depth`, then concatenated with the input (their skip).
@@ -56,10 +58,20 @@ impl SkipMlp {
         let mut layers = Vec::new();
         let mut d = input;
         for i in 0..depth {
-            layers.push(nn::linear(p / format!("fc{i}"), d, hidden, Default::default()));
+            layers.push(nn::linear(
+                p / format!("fc{i}"),
+                d,
+                hidden,
+                Default::default(),
+            ));
             d = hidden;
         }
-        let head = nn::linear(p / "head", input + if depth > 0 { hidden } else { 0 }, out, Default::default());
+        let head = nn::linear(
+            p / "head",
+            input + if depth > 0 { hidden } else { 0 },
+            out,
+            Default::default(),
+        );
         SkipMlp { layers, head }
     }
 
@@ -68,7 +80,11 @@ impl SkipMlp {
         for l in &self.layers {
             t = l.forward(&t).relu();
         }
-        let cat = if self.layers.is_empty() { x.shallow_clone() } else { Tensor::cat(&[x, &t], -1) };
+        let cat = if self.layers.is_empty() {
+            x.shallow_clone()
+        } else {
+            Tensor::cat(&[x, &t], -1)
+        };
         self.head.forward(&cat)
     }
 }
@@ -100,7 +116,17 @@ impl TwoStage {
         let dec2 = SkipMlp::new(&(vs2.root() / "decoder"), d, h, depth, d);
         let loggamma_z = vs2.root().var("loggamma_z", &[], nn::Init::Const(0.0));
         let opt2 = Adam::new(&vs2, t.lr, t.beta1, t.beta2);
-        Ok(TwoStage { core, loggamma_x, vs2, enc2, dec2, loggamma_z, opt2, stage2_steps: b.two_stage_steps, encode_mean: b.vae_encode == "mean" })
+        Ok(TwoStage {
+            core,
+            loggamma_x,
+            vs2,
+            enc2,
+            dec2,
+            loggamma_z,
+            opt2,
+            stage2_steps: b.two_stage_steps,
+            encode_mean: b.vae_encode == "mean",
+        })
     }
 
     /// Stage-one (μ, log σ).
@@ -131,7 +157,12 @@ impl TwoStage {
         let nll = gaussian_nll(z, &zhat, &self.loggamma_z);
         let loss = &kl + &nll;
         self.opt2.backward_step(&loss);
-        vec![("loss", val(&loss)), ("kl", val(&kl)), ("nll", val(&nll)), ("gamma_z", val(&self.loggamma_z.exp()))]
+        vec![
+            ("loss", val(&loss)),
+            ("kl", val(&kl)),
+            ("nll", val(&nll)),
+            ("gamma_z", val(&self.loggamma_z.exp())),
+        ]
     }
 }
 
@@ -148,11 +179,20 @@ impl Model for TwoStage {
 
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         reseed(self.core.seed, Stream::EncoderNoise, step);
-        let eps = Tensor::randn([x.size()[0], self.core.latent], (Kind::Float, self.core.device));
+        let eps = Tensor::randn(
+            [x.size()[0], self.core.latent],
+            (Kind::Float, self.core.device),
+        );
         let (loss, kl, nll, xhat) = self.stage1_loss(x, &eps);
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
-        Ok(StepStats(vec![("loss", val(&loss)), ("kl", val(&kl)), ("nll", val(&nll)), ("gamma_x", val(&self.loggamma_x.exp())), ("rec_mse", mse)]))
+        Ok(StepStats(vec![
+            ("loss", val(&loss)),
+            ("kl", val(&kl)),
+            ("nll", val(&nll)),
+            ("gamma_x", val(&self.loggamma_x.exp())),
+            ("rec_mse", mse),
+        ]))
     }
 
     fn encode(&self, x: &Tensor) -> Tensor {
@@ -230,7 +270,10 @@ mod tests {
         let m = Tensor::from_slice(&[0.5f32, 2.5]).view([1, 2]);
         let lg = Tensor::from(0.3f32.ln());
         // −log N(x; m, 0.3²) summed over both coordinates.
-        let want: f64 = [0.5f64, -0.5].iter().map(|r| r * r / (2.0 * 0.09) + 0.3f64.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()).sum();
+        let want: f64 = [0.5f64, -0.5]
+            .iter()
+            .map(|r| r * r / (2.0 * 0.09) + 0.3f64.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln())
+            .sum();
         assert!((gaussian_nll(&x, &m, &lg).double_value(&[]) - want).abs() < 1e-5);
     }
 
@@ -252,8 +295,18 @@ mod tests {
             loss.push(st.get("loss").unwrap());
             mse.push(st.get("rec_mse").unwrap());
         }
-        assert!(loss[29] < loss[0], "stage one loss: {} -> {}", loss[0], loss[29]);
-        assert!(mse[29] < 0.7 * mse[0], "stage one mse: {} -> {}", mse[0], mse[29]);
+        assert!(
+            loss[29] < loss[0],
+            "stage one loss: {} -> {}",
+            loss[0],
+            loss[29]
+        );
+        assert!(
+            mse[29] < 0.7 * mse[0],
+            "stage one mse: {} -> {}",
+            mse[0],
+            mse[29]
+        );
         assert!(a.sample_latents(2).is_err(), "no samples before stage two");
         let mut src = Fixed(x.shallow_clone());
         assert_eq!(a.post_training_steps(), 40);

@@ -101,11 +101,19 @@ impl Model for Vae {
 
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         reseed(self.core.seed, Stream::EncoderNoise, step);
-        let eps = Tensor::randn([x.size()[0], self.core.latent], (Kind::Float, self.core.device));
+        let eps = Tensor::randn(
+            [x.size()[0], self.core.latent],
+            (Kind::Float, self.core.device),
+        );
         let (loss, rec, kl, xhat) = self.loss(x, &eps);
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
-        Ok(StepStats(vec![("loss", val(&loss)), ("rec", val(&rec)), ("kl", val(&kl)), ("rec_mse", mse)]))
+        Ok(StepStats(vec![
+            ("loss", val(&loss)),
+            ("rec", val(&rec)),
+            ("kl", val(&kl)),
+            ("rec_mse", mse),
+        ]))
     }
 
     fn encode(&self, x: &Tensor) -> Tensor {
@@ -123,7 +131,10 @@ impl Model for Vae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        Ok(Tensor::randn([n, self.core.latent], (Kind::Float, self.core.device)))
+        Ok(Tensor::randn(
+            [n, self.core.latent],
+            (Kind::Float, self.core.device),
+        ))
     }
 
     fn sampler_name(&self) -> String {
@@ -156,16 +167,23 @@ mod tests {
         let r0 = 0.5 * (0.25 + (2.0 - 2f64.ln()));
         let r1 = 0.5 * ((-1f64).exp() + (0.3f64.exp() + 4.0 - 1.0 - 0.3));
         let kl = Vec::<f64>::try_from(kl_std_normal(&mu, &logvar)).unwrap();
-        assert!((kl[0] - r0).abs() < 1e-12 && (kl[1] - r1).abs() < 1e-12, "{kl:?}");
+        assert!(
+            (kl[0] - r0).abs() < 1e-12 && (kl[1] - r1).abs() < 1e-12,
+            "{kl:?}"
+        );
         // And against a Monte-Carlo estimate of E_q[log q − log p] for one row.
         tch::manual_seed(0);
         let (m, s) = (0.7f64, 0.4f64);
         let e = Tensor::randn([400_000], (Kind::Double, Device::Cpu));
         let z = &e * s + m;
-        let logq = -(&e).square() * 0.5 - s.ln();
-        let logp = -(&z).square() * 0.5;
+        let logq = -e.square() * 0.5 - s.ln();
+        let logp = -z.square() * 0.5;
         let mc = (logq - logp).mean(Kind::Double).double_value(&[]);
-        let cf = kl_std_normal(&Tensor::from_slice(&[m]).view([1, 1]), &Tensor::from_slice(&[2.0 * s.ln()]).view([1, 1])).double_value(&[0]);
+        let cf = kl_std_normal(
+            &Tensor::from_slice(&[m]).view([1, 1]),
+            &Tensor::from_slice(&[2.0 * s.ln()]).view([1, 1]),
+        )
+        .double_value(&[0]);
         assert!((mc - cf).abs() < 5e-3, "{mc} vs {cf}");
     }
 
@@ -191,7 +209,10 @@ mod tests {
             assert_eq!(a.decode(&z).size(), vec![6, 1, 32, 32]);
             let e1 = a.encode(&x.narrow(0, 0, 3));
             assert_eq!(e1.size(), vec![3, 4]);
-            assert!(e1.equal(&a.encode(&x.narrow(0, 0, 3))), "mean encoding is deterministic");
+            assert!(
+                e1.equal(&a.encode(&x.narrow(0, 0, 3))),
+                "mean encoding is deterministic"
+            );
             let mut b = Vae::new(&c, Geometry::MNIST, Device::Cpu, cv).unwrap();
             assert_round_trip(&mut a, &mut b, &x);
         }

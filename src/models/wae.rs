@@ -33,7 +33,9 @@ pub const IMQ_SCALES: [f64; 7] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 /// Pairwise squared distances `[n, m]`.
 fn sq_dists(a: &Tensor, b: &Tensor) -> Tensor {
     let k = a.kind();
-    (a.square().sum_dim_intlist(1, true, k) + b.square().sum_dim_intlist(1, false, k).unsqueeze(0) - a.mm(&b.transpose(0, 1)) * 2.0).clamp_min(0.0)
+    (a.square().sum_dim_intlist(1, true, k) + b.square().sum_dim_intlist(1, false, k).unsqueeze(0)
+        - a.mm(&b.transpose(0, 1)) * 2.0)
+        .clamp_min(0.0)
 }
 
 /// The reference's IMQ MMD² between `qz` and `pz` (both `[n, d]`, same n),
@@ -42,7 +44,8 @@ pub fn mmd_imq(qz: &Tensor, pz: &Tensor, sigma2_p: f64) -> Tensor {
     let (n, d) = (qz.size()[0], qz.size()[1]);
     let nf = n as f64;
     let (dqq, dpp, dqp) = (sq_dists(qz, qz), sq_dists(pz, pz), sq_dists(qz, pz));
-    let off = Tensor::ones([n, n], (qz.kind(), qz.device())) - Tensor::eye(n, (qz.kind(), qz.device()));
+    let off =
+        Tensor::ones([n, n], (qz.kind(), qz.device())) - Tensor::eye(n, (qz.kind(), qz.device()));
     let base = 2.0 * d as f64 * sigma2_p;
     let mut stat = Tensor::zeros([], (qz.kind(), qz.device()));
     for s in IMQ_SCALES {
@@ -107,12 +110,19 @@ impl Model for Wae {
         let loss = &rec + &mmd * self.lambda;
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
-        Ok(StepStats(vec![("loss", val(&loss)), ("rec", val(&rec)), ("mmd", val(&mmd)), ("rec_mse", mse)]))
+        Ok(StepStats(vec![
+            ("loss", val(&loss)),
+            ("rec", val(&rec)),
+            ("mmd", val(&mmd)),
+            ("rec_mse", mse),
+        ]))
     }
 
     fn encode(&self, x: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.core.encoder.forward(&x.to_device(self.core.device), None, false)
+        self.core
+            .encoder
+            .forward(&x.to_device(self.core.device), None, false)
     }
 
     fn decode(&self, z: &Tensor) -> Tensor {
@@ -120,7 +130,10 @@ impl Model for Wae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        Ok(Tensor::randn([n, self.core.latent], (Kind::Float, self.core.device)))
+        Ok(Tensor::randn(
+            [n, self.core.latent],
+            (Kind::Float, self.core.device),
+        ))
     }
 
     fn sampler_name(&self) -> String {
@@ -150,8 +163,12 @@ mod tests {
         tch::manual_seed(5);
         let q = Tensor::randn([5, 3], (Kind::Double, Device::Cpu)) * 0.5 + 1.0;
         let p = Tensor::randn([5, 3], (Kind::Double, Device::Cpu));
-        let qv: Vec<Vec<f64>> = (0..5).map(|i| Vec::<f64>::try_from(q.get(i)).unwrap()).collect();
-        let pv: Vec<Vec<f64>> = (0..5).map(|i| Vec::<f64>::try_from(p.get(i)).unwrap()).collect();
+        let qv: Vec<Vec<f64>> = (0..5)
+            .map(|i| Vec::<f64>::try_from(q.get(i)).unwrap())
+            .collect();
+        let pv: Vec<Vec<f64>> = (0..5)
+            .map(|i| Vec::<f64>::try_from(p.get(i)).unwrap())
+            .collect();
         let d2 = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
         let sigma2 = 1.3;
         let mut want = 0.0;
@@ -177,7 +194,10 @@ mod tests {
         let b = Tensor::randn([400, 3], (Kind::Double, Device::Cpu));
         let same = mmd_imq(&a, &b, 1.0).double_value(&[]);
         let shifted = mmd_imq(&(&a + 1.0), &b, 1.0).double_value(&[]);
-        assert!(same.abs() < 0.02 && shifted > 10.0 * same.abs().max(1e-3), "{same} {shifted}");
+        assert!(
+            same.abs() < 0.02 && shifted > 10.0 * same.abs().max(1e-3),
+            "{same} {shifted}"
+        );
     }
 
     #[test]
