@@ -145,11 +145,17 @@ impl Gmm {
         // sklearn adds 10·eps to the counts so empty components stay finite.
         let nk = resp.sum_dim_intlist(0, false, Kind::Double) + 10.0 * f64::EPSILON; // [K]
         let means = resp.transpose(0, 1).mm(x) / nk.unsqueeze(1); // [K, d]
-        let diff = x.unsqueeze(0) - means.unsqueeze(1); // [K, N, d]
-        let w = resp.transpose(0, 1).unsqueeze(2); // [K, N, 1]
-        let eye = Tensor::eye(d, (Kind::Double, x.device()));
-        let covs =
-            (&diff * &w).transpose(1, 2).matmul(&diff) / nk.view([-1, 1, 1]) + eye * COV_FLOOR;
+        let eye = Tensor::eye(d, (Kind::Double, x.device())) * COV_FLOOR;
+        // One component at a time: [N, d] temporaries instead of [K, N, d]
+        // (50,000 CIFAR latents × 128 dims × 10 components would be 0.5 GB each).
+        let covs: Vec<Tensor> = (0..means.size()[0])
+            .map(|k| {
+                let diff = x - means.get(k).unsqueeze(0); // [N, d]
+                let w = resp.select(1, k).unsqueeze(1); // [N, 1]
+                (&diff * w).transpose(0, 1).mm(&diff) / nk.get(k) + &eye
+            })
+            .collect();
+        let covs = Tensor::stack(&covs, 0);
         let (chol, info) = covs.linalg_cholesky_ex(false, false);
         if info.abs().sum(Kind::Int64).int64_value(&[]) != 0 || !all_finite(&chol) {
             bail!("GMM fit: a component covariance is not positive definite even with the {COV_FLOOR:e} floor (non-finite or degenerate latents?)");
@@ -163,9 +169,19 @@ impl Gmm {
     /// Per-component log-densities plus log-weights, `[N, K]`.
     fn weighted_log_probs(&self, x: &Tensor) -> Tensor {
         let d = self.dim();
-        let diff = (x.unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2); // [K, d, N]
-        let y = self.chol.linalg_solve_triangular(&diff, false, true, false); // L y = diff
-        let maha = y.square().sum_dim_intlist(1, false, Kind::Double); // [K, N]
+        // Mahalanobis distances per component via L y = (x − μ)ᵀ, one component
+        // at a time to keep temporaries at [d, N].
+        let maha: Vec<Tensor> = (0..self.num_components())
+            .map(|k| {
+                let diff = (x - self.means.get(k).unsqueeze(0)).transpose(0, 1); // [d, N]
+                let y = self
+                    .chol
+                    .get(k)
+                    .linalg_solve_triangular(&diff, false, true, false);
+                y.square().sum_dim_intlist(0, false, Kind::Double)
+            })
+            .collect();
+        let maha = Tensor::stack(&maha, 0); // [K, N]
         let logdet = self
             .chol
             .diagonal(0, 1, 2)
@@ -250,6 +266,18 @@ impl Gmm {
             iterations: 0,
         })
     }
+}
+
+/// At most `max` rows of `x` (all if `max` is 0 or ≥ N): a random subset,
+/// deterministic in `seed`, in their original order.
+pub fn subsample(x: &Tensor, max: usize, seed: u64) -> Tensor {
+    let n = x.size()[0] as usize;
+    if max == 0 || max >= n {
+        return x.shallow_clone();
+    }
+    let mut idx: Vec<i64> = crate::rng::permutation(n, seed, 0x6d6d)[..max].to_vec();
+    idx.sort_unstable();
+    x.index_select(0, &Tensor::from_slice(&idx).to_device(x.device()))
 }
 
 /// The maximum-likelihood Gaussian (K = 1) of the rows of `x`, with the
@@ -440,5 +468,9 @@ mod tests {
         let e = Gmm::fit_with_tol(&x, 3, 0, 2, 1e-12).unwrap_err();
         assert!(format!("{e}").contains("did not converge"), "{e}");
         assert!(Gmm::fit(&x.narrow(0, 0, 2), 3, 0, 10).is_err());
+        let sub = subsample(&x, 100, 4);
+        assert_eq!(sub.size(), vec![100, 2]);
+        assert!(sub.equal(&subsample(&x, 100, 4)));
+        assert!(subsample(&x, 0, 4).equal(&x));
     }
 }

@@ -52,6 +52,7 @@ pub struct Rae {
     gmm_components: usize,
     gmm_max_iter: usize,
     gmm_tol: f64,
+    gmm_max_points: usize,
 }
 
 /// `(mean over batch and latent dims of g², g)` with `g = ∂ Σ out² / ∂z`,
@@ -83,6 +84,7 @@ impl Rae {
             gmm_components: b.gmm_components,
             gmm_max_iter: b.gmm_max_iter,
             gmm_tol: b.gmm_tol,
+            gmm_max_points: b.gmm_max_points,
         })
     }
 
@@ -181,6 +183,7 @@ impl Model for Rae {
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
         let z = encode_all(data, self.core.device, |x| self.encode_eval(x));
+        let z = super::gmm::subsample(&z, self.gmm_max_points, self.core.seed);
         let g = Gmm::fit_with_tol(
             &z,
             self.gmm_components,
@@ -192,6 +195,7 @@ impl Model for Rae {
             ("loss", -g.log_likelihood),
             ("gmm_log_likelihood", g.log_likelihood),
             ("gmm_iterations", g.iterations as f64),
+            ("gmm_points", z.size()[0] as f64),
         ];
         self.gmm = Some(g);
         Ok(StepStats(stats))
