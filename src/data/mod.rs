@@ -1,11 +1,28 @@
 //! Data sets in their standard public formats, as float tensors in [0, 1],
 //! N×C×H×W, with labels where the format has them.
+//!
+//! - MNIST / Fashion-MNIST: IDX files, raw or gzipped ([`mnist`]), 1×28×28
+//!   zero-padded to 1×32×32 by [`load_split`].
+//! - CIFAR-10: binary batches ([`cifar`]), 3×32×32.
+//! - CelebA: `img_align_celeba/` JPEGs ([`celeba`]), centre crop 140, resized
+//!   to 3×64×64, cached on disk after the first pass; last 10% (by name) = test.
+//! - Any folder of PNG/JPEG images ([`images::load_image_folder`]).
+//!
+//! [`info`] describes a file or folder (`ldc-vae data info`), [`fetch`] gets a
+//! data set into the data directory (`ldc-vae data fetch`).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
+pub mod celeba;
+pub mod cifar;
+pub mod fetch;
+pub mod images;
+pub mod info;
 pub mod mnist;
+
+pub use images::{load_image_folder, load_image_folder_opts, OnCorrupt};
 
 /// A set of images in memory (CPU), N×C×H×W float32 in [0, 1].
 pub struct ImageSet {
@@ -81,18 +98,46 @@ fn looks_like(dataset: &str, dir: &Path) -> bool {
         "mnist" | "fashion-mnist" => {
             dir.join("train-images-idx3-ubyte.gz").exists() || dir.join("train-images-idx3-ubyte").exists()
         }
-        "cifar10" => dir.join("test_batch.bin").exists(),
+        "cifar10" => {
+            dir.join("test_batch.bin").exists()
+                || dir.join("data_batch_1.bin").exists()
+                || dir.join("cifar-10-batches-bin/test_batch.bin").exists()
+        }
         "celeba" => dir.join("img_align_celeba").is_dir(),
         _ => false,
     }
 }
 
+/// Options of [`load_split_opts`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Corrupt image files (CelebA): fail (default) or skip with a warning.
+    pub on_corrupt: OnCorrupt,
+    /// Where the CelebA cache lives.
+    pub celeba_cache: celeba::CacheMode,
+}
+
 /// Load one split of a data set, ready for the conv nets (MNIST padded to 32×32).
 pub fn load_split(dataset: &str, dir: Option<&Path>, split: Split) -> Result<ImageSet> {
+    load_split_opts(dataset, dir, split, &LoadOptions::default())
+}
+
+/// [`load_split`] with options.
+pub fn load_split_opts(
+    dataset: &str,
+    dir: Option<&Path>,
+    split: Split,
+    opts: &LoadOptions,
+) -> Result<ImageSet> {
     let root = find_dataset_dir(dataset, dir)?;
-    match dataset {
-        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true)
-            .with_context(|| format!("loading {dataset} from {}", root.display())),
-        other => bail!("loading `{other}` is not implemented yet"),
-    }
+    let r = match dataset {
+        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true),
+        "cifar10" => cifar::load_split(&root, split),
+        "celeba" => {
+            let o = celeba::Options { on_corrupt: opts.on_corrupt, cache: opts.celeba_cache.clone() };
+            celeba::load_split(&root, split, &o)
+        }
+        other => bail!("unknown data set `{other}`"),
+    };
+    r.with_context(|| format!("loading {dataset} ({split:?}) from {}", root.display()))
 }
