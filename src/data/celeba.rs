@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub const SRC_W: u32 = 178;
 pub const SRC_H: u32 = 218;
@@ -337,7 +337,7 @@ pub fn split_u8(d: &Decoded, split: Split) -> Tensor {
 /// One split as float `[N, 3, 64, 64]` in [0, 1], no labels.
 pub fn load_split(root: &Path, split: Split, opts: &Options) -> Result<ImageSet> {
     let d = load_all(root, opts)?;
-    let images = split_u8(&d, split).to_kind(Kind::Float) / 255.0;
+    let images = super::u8_to_unit(&split_u8(&d, split));
     Ok(ImageSet { images, labels: None })
 }
 

@@ -120,7 +120,7 @@ pub fn load_split_u8(dir: &Path, split: Split) -> Result<(Tensor, Tensor)> {
 /// One split as float `[N, 3, 32, 32]` in [0, 1] with labels.
 pub fn load_split(dir: &Path, split: Split) -> Result<ImageSet> {
     let (images, labels) = load_split_u8(dir, split)?;
-    Ok(ImageSet { images: images.to_kind(Kind::Float) / 255.0, labels: Some(labels) })
+    Ok(ImageSet { images: super::u8_to_unit(&images), labels: Some(labels) })
 }
 
 /// Class names in label order.

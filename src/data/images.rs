@@ -12,7 +12,7 @@ use image::imageops::FilterType;
 use image::DynamicImage;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The resampling filter of every resize in this crate's data layer.
 pub const FILTER: FilterType = FilterType::Triangle;
@@ -178,13 +178,14 @@ pub fn load_image_folder_opts(
     }
     let n = (out.len() / per) as i64;
     let s = size as i64;
-    let images = Tensor::from_slice(&out).view([n, channels as i64, s, s]).to_kind(Kind::Float) / 255.0;
+    let images = super::u8_to_unit(&Tensor::from_slice(&out).view([n, channels as i64, s, s]));
     Ok(ImageSet { images, labels: None })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tch::Kind;
 
     /// Write a `w`×`h` RGB image with a gradient to `path` (format from extension).
     pub fn write_image(path: &Path, w: u32, h: u32) {

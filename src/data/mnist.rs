@@ -141,8 +141,7 @@ pub fn read_images_u8(path: &Path) -> Result<Tensor> {
     Ok(Tensor::from_slice(idx.data()).view([d[0] as i64, 1, d[1] as i64, d[2] as i64]))
 }
 
-/// Read an IDX label file into an int64 tensor `[N]` (labels must be 0 to 9... or
-/// any byte; they are not range-checked beyond being bytes).
+/// Read an IDX label file into an int64 tensor `[N]` (any byte value).
 pub fn read_labels(path: &Path) -> Result<Tensor> {
     let idx = read_idx(path)?;
     if idx.magic != LABELS_MAGIC {
@@ -199,13 +198,9 @@ pub fn load_split_u8(dir: &Path, split: Split) -> Result<(Tensor, Tensor)> {
 /// 32×32 when `pad_to_32`), with labels.
 pub fn load_split(dir: &Path, split: Split, pad_to_32: bool) -> Result<ImageSet> {
     let (images, labels) = load_split_u8(dir, split)?;
-    let images = images.to_kind(Kind::Float) / 255.0;
     let s = images.size();
-    let images = if pad_to_32 && s[2] == 28 && s[3] == 28 {
-        images.constant_pad_nd([2, 2, 2, 2])
-    } else {
-        images
-    };
+    let pad = if pad_to_32 && s[2] == 28 && s[3] == 28 { 2 } else { 0 };
+    let images = super::u8_to_unit_padded(&images, pad);
     Ok(ImageSet { images, labels: Some(labels) })
 }
 

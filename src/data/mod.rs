@@ -108,6 +108,27 @@ fn looks_like(dataset: &str, dir: &Path) -> bool {
     }
 }
 
+/// u8 pixels to float32 in [0, 1] (`x / 255`), one conversion pass and one
+/// in-place division.
+pub fn u8_to_unit(t: &Tensor) -> Tensor {
+    let mut f = t.to_kind(tch::Kind::Float);
+    f /= 255.0;
+    f
+}
+
+/// u8 `[N, C, H, W]` to float32 in [0, 1], zero-padded by `pad` pixels on
+/// every side, without an intermediate unpadded float copy.
+pub fn u8_to_unit_padded(t: &Tensor, pad: i64) -> Tensor {
+    if pad == 0 {
+        return u8_to_unit(t);
+    }
+    let s = t.size();
+    let mut out = Tensor::zeros([s[0], s[1], s[2] + 2 * pad, s[3] + 2 * pad], (tch::Kind::Float, tch::Device::Cpu));
+    out.narrow(2, pad, s[2]).narrow(3, pad, s[3]).copy_(t);
+    out /= 255.0;
+    out
+}
+
 /// Options of [`load_split_opts`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
