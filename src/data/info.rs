@@ -58,7 +58,11 @@ pub fn channel_stats(t: &Tensor) -> (Vec<f64>, Vec<f64>) {
     let sum: Vec<f64> = Vec::try_from(sum).unwrap();
     let sq: Vec<f64> = Vec::try_from(sq).unwrap();
     let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
-    let std = sq.iter().zip(&mean).map(|(q, m)| (q / count - m * m).max(0.0).sqrt()).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| (q / count - m * m).max(0.0).sqrt())
+        .collect();
     (mean, std)
 }
 
@@ -71,7 +75,11 @@ fn label_counts(labels: &Tensor) -> Vec<i64> {
 
 fn image_part(name: &str, files: Vec<PathBuf>, images: &Tensor, labels: Option<&Tensor>) -> Part {
     let s = images.size();
-    let (mean, std) = if s[0] > 0 { channel_stats(images) } else { (vec![], vec![]) };
+    let (mean, std) = if s[0] > 0 {
+        channel_stats(images)
+    } else {
+        (vec![], vec![])
+    };
     Part {
         name: name.to_string(),
         files,
@@ -98,7 +106,11 @@ pub fn info(path: &Path) -> Result<Info> {
 fn file_info(path: &Path) -> Result<Info> {
     let (bytes, gz) = mnist::read_maybe_gz(path)?;
     let gzs = if gz { ", gzipped" } else { "" };
-    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let is_bin = name.ends_with(".bin");
     let looks_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
     if !is_bin && (gz || looks_idx || name.contains("idx")) {
@@ -119,10 +131,14 @@ fn file_info(path: &Path) -> Result<Info> {
                 }
             }
             3 => {
-                let t = Tensor::from_slice(idx.data()).view([d[0] as i64, 1, d[1] as i64, d[2] as i64]);
+                let t =
+                    Tensor::from_slice(idx.data()).view([d[0] as i64, 1, d[1] as i64, d[2] as i64]);
                 image_part(&name, files, &t, None)
             }
-            _ => bail!("{}: IDX file with dimensions {d:?}: neither images nor labels", path.display()),
+            _ => bail!(
+                "{}: IDX file with dimensions {d:?}: neither images nor labels",
+                path.display()
+            ),
         };
         let what = if d.len() == 1 { "labels" } else { "images" };
         return Ok(Info {
@@ -137,7 +153,12 @@ fn file_info(path: &Path) -> Result<Info> {
         return Ok(Info {
             path: path.to_path_buf(),
             format: "CIFAR-10 binary batch".into(),
-            parts: vec![image_part(&name, vec![path.to_path_buf()], &images, Some(&labels))],
+            parts: vec![image_part(
+                &name,
+                vec![path.to_path_buf()],
+                &images,
+                Some(&labels),
+            )],
             notes: vec![format!("classes: {}", cifar::CLASSES.join(", "))],
         });
     }
@@ -149,7 +170,10 @@ fn file_info(path: &Path) -> Result<Info> {
         let t = Tensor::from_slice(&v).view([1, c as i64, img.height() as i64, img.width() as i64]);
         return Ok(Info {
             path: path.to_path_buf(),
-            format: format!("single image ({:?})", image::guess_format(&std::fs::read(path)?).ok()),
+            format: format!(
+                "single image ({:?})",
+                image::guess_format(&std::fs::read(path)?).ok()
+            ),
             parts: vec![image_part(&name, vec![path.to_path_buf()], &t, None)],
             notes: vec![],
         });
@@ -179,8 +203,16 @@ fn dir_info(dir: &Path) -> Result<Info> {
             parts.push(image_part(split_name(split), files, &images, Some(&labels)));
         }
         let gz = parts[0].files[0].extension().is_some_and(|e| e == "gz");
-        let format = format!("MNIST-style IDX data set ({})", if gz { "gzipped" } else { "raw" });
-        return Ok(Info { path: p, format, parts, notes: vec![] });
+        let format = format!(
+            "MNIST-style IDX data set ({})",
+            if gz { "gzipped" } else { "raw" }
+        );
+        return Ok(Info {
+            path: p,
+            format,
+            parts,
+            notes: vec![],
+        });
     }
     let cifar_like = dir.join("test_batch.bin").is_file()
         || dir.join("cifar-10-batches-bin").is_dir()
@@ -188,22 +220,38 @@ fn dir_info(dir: &Path) -> Result<Info> {
     if cifar_like {
         let mut parts = Vec::new();
         for split in [Split::Train, Split::Test] {
-            let Ok(files) = cifar::split_files(dir, split) else { continue };
+            let Ok(files) = cifar::split_files(dir, split) else {
+                continue;
+            };
             let (images, labels) = cifar::load_split_u8(dir, split)?;
             parts.push(image_part(split_name(split), files, &images, Some(&labels)));
         }
         let notes = vec![format!("classes: {}", cifar::CLASSES.join(", "))];
-        return Ok(Info { path: p, format: "CIFAR-10 binary batches".into(), parts, notes });
+        return Ok(Info {
+            path: p,
+            format: "CIFAR-10 binary batches".into(),
+            parts,
+            notes,
+        });
     }
     let is_celeba = dir.join("img_align_celeba").is_dir() || dir.ends_with("img_align_celeba");
     if is_celeba {
-        let root = if dir.ends_with("img_align_celeba") { dir.parent().unwrap_or(dir) } else { dir };
+        let root = if dir.ends_with("img_align_celeba") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
         let d = celeba::load_all(root, &celeba::Options::default())?;
         let img_dir = celeba::image_dir(root);
         let mut parts = Vec::new();
         for split in [Split::Train, Split::Test] {
             let t = celeba::split_u8(&d, split);
-            parts.push(image_part(split_name(split), vec![img_dir.clone()], &t, None));
+            parts.push(image_part(
+                split_name(split),
+                vec![img_dir.clone()],
+                &t,
+                None,
+            ));
         }
         let skipped = d.kept.iter().filter(|k| !**k).count();
         let hash = celeba::list_hash(&img_dir)?;
@@ -215,7 +263,11 @@ fn dir_info(dir: &Path) -> Result<Info> {
             ),
             format!(
                 "sha256 list hash {hash}{}",
-                if hash == celeba::SUBSET_LIST_SHA256 { " (the 5,000-image shared/data subset)" } else { "" }
+                if hash == celeba::SUBSET_LIST_SHA256 {
+                    " (the 5,000-image shared/data subset)"
+                } else {
+                    ""
+                }
             ),
         ];
         notes.push(match &d.outcome {
@@ -226,7 +278,12 @@ fn dir_info(dir: &Path) -> Result<Info> {
             }
             celeba::CacheOutcome::NotWritten(r) => format!("cache not written: {r}"),
         });
-        return Ok(Info { path: p, format: "CelebA (img_align_celeba JPEGs)".into(), parts, notes });
+        return Ok(Info {
+            path: p,
+            format: "CelebA (img_align_celeba JPEGs)".into(),
+            parts,
+            notes,
+        });
     }
     // Any folder of images, at its native size.
     let files = images::list_images(dir).with_context(|| {
@@ -284,11 +341,20 @@ impl fmt::Display for Info {
                 None => writeln!(f, "  labels: {}", p.count)?,
             }
             if let Some(lc) = &p.label_counts {
-                let s: Vec<String> = lc.iter().enumerate().map(|(i, n)| format!("{i}:{n}")).collect();
+                let s: Vec<String> = lc
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| format!("{i}:{n}"))
+                    .collect();
                 writeln!(f, "  label histogram: {}", s.join(" "))?;
             }
             if !p.mean.is_empty() {
-                let fm = |v: &[f64], k: f64| v.iter().map(|x| format!("{:.3}", x * k)).collect::<Vec<_>>().join(" ");
+                let fm = |v: &[f64], k: f64| {
+                    v.iter()
+                        .map(|x| format!("{:.3}", x * k))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
                 let ch = if p.mean.len() == 3 { " (R G B)" } else { "" };
                 writeln!(
                     f,
@@ -333,7 +399,10 @@ mod tests {
         b.extend_from_slice(&[1, 1, 4]);
         std::fs::write(&p, &b).unwrap();
         let i = info(&p).unwrap();
-        assert_eq!(i.parts[0].label_counts.as_deref(), Some(&[0, 2, 0, 0, 1][..]));
+        assert_eq!(
+            i.parts[0].label_counts.as_deref(),
+            Some(&[0, 2, 0, 0, 1][..])
+        );
         // CIFAR batch: one record of all 51 (mean 51, std 0).
         let p = t.path().join("test_batch.bin");
         let mut r = vec![51u8; cifar::RECORD];
@@ -352,20 +421,35 @@ mod tests {
     fn data_info_bad_inputs() {
         let t = tempfile::tempdir().unwrap();
         let e = err_of(info(&t.path().join("nothing")));
-        assert!(e.contains("missing file or folder") && e.contains("nothing"), "{e}");
+        assert!(
+            e.contains("missing file or folder") && e.contains("nothing"),
+            "{e}"
+        );
         let p = t.path().join("weird.dat");
         std::fs::write(&p, b"hello world").unwrap();
         let e = err_of(info(&p));
-        assert!(e.contains("unrecognised format") && e.contains("weird.dat"), "{e}");
+        assert!(
+            e.contains("unrecognised format") && e.contains("weird.dat"),
+            "{e}"
+        );
         let p = t.path().join("x.bin");
         std::fs::write(&p, vec![0u8; 4000]).unwrap();
         let e = err_of(info(&p));
-        assert!(e.contains("x.bin") && e.contains("not a whole number of 3073-byte"), "{e}");
+        assert!(
+            e.contains("x.bin") && e.contains("not a whole number of 3073-byte"),
+            "{e}"
+        );
         let p = t.path().join("y-idx3-ubyte.gz");
         std::fs::write(&p, [0x1f, 0x8b, 8, 0, 0]).unwrap();
         let e = err_of(info(&p));
-        assert!(e.contains("y-idx3-ubyte.gz") && e.contains("corrupt or truncated gzip"), "{e}");
+        assert!(
+            e.contains("y-idx3-ubyte.gz") && e.contains("corrupt or truncated gzip"),
+            "{e}"
+        );
         let e = err_of(info(t.path()));
-        assert!(e.contains("not a data set folder") && e.contains("empty folder"), "{e}");
+        assert!(
+            e.contains("not a data set folder") && e.contains("empty folder"),
+            "{e}"
+        );
     }
 }

@@ -65,7 +65,10 @@ pub fn read_maybe_gz(path: &Path) -> Result<(Vec<u8>, bool)> {
 pub fn parse_idx(bytes: Vec<u8>, gzipped: bool, path: &Path) -> Result<Idx> {
     let p = path.display();
     if bytes.len() < 4 {
-        bail!("{p}: truncated IDX file: {} bytes, shorter than the 4-byte magic number", bytes.len());
+        bail!(
+            "{p}: truncated IDX file: {} bytes, shorter than the 4-byte magic number",
+            bytes.len()
+        );
     }
     let magic = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] == 0 || bytes[3] > 4 {
@@ -118,7 +121,13 @@ pub fn parse_idx(bytes: Vec<u8>, gzipped: bool, path: &Path) -> Result<Idx> {
         ),
         _ => {}
     }
-    Ok(Idx { magic, dims, bytes, data_offset, gzipped })
+    Ok(Idx {
+        magic,
+        dims,
+        bytes,
+        data_offset,
+        gzipped,
+    })
 }
 
 /// Read and parse an IDX file (raw or gzipped).
@@ -158,14 +167,22 @@ pub fn read_labels(path: &Path) -> Result<Tensor> {
 /// a dot (`train-images.idx3-ubyte`, as some mirrors spell it), gzipped or not.
 pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf> {
     let dotted = name.replacen("-idx", ".idx", 1);
-    let cands = [format!("{name}.gz"), name.to_string(), format!("{dotted}.gz"), dotted.clone()];
+    let cands = [
+        format!("{name}.gz"),
+        name.to_string(),
+        format!("{dotted}.gz"),
+        dotted.clone(),
+    ];
     for c in &cands {
         let p = dir.join(c);
         if p.is_file() {
             return Ok(p);
         }
     }
-    bail!("{}: missing file (also looked for {name}.gz and {dotted})", dir.join(name).display())
+    bail!(
+        "{}: missing file (also looked for {name}.gz and {dotted})",
+        dir.join(name).display()
+    )
 }
 
 /// File stems of a split: (images, labels).
@@ -199,9 +216,16 @@ pub fn load_split_u8(dir: &Path, split: Split) -> Result<(Tensor, Tensor)> {
 pub fn load_split(dir: &Path, split: Split, pad_to_32: bool) -> Result<ImageSet> {
     let (images, labels) = load_split_u8(dir, split)?;
     let s = images.size();
-    let pad = if pad_to_32 && s[2] == 28 && s[3] == 28 { 2 } else { 0 };
+    let pad = if pad_to_32 && s[2] == 28 && s[3] == 28 {
+        2
+    } else {
+        0
+    };
     let images = super::u8_to_unit_padded(&images, pad);
-    Ok(ImageSet { images, labels: Some(labels) })
+    Ok(ImageSet {
+        images,
+        labels: Some(labels),
+    })
 }
 
 #[cfg(test)]
@@ -273,7 +297,10 @@ mod tests {
     fn data_idx_missing_file() {
         let t = tempfile::tempdir().unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("missing file") && e.contains("train-images-idx3-ubyte"), "{e}");
+        assert!(
+            e.contains("missing file") && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -285,11 +312,17 @@ mod tests {
         b[0..4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
         std::fs::write(&p, b).unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("wrong magic number 0x12345678") && e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            e.contains("wrong magic number 0x12345678") && e.contains(&p.display().to_string()),
+            "{e}"
+        );
         // A label file where an image file belongs.
         std::fs::copy(t.path().join("train-labels-idx1-ubyte"), &p).unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("wrong magic number 0x00000801 for an image file"), "{e}");
+        assert!(
+            e.contains("wrong magic number 0x00000801 for an image file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -301,12 +334,18 @@ mod tests {
         let b = std::fs::read(&p).unwrap();
         std::fs::write(&p, &b[..b.len() / 2]).unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("corrupt or truncated gzip") && e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            e.contains("corrupt or truncated gzip") && e.contains(&p.display().to_string()),
+            "{e}"
+        );
         // Truncated raw data: header says 3 images, data for 2.5.
         let pixels = vec![0u8; 28 * 28 * 5 / 2];
         std::fs::write(&p, gz(&idx_images(3, 28, 28, &pixels))).unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("truncated") && e.contains("3 images of 28x28") && e.contains("2 complete"), "{e}");
+        assert!(
+            e.contains("truncated") && e.contains("3 images of 28x28") && e.contains("2 complete"),
+            "{e}"
+        );
         assert!(e.contains(&p.display().to_string()), "{e}");
         // Shorter than the header.
         std::fs::write(&p, [0u8, 0, 8, 3, 0, 0]).unwrap();
@@ -324,13 +363,23 @@ mod tests {
         b[4..8].copy_from_slice(&2u32.to_be_bytes());
         std::fs::write(&p, b).unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("header says 2 images") && e.contains("784 extra"), "{e}");
+        assert!(
+            e.contains("header says 2 images") && e.contains("784 extra"),
+            "{e}"
+        );
         assert!(e.contains(&p.display().to_string()), "{e}");
         // Images and labels disagree.
         write_split(t.path(), 3, false);
-        std::fs::write(t.path().join("train-labels-idx1-ubyte"), idx_labels(&[1, 2])).unwrap();
+        std::fs::write(
+            t.path().join("train-labels-idx1-ubyte"),
+            idx_labels(&[1, 2]),
+        )
+        .unwrap();
         let e = err_of(load_split(t.path(), Split::Train, true));
-        assert!(e.contains("2 labels, but") && e.contains("has 3 images"), "{e}");
+        assert!(
+            e.contains("2 labels, but") && e.contains("has 3 images"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -339,6 +388,9 @@ mod tests {
         let p = t.path().join("x.idx");
         std::fs::write(&p, b"").unwrap();
         let e = err_of(read_idx(&p));
-        assert!(e.contains("truncated IDX file: 0 bytes") && e.contains("x.idx"), "{e}");
+        assert!(
+            e.contains("truncated IDX file: 0 bytes") && e.contains("x.idx"),
+            "{e}"
+        );
     }
 }

@@ -47,7 +47,10 @@ impl ImageSet {
     pub fn slice(&self, start: i64, end: i64) -> ImageSet {
         ImageSet {
             images: self.images.narrow(0, start, end - start),
-            labels: self.labels.as_ref().map(|l| l.narrow(0, start, end - start)),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| l.narrow(0, start, end - start)),
         }
     }
 }
@@ -89,14 +92,19 @@ pub fn find_dataset_dir(dataset: &str, dir: Option<&Path>) -> Result<PathBuf> {
     }
     bail!(
         "data set `{dataset}` not found (looked in {}); run `ldc-vae data fetch {dataset}`",
-        roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        roots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
 fn looks_like(dataset: &str, dir: &Path) -> bool {
     match dataset {
         "mnist" | "fashion-mnist" => {
-            dir.join("train-images-idx3-ubyte.gz").exists() || dir.join("train-images-idx3-ubyte").exists()
+            dir.join("train-images-idx3-ubyte.gz").exists()
+                || dir.join("train-images-idx3-ubyte").exists()
         }
         "cifar10" => {
             dir.join("test_batch.bin").exists()
@@ -123,7 +131,10 @@ pub fn u8_to_unit_padded(t: &Tensor, pad: i64) -> Tensor {
         return u8_to_unit(t);
     }
     let s = t.size();
-    let mut out = Tensor::zeros([s[0], s[1], s[2] + 2 * pad, s[3] + 2 * pad], (tch::Kind::Float, tch::Device::Cpu));
+    let mut out = Tensor::zeros(
+        [s[0], s[1], s[2] + 2 * pad, s[3] + 2 * pad],
+        (tch::Kind::Float, tch::Device::Cpu),
+    );
     out.narrow(2, pad, s[2]).narrow(3, pad, s[3]).copy_(t);
     out /= 255.0;
     out
@@ -155,7 +166,10 @@ pub fn load_split_opts(
         "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true),
         "cifar10" => cifar::load_split(&root, split),
         "celeba" => {
-            let o = celeba::Options { on_corrupt: opts.on_corrupt, cache: opts.celeba_cache.clone() };
+            let o = celeba::Options {
+                on_corrupt: opts.on_corrupt,
+                cache: opts.celeba_cache.clone(),
+            };
             celeba::load_split(&root, split, &o)
         }
         other => bail!("unknown data set `{other}`"),
