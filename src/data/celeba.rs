@@ -236,8 +236,11 @@ fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8
                 img.height()
             );
         }
-        let img = img.crop_imm((SRC_W - CROP) / 2, (SRC_H - CROP) / 2, CROP, CROP);
-        Ok(img.resize_exact(SIZE, SIZE, images::FILTER))
+        // Crop as a view (no copy), then resize straight from it.
+        let rgb = img.into_rgb8();
+        let view =
+            image::imageops::crop_imm(&rgb, (SRC_W - CROP) / 2, (SRC_H - CROP) / 2, CROP, CROP);
+        Ok(image::imageops::resize(&*view, SIZE, SIZE, images::FILTER).into())
     });
     let per = (3 * SIZE * SIZE) as usize;
     let mut out = Vec::with_capacity(files.len() * per);

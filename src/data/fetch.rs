@@ -411,9 +411,18 @@ pub fn fetch(dataset: &str, opts: &FetchOptions) -> Result<Fetched> {
     let mut msg = format!("could not get `{dataset}` into {}", dest.display());
     if tried.is_empty() {
         msg.push_str(": no local copy found");
+        let roots: Vec<String> = opts
+            .local_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        msg.push_str(&format!(" (looked in {})", roots.join(", ")));
     } else {
         msg.push_str(":\n  - ");
         msg.push_str(&tried.join("\n  - "));
+    }
+    if !opts.packages && !opts.network && dataset != "celeba" {
+        msg.push_str("\n(packages and downloads were not tried: offline)");
     }
     if dataset == "celeba" {
         msg.push('\n');

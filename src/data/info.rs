@@ -350,8 +350,9 @@ impl fmt::Display for Info {
             }
             if !p.mean.is_empty() {
                 let fm = |v: &[f64], k: f64| {
+                    let prec = if k == 1.0 { 3 } else { 4 };
                     v.iter()
-                        .map(|x| format!("{:.3}", x * k))
+                        .map(|x| format!("{:.prec$}", x * k))
                         .collect::<Vec<_>>()
                         .join(" ")
                 };

@@ -163,7 +163,20 @@ pub fn load_split_opts(
 ) -> Result<ImageSet> {
     let root = find_dataset_dir(dataset, dir)?;
     let r = match dataset {
-        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true),
+        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true).and_then(|s| {
+            if s.shape() != (1, 32, 32) {
+                let (iname, _) = mnist::split_names(split);
+                let f = mnist::find_file(&root, iname)?;
+                let sz = s.images.size();
+                bail!(
+                    "{}: wrong image size {}x{}: {dataset} images are 28x28",
+                    f.display(),
+                    sz[2],
+                    sz[3]
+                );
+            }
+            Ok(s)
+        }),
         "cifar10" => cifar::load_split(&root, split),
         "celeba" => {
             let o = celeba::Options {
@@ -175,4 +188,62 @@ pub fn load_split_opts(
         other => bail!("unknown data set `{other}`"),
     };
     r.with_context(|| format!("loading {dataset} ({split:?}) from {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut v = magic.to_be_bytes().to_vec();
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn data_load_split_wrong_mnist_image_size() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("mnist");
+        std::fs::create_dir(&d).unwrap();
+        let img = idx(mnist::IMAGES_MAGIC, &[2, 20, 20], &[7u8; 800]);
+        std::fs::write(d.join("train-images-idx3-ubyte"), img).unwrap();
+        std::fs::write(
+            d.join("train-labels-idx1-ubyte"),
+            idx(mnist::LABELS_MAGIC, &[2], &[1, 2]),
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            load_split("mnist", Some(t.path()), Split::Train)
+                .err()
+                .unwrap()
+        );
+        assert!(
+            e.contains("wrong image size 20x20") && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_load_split_unknown_and_missing() {
+        let t = tempfile::tempdir().unwrap();
+        let e = format!(
+            "{:#}",
+            load_split("imagenet", Some(t.path()), Split::Train)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("unknown data set `imagenet`"), "{e}");
+    }
+
+    #[test]
+    fn data_u8_to_unit_padded_matches_pad() {
+        let u = Tensor::from_slice(&[0u8, 51, 102, 255]).view([1, 1, 2, 2]);
+        let a = u8_to_unit_padded(&u, 2);
+        let b = (u.to_kind(tch::Kind::Float) / 255.0).constant_pad_nd([2, 2, 2, 2]);
+        assert!(a.equal(&b));
+    }
 }
