@@ -1,4 +1,4 @@
-use crate::data::{fetch, info};
+use crate::data::{fetch, info, OnCorrupt};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ pub enum DataCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Skip corrupt images (with a warning naming each) instead of failing.
+        #[arg(long)]
+        skip_corrupt: bool,
     },
 }
 
@@ -56,8 +59,17 @@ pub fn run(c: DataCommand) -> Result<()> {
             );
             Ok(())
         }
-        DataCommand::Info { path, json } => {
-            let i = info::info(&path)?;
+        DataCommand::Info {
+            path,
+            json,
+            skip_corrupt,
+        } => {
+            let on_corrupt = if skip_corrupt {
+                OnCorrupt::Skip
+            } else {
+                OnCorrupt::Fail
+            };
+            let i = info::info_opts(&path, on_corrupt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i)?);
             } else {

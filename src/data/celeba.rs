@@ -35,7 +35,7 @@ pub const SIZE: u32 = 64;
 pub const SUBSET_LIST_SHA256: &str =
     "6feb28799c2ccec23d418495ea8346bdc369b736c0a2617449fb21fc8c6f28eb";
 
-const MAGIC: &[u8; 8] = b"LDCVAEC1";
+const MAGIC: &[u8; 8] = b"LDCVAEC2";
 const PREP_TAG: &str = "celeba crop=140 size=64 filter=triangle rgb v1";
 
 /// Where the cache lives.
@@ -143,11 +143,34 @@ fn cache_dirs(root: &Path, mode: &CacheMode) -> Vec<PathBuf> {
     }
 }
 
+/// A fast 64-bit checksum (not cryptographic) of the cache payload, to
+/// catch a damaged cache file of the right length.
+fn checksum(b: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [0u64; 4];
+    let mut chunks = b.chunks_exact(32);
+    for c in &mut chunks {
+        for (j, l) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(c[8 * j..8 * j + 8].try_into().unwrap());
+            *l = (*l ^ w).wrapping_mul(K).rotate_left(29);
+        }
+    }
+    let mut h = b.len() as u64;
+    for l in lanes {
+        h = (h ^ l).wrapping_mul(K).rotate_left(31);
+    }
+    for &x in chunks.remainder() {
+        h = (h ^ x as u64).wrapping_mul(K);
+    }
+    h
+}
+
+const HEAD: usize = 8 + 32 + 8 + 12 + 8;
+
 fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tensor)> {
     let p = path.display();
     let b = std::fs::read(path).with_context(|| format!("{p}: cannot read cache"))?;
-    let head = 8 + 32 + 8 + 12;
-    if b.len() < head || &b[..8] != MAGIC {
+    if b.len() < HEAD || &b[..8] != MAGIC {
         bail!("{p}: not a cache file of this version (bad magic or too short)");
     }
     if hex(&b[8..40]) != key {
@@ -162,21 +185,25 @@ fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tens
             "{p}: cache header ({n} files, {dims:?}) does not match ({n_files} files, [3, 64, 64])"
         );
     }
-    if b.len() < head + n {
+    if b.len() < HEAD + n {
         bail!("{p}: truncated cache file");
     }
-    let kept: Vec<bool> = b[head..head + n].iter().map(|&x| x == 1).collect();
+    let kept: Vec<bool> = b[HEAD..HEAD + n].iter().map(|&x| x == 1).collect();
     let k = kept.iter().filter(|&&x| x).count();
     let per = (3 * SIZE * SIZE) as usize;
-    let want = head + n + k * per;
+    let want = HEAD + n + k * per;
     if b.len() != want {
         bail!(
             "{p}: truncated or oversized cache file ({} bytes, expected {want})",
             b.len()
         );
     }
+    let sum = u64::from_le_bytes(b[60..68].try_into().unwrap());
+    if checksum(&b[HEAD..]) != sum {
+        bail!("{p}: damaged cache file (checksum mismatch)");
+    }
     let s = SIZE as i64;
-    let t = Tensor::from_slice(&b[head + n..]).view([k as i64, 3, s, s]);
+    let t = Tensor::from_slice(&b[HEAD + n..]).view([k as i64, 3, s, s]);
     Ok((kept, t))
 }
 
@@ -192,26 +219,40 @@ fn name_prefix(path: &Path) -> String {
 fn write_cache(path: &Path, key: &str, kept: &[bool], pixels: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    crate::util::with_atomic_path(path, |tmp| {
-        let f = std::fs::File::create(tmp)
+    let mut payload: Vec<u8> = kept.iter().map(|&k| k as u8).collect();
+    payload.extend_from_slice(pixels);
+    let key_bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut head = Vec::with_capacity(HEAD);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&key_bytes);
+    head.extend_from_slice(&(kept.len() as u64).to_le_bytes());
+    for d in [3, SIZE, SIZE] {
+        head.extend_from_slice(&d.to_le_bytes());
+    }
+    head.extend_from_slice(&checksum(&payload).to_le_bytes());
+    // A temp name of our own (several processes may build the same cache at
+    // once), then an atomic rename.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let fname = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{fname}.{}.{nanos}.tmp", std::process::id()));
+    let r = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(f);
-        let key_bytes: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        w.write_all(MAGIC)?;
-        w.write_all(&key_bytes)?;
-        w.write_all(&(kept.len() as u64).to_le_bytes())?;
-        for d in [3, SIZE, SIZE] {
-            w.write_all(&d.to_le_bytes())?;
-        }
-        let flags: Vec<u8> = kept.iter().map(|&k| k as u8).collect();
-        w.write_all(&flags)?;
-        w.write_all(pixels)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all().ok();
-        Ok(())
-    })
-    .with_context(|| format!("cannot write cache {}", path.display()))?;
+        f.write_all(&head)?;
+        f.write_all(&payload)?;
+        f.sync_all().ok();
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("cannot write cache {}", path.display()))?;
     // Remove stale caches of the same folder (same name prefix, other key).
     let prefix = name_prefix(path);
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -483,10 +524,11 @@ mod tests {
         let CacheOutcome::Built(p) = d.outcome else {
             panic!("{:?}", d.outcome)
         };
-        for garbage in [
-            b"garbage".to_vec(),
-            std::fs::read(&p).unwrap()[..100].to_vec(),
-        ] {
+        let mut flipped = std::fs::read(&p).unwrap();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        let cut = std::fs::read(&p).unwrap()[..100].to_vec();
+        for garbage in [b"garbage".to_vec(), cut, flipped] {
             std::fs::write(&p, garbage).unwrap();
             let d2 = load_all(t.path(), &o).unwrap();
             match &d2.outcome {
@@ -494,7 +536,9 @@ mod tests {
                     assert_eq!(path, &p);
                     assert!(reason.contains(&p.display().to_string()), "{reason}");
                     assert!(
-                        reason.contains("bad magic") || reason.contains("truncated"),
+                        reason.contains("bad magic")
+                            || reason.contains("truncated")
+                            || reason.contains("checksum mismatch"),
                         "{reason}"
                     );
                 }

@@ -6,7 +6,7 @@
 //! Pixel statistics are in levels of 0 to 255 over the stored pixels (MNIST
 //! at 28×28, not padded; CelebA after its 64×64 preprocessing).
 
-use super::{celeba, cifar, images, mnist, Split};
+use super::{celeba, cifar, images, mnist, OnCorrupt, Split};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::fmt;
@@ -91,13 +91,18 @@ fn image_part(name: &str, files: Vec<PathBuf>, images: &Tensor, labels: Option<&
     }
 }
 
-/// Describe a file or folder.
+/// Describe a file or folder (corrupt images fail).
 pub fn info(path: &Path) -> Result<Info> {
+    info_opts(path, OnCorrupt::Fail)
+}
+
+/// [`info`] with a choice for corrupt images (CelebA and image folders).
+pub fn info_opts(path: &Path, on_corrupt: OnCorrupt) -> Result<Info> {
     if !path.exists() {
         bail!("{}: missing file or folder", path.display());
     }
     if path.is_dir() {
-        dir_info(path)
+        dir_info(path, on_corrupt)
     } else {
         file_info(path)
     }
@@ -188,7 +193,7 @@ fn file_info(path: &Path) -> Result<Info> {
     )
 }
 
-fn dir_info(dir: &Path) -> Result<Info> {
+fn dir_info(dir: &Path, on_corrupt: OnCorrupt) -> Result<Info> {
     let p = dir.to_path_buf();
     let has = |n: &str| mnist::find_file(dir, n).is_ok();
     if has("train-images-idx3-ubyte") || has("t10k-images-idx3-ubyte") {
@@ -241,7 +246,13 @@ fn dir_info(dir: &Path) -> Result<Info> {
         } else {
             dir
         };
-        let d = celeba::load_all(root, &celeba::Options::default())?;
+        let d = celeba::load_all(
+            root,
+            &celeba::Options {
+                on_corrupt,
+                ..Default::default()
+            },
+        )?;
         let img_dir = celeba::image_dir(root);
         let mut parts = Vec::new();
         for split in [Split::Train, Split::Test] {
@@ -287,8 +298,20 @@ fn dir_info(dir: &Path) -> Result<Info> {
     }
     // Any folder of images, at its native size.
     let files = images::list_images(dir).with_context(|| {
+        let subs: Vec<&str> = ["mnist", "fashion-mnist", "cifar10", "celeba"]
+            .into_iter()
+            .filter(|n| super::looks_like(n, &dir.join(n)))
+            .collect();
+        let hint = if subs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; it is a data root holding {}: give one of those folders",
+                subs.join(", ")
+            )
+        };
         format!(
-            "{}: not a data set folder (no IDX files, CIFAR-10 batches or img_align_celeba/)",
+            "{}: not a data set folder (no IDX files, CIFAR-10 batches or img_align_celeba/){hint}",
             dir.display()
         )
     })?;
@@ -297,8 +320,17 @@ fn dir_info(dir: &Path) -> Result<Info> {
     let (w, h) = (first.width(), first.height());
     let decoded = images::decode_all(&files, c, |_, img| Ok(img));
     let mut px = Vec::with_capacity(files.len() * (c * w * h) as usize);
+    let mut skipped = 0;
     for (f, d) in files.iter().zip(decoded) {
-        let (dims, v) = d?;
+        let (dims, v) = match d {
+            Ok(x) => x,
+            Err(e) if on_corrupt == OnCorrupt::Skip => {
+                tracing::warn!("skipping {e:#}");
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if dims != (w, h) {
             bail!(
                 "{}: wrong image size {}x{}: {} is {w}x{h} and all images must have the same size",
@@ -310,12 +342,18 @@ fn dir_info(dir: &Path) -> Result<Info> {
         }
         px.extend_from_slice(&v);
     }
-    let t = Tensor::from_slice(&px).view([files.len() as i64, c as i64, h as i64, w as i64]);
+    let n = (files.len() - skipped) as i64;
+    let t = Tensor::from_slice(&px).view([n, c as i64, h as i64, w as i64]);
+    let notes = if skipped > 0 {
+        vec![format!("{skipped} corrupt images skipped")]
+    } else {
+        vec![]
+    };
     Ok(Info {
         path: p,
         format: "folder of images".into(),
         parts: vec![image_part("all", vec![dir.to_path_buf()], &t, None)],
-        notes: vec![],
+        notes,
     })
 }
 
@@ -452,5 +490,9 @@ mod tests {
             e.contains("not a data set folder") && e.contains("empty folder"),
             "{e}"
         );
+        std::fs::create_dir(t.path().join("cifar10")).unwrap();
+        std::fs::write(t.path().join("cifar10/test_batch.bin"), [0u8; 3073]).unwrap();
+        let e = err_of(info(t.path()));
+        assert!(e.contains("data root holding cifar10"), "{e}");
     }
 }
