@@ -7,6 +7,24 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::Kind;
 
+/// CPU seconds (user + system, all threads) of this process so far, from
+/// /proc (Linux; 0 elsewhere). The machine may be shared, so wall times
+/// alone say little.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of the file are utime and stime, in clock ticks (100 Hz).
+    if f.len() > 13 {
+        (f[11] + f[12]) / 100.0
+    } else {
+        0.0
+    }
+}
+
 fn dir(name: &str) -> PathBuf {
     data::find_dataset_dir(name, None).unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -35,10 +53,13 @@ fn data_real_mnist() {
         .double_value(&[]);
     assert!((mean - 33.318).abs() < 1e-3, "{mean}");
 
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_s());
     let s = data::load_split("mnist", None, Split::Train).unwrap();
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("MNIST train (gz) float, padded load_split: {secs:.3} s");
+    eprintln!(
+        "MNIST train (gz) float, padded load_split: {secs:.3} s ({:.2} s CPU)",
+        cpu_s() - c0
+    );
     assert!(secs < 3.0, "MNIST load took {secs} s");
     assert_eq!(s.images.size(), [60000, 1, 32, 32]);
     assert_eq!(s.images.kind(), Kind::Float);
@@ -120,11 +141,12 @@ fn data_real_celeba() {
         cache: celeba::CacheMode::Dir(cache.path().into()),
         ..Default::default()
     };
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_s());
     let a = celeba::load_all(&d, &o).unwrap();
     eprintln!(
-        "CelebA first load (decode 5000 JPEGs): {:.3} s",
-        t0.elapsed().as_secs_f64()
+        "CelebA first load (decode 5000 JPEGs): {:.3} s ({:.2} s CPU)",
+        t0.elapsed().as_secs_f64(),
+        cpu_s() - c0
     );
     assert!(
         matches!(a.outcome, celeba::CacheOutcome::Built(_)),

@@ -230,8 +230,30 @@ impl Stage {
         Ok(Stage { dir })
     }
 
-    /// Move every staged file into `dest` (one rename per file).
+    /// Move every staged file into `dest` (one rename per file). An IDX file
+    /// replaces its other spellings there (`x` vs `x.gz`, `train-images.idx3`),
+    /// which the reader would otherwise prefer or confuse.
     fn commit(&self, dest: &Path) -> Result<()> {
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+                if !stem.contains("-ubyte") {
+                    continue;
+                }
+                let dotted = stem.replacen("-idx", ".idx", 1);
+                for other in [
+                    stem.clone(),
+                    format!("{stem}.gz"),
+                    dotted.clone(),
+                    format!("{dotted}.gz"),
+                ] {
+                    if other != name {
+                        let _ = std::fs::remove_file(dest.join(other));
+                    }
+                }
+            }
+        }
         fn walk(from: &Path, to: &Path) -> Result<()> {
             std::fs::create_dir_all(to)
                 .with_context(|| format!("cannot create {}", to.display()))?;
@@ -698,5 +720,34 @@ mod tests {
         assert_eq!(f.source, "Debian package dataset-fashion-mnist");
         let s = crate::data::mnist::load_split(&f.dest, Split::Test, false).unwrap();
         assert_eq!(s.len(), 10000);
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    #[test]
+    fn data_fetch_commit_replaces_other_spelling() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("mnist");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("train-images-idx3-ubyte.gz"), b"stale").unwrap();
+        std::fs::write(dest.join("unrelated.txt"), b"keep").unwrap();
+        let stage = Stage::new(t.path(), "mnist").unwrap();
+        std::fs::write(stage.dir.join("train-images-idx3-ubyte"), b"new").unwrap();
+        stage.commit(&dest).unwrap();
+        drop(stage);
+        assert!(!dest.join("train-images-idx3-ubyte.gz").exists());
+        assert_eq!(
+            std::fs::read(dest.join("train-images-idx3-ubyte")).unwrap(),
+            b"new"
+        );
+        assert!(dest.join("unrelated.txt").exists());
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "staging folder left"
+        );
     }
 }
