@@ -58,7 +58,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Decode one file (format from its content, not its name).
+/// Decode one file (format from its content, not its name). JPEGs are
+/// decoded in strict mode: a truncated or damaged entropy stream is an error,
+/// not an image padded with grey.
 pub fn decode_file(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fmt = image::guess_format(&bytes).map_err(|_| {
@@ -67,8 +69,41 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage> {
             path.display()
         )
     })?;
+    if fmt == image::ImageFormat::Jpeg {
+        return decode_jpeg_strict(&bytes)
+            .map_err(|e| anyhow!("{}: corrupt image (JPEG): {e}", path.display()));
+    }
     image::load_from_memory_with_format(&bytes, fmt)
         .map_err(|e| anyhow!("{}: corrupt image ({fmt:?}): {e}", path.display()))
+}
+
+/// A baseline or progressive JPEG, grey or RGB, with zune-jpeg in strict mode.
+fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default().set_strict_mode(true);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    d.decode_headers().map_err(|e| format!("{e:?}"))?;
+    let gray = matches!(
+        d.input_colorspace(),
+        Some(ColorSpace::Luma | ColorSpace::LumaA)
+    );
+    let out = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    d.set_options(opts.jpeg_set_out_colorspace(out));
+    let px = d.decode().map_err(|e| format!("{e:?}"))?;
+    let (w, h) = d.dimensions().ok_or("no dimensions")?;
+    let (w, h) = (w as u32, h as u32);
+    let img = if gray {
+        image::GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8)
+    };
+    img.ok_or_else(|| "decoded buffer has the wrong size".to_string())
 }
 
 /// `img` as `channels` (1 or 3) planes, CHW, appended to `out`.
@@ -262,6 +297,15 @@ pub(crate) mod tests {
         let s = load_image_folder_opts(t.path(), 16, 3, OnCorrupt::Skip).unwrap();
         assert_eq!(s.len(), 2);
         std::fs::remove_file(t.path().join("b.jpg")).unwrap();
+        std::fs::remove_file(t.path().join("d.jpg")).unwrap();
+        // A JPEG cut in its entropy-coded data (a lenient decoder pads it with grey).
+        write_image(&t.path().join("e.jpg"), 160, 160);
+        let b = std::fs::read(t.path().join("e.jpg")).unwrap();
+        std::fs::write(t.path().join("e.jpg"), &b[..b.len() * 2 / 3]).unwrap();
+        let e = err_of(load_image_folder(t.path(), 16, 3));
+        assert!(e.contains("corrupt image") && e.contains("e.jpg"), "{e}");
+        std::fs::remove_file(t.path().join("e.jpg")).unwrap();
+        std::fs::write(t.path().join("d.jpg"), &good[..20]).unwrap();
         let e = err_of(load_image_folder(t.path(), 16, 3));
         assert!(e.contains("corrupt image") && e.contains("d.jpg"), "{e}");
     }
