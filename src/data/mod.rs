@@ -1,11 +1,28 @@
 //! Data sets in their standard public formats, as float tensors in [0, 1],
 //! N×C×H×W, with labels where the format has them.
+//!
+//! - MNIST / Fashion-MNIST: IDX files, raw or gzipped ([`mnist`]), 1×28×28
+//!   zero-padded to 1×32×32 by [`load_split`].
+//! - CIFAR-10: binary batches ([`cifar`]), 3×32×32.
+//! - CelebA: `img_align_celeba/` JPEGs ([`celeba`]), centre crop 140, resized
+//!   to 3×64×64, cached on disk after the first pass; last 10% (by name) = test.
+//! - Any folder of PNG/JPEG images ([`images::load_image_folder`]).
+//!
+//! [`info`] describes a file or folder (`ldc-vae data info`), [`fetch`] gets a
+//! data set into the data directory (`ldc-vae data fetch`).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
+pub mod celeba;
+pub mod cifar;
+pub mod fetch;
+pub mod images;
+pub mod info;
 pub mod mnist;
+
+pub use images::{load_image_folder, load_image_folder_opts, OnCorrupt};
 
 /// A set of images in memory (CPU), N×C×H×W float32 in [0, 1].
 pub struct ImageSet {
@@ -89,18 +106,144 @@ fn looks_like(dataset: &str, dir: &Path) -> bool {
             dir.join("train-images-idx3-ubyte.gz").exists()
                 || dir.join("train-images-idx3-ubyte").exists()
         }
-        "cifar10" => dir.join("test_batch.bin").exists(),
+        "cifar10" => {
+            dir.join("test_batch.bin").exists()
+                || dir.join("data_batch_1.bin").exists()
+                || dir.join("cifar-10-batches-bin/test_batch.bin").exists()
+        }
         "celeba" => dir.join("img_align_celeba").is_dir(),
         _ => false,
     }
 }
 
+/// u8 pixels to float32 in [0, 1] (`x / 255`), one conversion pass and one
+/// in-place division.
+pub fn u8_to_unit(t: &Tensor) -> Tensor {
+    let mut f = t.to_kind(tch::Kind::Float);
+    f /= 255.0;
+    f
+}
+
+/// u8 `[N, C, H, W]` to float32 in [0, 1], zero-padded by `pad` pixels on
+/// every side, without an intermediate unpadded float copy.
+pub fn u8_to_unit_padded(t: &Tensor, pad: i64) -> Tensor {
+    if pad == 0 {
+        return u8_to_unit(t);
+    }
+    let s = t.size();
+    let mut out = Tensor::zeros(
+        [s[0], s[1], s[2] + 2 * pad, s[3] + 2 * pad],
+        (tch::Kind::Float, tch::Device::Cpu),
+    );
+    out.narrow(2, pad, s[2]).narrow(3, pad, s[3]).copy_(t);
+    out /= 255.0;
+    out
+}
+
+/// Options of [`load_split_opts`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Corrupt image files (CelebA): fail (default) or skip with a warning.
+    pub on_corrupt: OnCorrupt,
+    /// Where the CelebA cache lives.
+    pub celeba_cache: celeba::CacheMode,
+}
+
 /// Load one split of a data set, ready for the conv nets (MNIST padded to 32×32).
 pub fn load_split(dataset: &str, dir: Option<&Path>, split: Split) -> Result<ImageSet> {
+    load_split_opts(dataset, dir, split, &LoadOptions::default())
+}
+
+/// [`load_split`] with options.
+pub fn load_split_opts(
+    dataset: &str,
+    dir: Option<&Path>,
+    split: Split,
+    opts: &LoadOptions,
+) -> Result<ImageSet> {
     let root = find_dataset_dir(dataset, dir)?;
-    match dataset {
-        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true)
-            .with_context(|| format!("loading {dataset} from {}", root.display())),
-        other => bail!("loading `{other}` is not implemented yet"),
+    let r = match dataset {
+        "mnist" | "fashion-mnist" => mnist::load_split(&root, split, true).and_then(|s| {
+            if s.shape() != (1, 32, 32) {
+                let (iname, _) = mnist::split_names(split);
+                let f = mnist::find_file(&root, iname)?;
+                let sz = s.images.size();
+                bail!(
+                    "{}: wrong image size {}x{}: {dataset} images are 28x28",
+                    f.display(),
+                    sz[2],
+                    sz[3]
+                );
+            }
+            Ok(s)
+        }),
+        "cifar10" => cifar::load_split(&root, split),
+        "celeba" => {
+            let o = celeba::Options {
+                on_corrupt: opts.on_corrupt,
+                cache: opts.celeba_cache.clone(),
+            };
+            celeba::load_split(&root, split, &o)
+        }
+        other => bail!("unknown data set `{other}`"),
+    };
+    r.with_context(|| format!("loading {dataset} ({split:?}) from {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut v = magic.to_be_bytes().to_vec();
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn data_load_split_wrong_mnist_image_size() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("mnist");
+        std::fs::create_dir(&d).unwrap();
+        let img = idx(mnist::IMAGES_MAGIC, &[2, 20, 20], &[7u8; 800]);
+        std::fs::write(d.join("train-images-idx3-ubyte"), img).unwrap();
+        std::fs::write(
+            d.join("train-labels-idx1-ubyte"),
+            idx(mnist::LABELS_MAGIC, &[2], &[1, 2]),
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            load_split("mnist", Some(t.path()), Split::Train)
+                .err()
+                .unwrap()
+        );
+        assert!(
+            e.contains("wrong image size 20x20") && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_load_split_unknown_and_missing() {
+        let t = tempfile::tempdir().unwrap();
+        let e = format!(
+            "{:#}",
+            load_split("imagenet", Some(t.path()), Split::Train)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("unknown data set `imagenet`"), "{e}");
+    }
+
+    #[test]
+    fn data_u8_to_unit_padded_matches_pad() {
+        let u = Tensor::from_slice(&[0u8, 51, 102, 255]).view([1, 1, 2, 2]);
+        let a = u8_to_unit_padded(&u, 2);
+        let b = (u.to_kind(tch::Kind::Float) / 255.0).constant_pad_nd([2, 2, 2, 2]);
+        assert!(a.equal(&b));
     }
 }

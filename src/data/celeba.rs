@@ -1,0 +1,600 @@
+//! CelebA, aligned and cropped (`img_align_celeba/`, 178×218 JPEGs).
+//!
+//! Preprocessing (the common VAE/GAN one): centre crop 140×140 (offsets 19
+//! across, 39 down), resize to 64×64 with [`images::FILTER`] (antialiased
+//! bilinear, `FilterType::Triangle`), RGB.
+//!
+//! Split convention (this subset has no official split, and neither do most
+//! copies): files sorted by name; the last `n / 10` are Test, the rest Train.
+//! For the 5,000-image subset in `shared/data` that is 4,500 / 500.
+//!
+//! Cache: the first load decodes every JPEG (rayon, all cores) and saves the
+//! preprocessed u8 tensor of all files to `celeba-64x64-<dir>-<key>.u8` under
+//! `<celeba dir>/.ldc-vae-cache/` when that folder is writable, else under
+//! `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}/celeba-cache/`.
+//! `<key>` hashes the preprocessing and every file's name, size and mtime,
+//! so adding, removing, replacing or touching a file rebuilds it (the old
+//! cache of that folder, `<dir>` = hash of its path, is then deleted). A
+//! cache file that cannot be read or does not check out is rebuilt with a
+//! warning.
+
+use super::images::{self, OnCorrupt};
+use super::{ImageSet, Split};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub const SRC_W: u32 = 178;
+pub const SRC_H: u32 = 218;
+pub const CROP: u32 = 140;
+pub const SIZE: u32 = 64;
+/// sha256 of `img_align_celeba_sha256.txt` for the 5,000-image subset in `shared/data`.
+pub const SUBSET_LIST_SHA256: &str =
+    "6feb28799c2ccec23d418495ea8346bdc369b736c0a2617449fb21fc8c6f28eb";
+
+const MAGIC: &[u8; 8] = b"LDCVAEC2";
+const PREP_TAG: &str = "celeba crop=140 size=64 filter=triangle rgb v1";
+
+/// Where the cache lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// `<celeba dir>/.ldc-vae-cache/` if writable, else the user cache folder.
+    #[default]
+    Auto,
+    /// This folder.
+    Dir(PathBuf),
+    /// No cache: decode every time.
+    Off,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub on_corrupt: OnCorrupt,
+    pub cache: CacheMode,
+}
+
+/// What happened with the cache on a load (for messages and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit(PathBuf),
+    Built(PathBuf),
+    /// The cache existed but was unreadable or did not check out; rebuilt.
+    Rebuilt {
+        path: PathBuf,
+        reason: String,
+    },
+    /// Decoded, but no cache written (mode Off, or no writable place: reason).
+    NotWritten(String),
+}
+
+/// Every file, preprocessed: u8 `[K, 3, 64, 64]` for the `K` files kept.
+pub struct Decoded {
+    pub files: Vec<PathBuf>,
+    /// One flag per file: false for a corrupt file that was skipped.
+    pub kept: Vec<bool>,
+    pub pixels: Tensor,
+    pub outcome: CacheOutcome,
+}
+
+/// The `img_align_celeba` folder of a data-set folder (or the folder itself
+/// when it is named so or holds the JPEGs directly).
+pub fn image_dir(root: &Path) -> PathBuf {
+    let sub = root.join("img_align_celeba");
+    if sub.is_dir() {
+        sub
+    } else {
+        root.to_path_buf()
+    }
+}
+
+/// Train/test assignment of file `i` of `n` (sorted by name).
+pub fn is_test(i: usize, n: usize) -> bool {
+    i >= n - n / 10
+}
+
+fn listing_key(files: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(PREP_TAG.as_bytes());
+    h.update(b"\n");
+    for f in files {
+        let md = std::fs::metadata(f).with_context(|| format!("cannot stat {}", f.display()))?;
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs(), d.subsec_nanos()))
+            .unwrap_or((0, 0));
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        h.update(format!("{name}\t{}\t{}.{:09}\n", md.len(), mtime.0, mtime.1).as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}`.
+pub fn user_cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("LDC_VAE_CACHE").filter(|s| !s.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(d).join("ldc-vae");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("ldc-vae")
+}
+
+/// Candidate cache folders, preferred first.
+fn cache_dirs(root: &Path, mode: &CacheMode) -> Vec<PathBuf> {
+    match mode {
+        CacheMode::Off => vec![],
+        CacheMode::Dir(d) => vec![d.clone()],
+        CacheMode::Auto => vec![
+            root.join(".ldc-vae-cache"),
+            user_cache_root().join("celeba-cache"),
+        ],
+    }
+}
+
+/// A fast 64-bit checksum (not cryptographic) of the cache payload, to
+/// catch a damaged cache file of the right length.
+fn checksum(b: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [0u64; 4];
+    let mut chunks = b.chunks_exact(32);
+    for c in &mut chunks {
+        for (j, l) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(c[8 * j..8 * j + 8].try_into().unwrap());
+            *l = (*l ^ w).wrapping_mul(K).rotate_left(29);
+        }
+    }
+    let mut h = b.len() as u64;
+    for l in lanes {
+        h = (h ^ l).wrapping_mul(K).rotate_left(31);
+    }
+    for &x in chunks.remainder() {
+        h = (h ^ x as u64).wrapping_mul(K);
+    }
+    h
+}
+
+const HEAD: usize = 8 + 32 + 8 + 12 + 8;
+
+fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tensor)> {
+    let p = path.display();
+    let b = std::fs::read(path).with_context(|| format!("{p}: cannot read cache"))?;
+    if b.len() < HEAD || &b[..8] != MAGIC {
+        bail!("{p}: not a cache file of this version (bad magic or too short)");
+    }
+    if hex(&b[8..40]) != key {
+        bail!("{p}: cache key does not match the folder");
+    }
+    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
+    let dims: Vec<u32> = (0..3)
+        .map(|i| u32::from_le_bytes(b[48 + 4 * i..52 + 4 * i].try_into().unwrap()))
+        .collect();
+    if n != n_files || dims != [3, SIZE, SIZE] {
+        bail!(
+            "{p}: cache header ({n} files, {dims:?}) does not match ({n_files} files, [3, 64, 64])"
+        );
+    }
+    if b.len() < HEAD + n {
+        bail!("{p}: truncated cache file");
+    }
+    let kept: Vec<bool> = b[HEAD..HEAD + n].iter().map(|&x| x == 1).collect();
+    let k = kept.iter().filter(|&&x| x).count();
+    let per = (3 * SIZE * SIZE) as usize;
+    let want = HEAD + n + k * per;
+    if b.len() != want {
+        bail!(
+            "{p}: truncated or oversized cache file ({} bytes, expected {want})",
+            b.len()
+        );
+    }
+    let sum = u64::from_le_bytes(b[60..68].try_into().unwrap());
+    if checksum(&b[HEAD..]) != sum {
+        bail!("{p}: damaged cache file (checksum mismatch)");
+    }
+    let s = SIZE as i64;
+    let t = Tensor::from_slice(&b[HEAD + n..]).view([k as i64, 3, s, s]);
+    Ok((kept, t))
+}
+
+/// `celeba-64x64-<folder>-` of a cache file name.
+fn name_prefix(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    match name.rfind('-') {
+        Some(i) => name[..=i].to_string(),
+        None => name.into_owned(),
+    }
+}
+
+fn write_cache(path: &Path, key: &str, kept: &[bool], pixels: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut payload: Vec<u8> = kept.iter().map(|&k| k as u8).collect();
+    payload.extend_from_slice(pixels);
+    let key_bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut head = Vec::with_capacity(HEAD);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&key_bytes);
+    head.extend_from_slice(&(kept.len() as u64).to_le_bytes());
+    for d in [3, SIZE, SIZE] {
+        head.extend_from_slice(&d.to_le_bytes());
+    }
+    head.extend_from_slice(&checksum(&payload).to_le_bytes());
+    // A temp name of our own (several processes may build the same cache at
+    // once), then an atomic rename.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let fname = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{fname}.{}.{nanos}.tmp", std::process::id()));
+    let r = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(&head)?;
+        f.write_all(&payload)?;
+        f.sync_all().ok();
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("cannot write cache {}", path.display()))?;
+    // Remove stale caches of the same folder (same name prefix, other key).
+    let prefix = name_prefix(path);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".u8") && e.path() != path {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decode every JPEG of `dir` (sorted by name) to u8 CHW 3×64×64.
+fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8>)> {
+    let decoded = images::decode_all(files, 3, |p, img| {
+        if (img.width(), img.height()) != (SRC_W, SRC_H) {
+            bail!(
+                "{}: wrong image size {}x{}: aligned CelebA images are {SRC_W}x{SRC_H}",
+                p.display(),
+                img.width(),
+                img.height()
+            );
+        }
+        // Crop as a view (no copy), then resize straight from it.
+        let rgb = img.into_rgb8();
+        let view =
+            image::imageops::crop_imm(&rgb, (SRC_W - CROP) / 2, (SRC_H - CROP) / 2, CROP, CROP);
+        Ok(image::imageops::resize(&*view, SIZE, SIZE, images::FILTER).into())
+    });
+    let per = (3 * SIZE * SIZE) as usize;
+    let mut out = Vec::with_capacity(files.len() * per);
+    let mut kept = Vec::with_capacity(files.len());
+    let mut skipped = 0;
+    for d in decoded {
+        match d {
+            Ok((_, px)) => {
+                out.extend_from_slice(&px);
+                kept.push(true);
+            }
+            Err(e)
+                if on_corrupt == OnCorrupt::Skip && format!("{e:#}").contains("corrupt image") =>
+            {
+                tracing::warn!("skipping {e:#}");
+                kept.push(false);
+                skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if skipped == files.len() {
+        bail!("no CelebA image could be decoded ({skipped} corrupt files skipped)");
+    }
+    Ok((kept, out))
+}
+
+/// All files of a CelebA folder, preprocessed, from the cache when possible.
+pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
+    let dir = image_dir(root);
+    let files = images::list_images(&dir)?;
+    let key = listing_key(&files)?;
+    // One prefix per folder (hash of its absolute path), one key per content.
+    let abs = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    let folder = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
+    let name = format!("celeba-64x64-{}-{}.u8", &folder[..8], &key[..16]);
+    let cands: Vec<PathBuf> = cache_dirs(root, &opts.cache)
+        .into_iter()
+        .map(|d| d.join(&name))
+        .collect();
+    let mut stale: Option<(PathBuf, String)> = None;
+    for c in cands.iter().filter(|c| c.exists()) {
+        match read_cache(c, &key, files.len()) {
+            Ok((kept, pixels)) => {
+                if opts.on_corrupt == OnCorrupt::Fail {
+                    if let Some(i) = kept.iter().position(|k| !k) {
+                        bail!(
+                            "{}: corrupt image (found when the cache {} was built); \
+                             replace or remove it, or load with corrupt images skipped",
+                            files[i].display(),
+                            c.display()
+                        );
+                    }
+                }
+                return Ok(Decoded {
+                    files,
+                    kept,
+                    pixels,
+                    outcome: CacheOutcome::Hit(c.clone()),
+                });
+            }
+            Err(e) => {
+                tracing::warn!("ignoring the CelebA cache and rebuilding it: {e:#}");
+                stale.get_or_insert((c.clone(), format!("{e:#}")));
+            }
+        }
+    }
+    let (kept, px) = decode(&files, opts.on_corrupt)?;
+    let mut outcome = CacheOutcome::NotWritten("cache off".into());
+    // Rewrite a stale cache where it was; else the first writable candidate.
+    let order: Vec<PathBuf> = match &stale {
+        Some((p, _)) => std::iter::once(p.clone())
+            .chain(cands.iter().cloned())
+            .collect(),
+        None => cands.clone(),
+    };
+    let mut errs = Vec::new();
+    for c in order {
+        match write_cache(&c, &key, &kept, &px) {
+            Ok(()) => {
+                outcome = match &stale {
+                    Some((_, reason)) => CacheOutcome::Rebuilt {
+                        path: c,
+                        reason: reason.clone(),
+                    },
+                    None => CacheOutcome::Built(c),
+                };
+                errs.clear();
+                break;
+            }
+            Err(e) => errs.push(format!("{e:#}")),
+        }
+    }
+    if !errs.is_empty() {
+        tracing::warn!("CelebA cache not written: {}", errs.join("; "));
+        outcome = CacheOutcome::NotWritten(errs.join("; "));
+    }
+    let k = kept.iter().filter(|&&x| x).count() as i64;
+    let s = SIZE as i64;
+    let pixels = Tensor::from_slice(&px).view([k, 3, s, s]);
+    Ok(Decoded {
+        files,
+        kept,
+        pixels,
+        outcome,
+    })
+}
+
+/// Indices (into the kept rows) of a split.
+fn split_rows(kept: &[bool], split: Split) -> Vec<i64> {
+    let n = kept.len();
+    let mut row = 0i64;
+    let mut v = Vec::new();
+    for (i, &k) in kept.iter().enumerate() {
+        if k {
+            if is_test(i, n) == (split == Split::Test) {
+                v.push(row);
+            }
+            row += 1;
+        }
+    }
+    v
+}
+
+/// One split as u8 `[N, 3, 64, 64]`.
+pub fn split_u8(d: &Decoded, split: Split) -> Tensor {
+    let rows = split_rows(&d.kept, split);
+    if rows.len() as i64 == d.pixels.size()[0] {
+        return d.pixels.shallow_clone();
+    }
+    // The split is contiguous in file order, so a narrow would do without
+    // skipped files; index_select handles both.
+    d.pixels.index_select(0, &Tensor::from_slice(&rows))
+}
+
+/// One split as float `[N, 3, 64, 64]` in [0, 1], no labels.
+pub fn load_split(root: &Path, split: Split, opts: &Options) -> Result<ImageSet> {
+    let d = load_all(root, opts)?;
+    let images = super::u8_to_unit(&split_u8(&d, split));
+    Ok(ImageSet {
+        images,
+        labels: None,
+    })
+}
+
+/// The sha256 list of a folder's images, in the form of
+/// `img_align_celeba_sha256.txt` (`NAME SHA256HEX\n`, sorted by name).
+pub fn sha256_list(dir: &Path) -> Result<String> {
+    let files = images::list_images(dir)?;
+    let lines: Vec<String> = files
+        .par_iter()
+        .map(|f| {
+            let b = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            Ok(format!("{name} {}\n", hex(&Sha256::digest(&b))))
+        })
+        .collect::<Result<_>>()?;
+    Ok(lines.concat())
+}
+
+/// sha256 (hex) of [`sha256_list`].
+pub fn list_hash(dir: &Path) -> Result<String> {
+    Ok(hex(&Sha256::digest(sha256_list(dir)?.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::images::tests::write_image;
+
+    fn err_of<T>(r: Result<T>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A small fake CelebA folder: `n` JPEGs of 178×218.
+    fn fake(n: usize) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("img_align_celeba");
+        std::fs::create_dir(&d).unwrap();
+        for i in 0..n {
+            write_image(&d.join(format!("{:06}.jpg", i + 1)), SRC_W, SRC_H);
+        }
+        t
+    }
+
+    fn opts(cache: &Path) -> Options {
+        Options {
+            on_corrupt: OnCorrupt::Fail,
+            cache: CacheMode::Dir(cache.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn data_celeba_small_split_and_cache() {
+        let t = fake(12);
+        let c = tempfile::tempdir().unwrap();
+        let o = opts(c.path());
+        let d = load_all(t.path(), &o).unwrap();
+        assert!(
+            matches!(d.outcome, CacheOutcome::Built(_)),
+            "{:?}",
+            d.outcome
+        );
+        assert_eq!(d.pixels.size(), [12, 3, 64, 64]);
+        let d2 = load_all(t.path(), &o).unwrap();
+        assert!(
+            matches!(d2.outcome, CacheOutcome::Hit(_)),
+            "{:?}",
+            d2.outcome
+        );
+        assert!(d.pixels.equal(&d2.pixels));
+        assert_eq!(load_split(t.path(), Split::Train, &o).unwrap().len(), 11);
+        assert_eq!(load_split(t.path(), Split::Test, &o).unwrap().len(), 1);
+        // Changing the folder changes the key: rebuilt, not a hit.
+        write_image(&t.path().join("img_align_celeba/000099.jpg"), SRC_W, SRC_H);
+        let d3 = load_all(t.path(), &o).unwrap();
+        assert!(
+            matches!(d3.outcome, CacheOutcome::Built(_)),
+            "{:?}",
+            d3.outcome
+        );
+        assert_eq!(d3.pixels.size()[0], 13);
+        // The old cache file was removed.
+        assert_eq!(std::fs::read_dir(c.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn data_celeba_unreadable_cache_is_rebuilt() {
+        let t = fake(3);
+        let c = tempfile::tempdir().unwrap();
+        let o = opts(c.path());
+        let d = load_all(t.path(), &o).unwrap();
+        let CacheOutcome::Built(p) = d.outcome else {
+            panic!("{:?}", d.outcome)
+        };
+        let mut flipped = std::fs::read(&p).unwrap();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        let cut = std::fs::read(&p).unwrap()[..100].to_vec();
+        for garbage in [b"garbage".to_vec(), cut, flipped] {
+            std::fs::write(&p, garbage).unwrap();
+            let d2 = load_all(t.path(), &o).unwrap();
+            match &d2.outcome {
+                CacheOutcome::Rebuilt { path, reason } => {
+                    assert_eq!(path, &p);
+                    assert!(reason.contains(&p.display().to_string()), "{reason}");
+                    assert!(
+                        reason.contains("bad magic")
+                            || reason.contains("truncated")
+                            || reason.contains("checksum mismatch"),
+                        "{reason}"
+                    );
+                }
+                o => panic!("{o:?}"),
+            }
+            assert!(d2.pixels.equal(&d.pixels));
+            assert!(matches!(
+                load_all(t.path(), &o).unwrap().outcome,
+                CacheOutcome::Hit(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn data_celeba_corrupt_jpeg_fail_or_skip() {
+        let t = fake(4);
+        let bad = t.path().join("img_align_celeba/000002.jpg");
+        let good = std::fs::read(&bad).unwrap();
+        std::fs::write(&bad, &good[..good.len() * 2 / 3]).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let e = err_of(load_all(t.path(), &opts(c.path())));
+        assert!(
+            e.contains("corrupt image") && e.contains("000002.jpg"),
+            "{e}"
+        );
+        let skip = Options {
+            on_corrupt: OnCorrupt::Skip,
+            cache: CacheMode::Dir(c.path().into()),
+        };
+        let d = load_all(t.path(), &skip).unwrap();
+        assert_eq!(d.kept, [true, false, true, true]);
+        assert_eq!(d.pixels.size()[0], 3);
+        // The cache remembers the skipped file; failing mode still names it.
+        let e = err_of(load_all(t.path(), &opts(c.path())));
+        assert!(
+            e.contains("corrupt image") && e.contains("000002.jpg"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_celeba_wrong_image_size_and_empty() {
+        let t = fake(2);
+        write_image(&t.path().join("img_align_celeba/000003.jpg"), 100, 120);
+        let c = tempfile::tempdir().unwrap();
+        let e = err_of(load_all(t.path(), &opts(c.path())));
+        assert!(
+            e.contains("wrong image size 100x120") && e.contains("000003.jpg"),
+            "{e}"
+        );
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("img_align_celeba")).unwrap();
+        let e = err_of(load_all(t.path(), &opts(c.path())));
+        assert!(
+            e.contains("empty folder") && e.contains("img_align_celeba"),
+            "{e}"
+        );
+    }
+}
