@@ -1,4 +1,5 @@
 //! Evaluation: FID, latent-consistency MMD, t-SNE, plots, grids, report.
 
+pub mod fid;
 pub mod grid;
 pub mod mmd;
