@@ -150,7 +150,9 @@ fn preprocess_range_and_shape() {
     let y = Inception::preprocess(&x).unwrap();
     let want = &x * 1.9921875 - 1.0;
     assert!((y - want).abs().max().double_value(&[]) < 1e-6);
-    assert!(Inception::preprocess(&Tensor::zeros([1, 2, 8, 8], (Kind::Float, Device::Cpu))).is_err());
+    assert!(
+        Inception::preprocess(&Tensor::zeros([1, 2, 8, 8], (Kind::Float, Device::Cpu))).is_err()
+    );
 }
 
 #[test]
@@ -226,7 +228,10 @@ fn set_against_itself_is_zero() {
         let acts = Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 0.3 + 0.1;
         let s = FidStats::from_activations(&acts).unwrap();
         let fid = frechet_distance(&s, &s).unwrap();
-        assert!(fid.abs() < 1e-5, "n={n} d={d}: FID of a set with itself {fid}");
+        assert!(
+            fid.abs() < 1e-5,
+            "n={n} d={d}: FID of a set with itself {fid}"
+        );
     }
 }
 
@@ -242,14 +247,17 @@ fn stats_match_numpy_definitions() {
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() < 1e-12, "{got:?}");
     }
-    assert!(FidStats::from_activations(&Tensor::zeros([1, 4], (Kind::Float, Device::Cpu))).is_err());
+    assert!(
+        FidStats::from_activations(&Tensor::zeros([1, 4], (Kind::Float, Device::Cpu))).is_err()
+    );
 }
 
 #[test]
 fn stats_save_load_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(3);
-    let s = FidStats::from_activations(&Tensor::randn([40, 16], (Kind::Float, Device::Cpu))).unwrap();
+    let s =
+        FidStats::from_activations(&Tensor::randn([40, 16], (Kind::Float, Device::Cpu))).unwrap();
     for name in ["s.safetensors", "sub/s.npz"] {
         let p = dir.path().join(name);
         s.save(&p).unwrap();
@@ -257,7 +265,10 @@ fn stats_save_load_round_trip() {
         assert_eq!(t.n, 40);
         assert_eq!(t.mu.kind(), Kind::Double);
         assert_eq!(f64::try_from((&t.mu - &s.mu).abs().max()).unwrap(), 0.0);
-        assert_eq!(f64::try_from((&t.sigma - &s.sigma).abs().max()).unwrap(), 0.0);
+        assert_eq!(
+            f64::try_from((&t.sigma - &s.sigma).abs().max()).unwrap(),
+            0.0
+        );
         assert!(!ldc_vae::util::tmp_path(&p).exists());
         assert!(frechet_distance(&s, &t).unwrap().abs() < 1e-9);
     }

