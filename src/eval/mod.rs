@@ -4,3 +4,4 @@ pub mod fid;
 pub mod grid;
 pub mod mmd;
 pub mod plots;
+pub mod report;
