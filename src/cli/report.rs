@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// Run directories to include.
+    /// Run directories to include (each with eval.json, config.toml and figures).
+    #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Output directory for report.html and report.md.
     #[arg(long, default_value = "report")]
@@ -17,8 +18,10 @@ pub struct ReproduceArgs {
     pub preset: String,
 }
 
-pub fn run(_a: ReportArgs) -> Result<()> {
-    bail!("`ldc-vae report` is not implemented yet (issue 5)")
+pub fn run(a: ReportArgs) -> Result<()> {
+    let (html, md) = crate::eval::report::write_report(&a.runs, &a.out)?;
+    println!("wrote {}\nwrote {}", html.display(), md.display());
+    Ok(())
 }
 
 pub fn run_reproduce(_a: ReproduceArgs) -> Result<()> {

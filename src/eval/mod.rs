@@ -1,6 +1,9 @@
 //! Evaluation: FID, latent-consistency MMD, t-SNE, plots, grids, report.
 
+pub mod fid;
 pub mod grid;
 pub mod mmd;
+pub mod plots;
+pub mod report;
 pub mod run;
 pub mod samplers;

@@ -1,0 +1,322 @@
+//! Figures as PNG (plotters, bitmap backend): the t-SNE latent scatter of the
+//! paper's Figure 2 and training loss curves.
+//!
+//! Text (titles, legends, tick labels) needs a system font (plotters' `ttf`
+//! feature, through fontconfig). When drawing with text fails, the figure is
+//! drawn again without any text rather than failing.
+
+use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Blue of the encoder's latents (matplotlib's `tab:blue`, as in the paper).
+pub const ENCODER_COLOR: RGBColor = RGBColor(31, 119, 180);
+/// Orange of the prior's / sampler's latents (`tab:orange`).
+pub const SAMPLER_COLOR: RGBColor = RGBColor(255, 127, 14);
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plot: {e:?}")
+}
+
+/// Render a `w`×`h` figure with `draw(area, with_text)` and save it as PNG
+/// (atomically). If drawing with text fails (no usable font), it is drawn
+/// again without text.
+fn render_png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl Fn(&Area, bool) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let attempt = |buf: &mut [u8], text: bool| -> Result<()> {
+        let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        draw(&root, text)?;
+        root.present().map_err(perr)
+    };
+    if let Err(e) = attempt(&mut buf, true) {
+        tracing::warn!(
+            "{}: drawing with text failed ({e:#}); drawing without text",
+            path.display()
+        );
+        buf.fill(255);
+        attempt(&mut buf, false).with_context(|| format!("cannot draw {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    crate::util::with_atomic_path(path, |tmp| {
+        image::RgbImage::from_raw(w, h, buf)
+            .context("bad figure buffer")?
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .with_context(|| format!("cannot write {}", path.display()))
+    })
+}
+
+/// Seeded N(0, σ²) numbers (SplitMix64 + Box–Muller), for the t-SNE start.
+fn seeded_normal(n: usize, sigma: f64, seed: u64) -> Vec<f32> {
+    let mut state = crate::rng::mix(seed ^ 0x7453_4e45);
+    let mut uniform = || {
+        state = crate::rng::mix(state);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (uniform(), uniform());
+            (sigma * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// Rows of a `[n, d]` tensor as f32.
+fn rows(x: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
+    let s = x.size();
+    if s.len() != 2 {
+        bail!("expected a [n, d] tensor, got {s:?}");
+    }
+    let v = Vec::<f32>::try_from(
+        x.detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .flatten(0, -1),
+    )?;
+    Ok((v, s[0] as usize, s[1] as usize))
+}
+
+/// t-SNE of the rows of `x` (`[n, d]`) to 2-D: Barnes–Hut (θ = 0.5), perplexity
+/// 30 (less for fewer than 91 points), 1,000 iterations, Euclidean distance,
+/// started from N(0, 10⁻⁸) drawn from `seed`.
+pub fn tsne_embed(x: &Tensor, seed: u64) -> Result<Vec<[f32; 2]>> {
+    let (data, n, d) = rows(x)?;
+    if n < 4 {
+        bail!("t-SNE needs at least 4 points, got {n}");
+    }
+    if data.iter().any(|v| !v.is_finite()) {
+        bail!("t-SNE input has NaN or infinite values");
+    }
+    let samples: Vec<&[f32]> = data.chunks(d.max(1)).collect();
+    let perplexity = 30f32.min(((n - 1) / 3) as f32).max(1.0);
+    let mut tsne: bhtsne::tSNE<f32, &[f32], 2> = bhtsne::tSNE::new(&samples);
+    tsne.perplexity(perplexity)
+        .epochs(1000)
+        .initial_embedding(seeded_normal(n * 2, 1e-4, seed))
+        .barnes_hut(0.5, |a: &&[f32], b: &&[f32]| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(p, q)| (p - q) * (p - q))
+                .sum::<f32>()
+                .sqrt()
+        });
+    let y = tsne.embedding();
+    Ok(y.chunks(2).map(|c| [c[0], c[1]]).collect())
+}
+
+/// Paper Fig. 2: t-SNE of two latent sets `a` (`[n, d]`, blue, e.g. the
+/// encoder's) and `b` (`[m, d]`, orange, the prior's or the sampler's), embedded
+/// together with [`tsne_embed`], as one scatter plot with a legend and title.
+pub fn tsne_scatter(
+    a: &Tensor,
+    b: &Tensor,
+    label_a: &str,
+    label_b: &str,
+    title: &str,
+    path: &Path,
+    seed: u64,
+) -> Result<()> {
+    let (na, nb) = (a.size()[0] as usize, b.size()[0] as usize);
+    if a.size().len() != 2 || b.size().len() != 2 || a.size()[1] != b.size()[1] {
+        bail!(
+            "tsne_scatter: latent sets must be [n, d] and [m, d], got {:?} and {:?}",
+            a.size(),
+            b.size()
+        );
+    }
+    let both = Tensor::cat(&[a.to_kind(Kind::Float), b.to_kind(Kind::Float)], 0);
+    let t0 = std::time::Instant::now();
+    let y = tsne_embed(&both, seed)?;
+    tracing::info!(
+        "t-SNE of {} + {} points: {:.1} s",
+        na,
+        nb,
+        t0.elapsed().as_secs_f64()
+    );
+    let (pa, pb) = y.split_at(na);
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in &y {
+        x0 = x0.min(p[0]);
+        x1 = x1.max(p[0]);
+        y0 = y0.min(p[1]);
+        y1 = y1.max(p[1]);
+    }
+    let (mx, my) = (((x1 - x0) * 0.05).max(1e-3), ((y1 - y0) * 0.05).max(1e-3));
+    let (xr, yr) = (x0 - mx..x1 + mx, y0 - my..y1 + my);
+    render_png(path, (800, 800), |root, text| {
+        let mut b = ChartBuilder::on(root);
+        b.margin(15);
+        if text {
+            b.caption(title, ("sans-serif", 26))
+                .x_label_area_size(30)
+                .y_label_area_size(45);
+        }
+        let mut chart = b.build_cartesian_2d(xr.clone(), yr.clone()).map_err(perr)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(WHITE.mix(0.0))
+            .bold_line_style(BLACK.mix(0.08));
+        if !text {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(perr)?;
+        for (pts, color, label) in [(pa, ENCODER_COLOR, label_a), (pb, SAMPLER_COLOR, label_b)] {
+            let s = chart
+                .draw_series(
+                    pts.iter()
+                        .map(|p| Circle::new((p[0], p[1]), 2, color.mix(0.55).filled())),
+                )
+                .map_err(perr)?;
+            if text {
+                s.label(format!("{label} ({})", pts.len()))
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .label_font(("sans-serif", 18))
+                .draw()
+                .map_err(perr)?;
+        }
+        Ok(())
+    })
+}
+
+/// `(step, value)` series of `key` from a `metrics.jsonl`: from the step lines
+/// (`"kind":"step"`) when they have the key, else from the epoch lines (plotted
+/// at their `step`). Non-finite values are dropped.
+pub fn read_metric_series(metrics_jsonl: &Path, key: &str) -> Result<Vec<(f64, f64)>> {
+    let text = std::fs::read_to_string(metrics_jsonl)
+        .with_context(|| format!("cannot read {}", metrics_jsonl.display()))?;
+    let mut by_kind: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue; // a torn last line of a running job
+        };
+        let slot = match v.get("kind").and_then(|k| k.as_str()) {
+            Some("step") | None => 0,
+            Some("epoch") => 1,
+            Some(_) => continue,
+        };
+        if let (Some(s), Some(y)) = (
+            v.get("step").and_then(|s| s.as_f64()),
+            v.get(key).and_then(|y| y.as_f64()),
+        ) {
+            if y.is_finite() {
+                by_kind[slot].push((s, y));
+            }
+        }
+    }
+    let [steps, epochs] = by_kind;
+    Ok(if steps.is_empty() { epochs } else { steps })
+}
+
+/// Training curves: each of `keys` from `metrics.jsonl` against the step, one
+/// panel per key, log y axis when all values are positive. Keys without
+/// values get an empty panel; it is an error when no key has any.
+pub fn loss_curves(metrics_jsonl: &Path, keys: &[&str], path: &Path) -> Result<()> {
+    if keys.is_empty() {
+        bail!("loss_curves: no keys to plot");
+    }
+    let series = keys
+        .iter()
+        .map(|k| read_metric_series(metrics_jsonl, k))
+        .collect::<Result<Vec<_>>>()?;
+    if series.iter().all(|s| s.is_empty()) {
+        bail!("{}: none of {keys:?} has values", metrics_jsonl.display());
+    }
+    let panel_h = 260u32;
+    render_png(path, (900, panel_h * keys.len() as u32), |root, text| {
+        let panels = root.split_evenly((keys.len(), 1));
+        for ((panel, key), s) in panels.iter().zip(keys).zip(&series) {
+            draw_curve(panel, key, s, text)?;
+        }
+        Ok(())
+    })
+}
+
+fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()> {
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    let (mut y0, mut y1) = (f64::MAX, f64::MIN);
+    for &(x, y) in s {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if s.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let log = !s.is_empty() && y0 > 0.0;
+    let color = ENCODER_COLOR;
+    let mut b = ChartBuilder::on(area);
+    b.margin(10);
+    if text {
+        let cap = if s.is_empty() {
+            format!("{key} (no values)")
+        } else {
+            format!("{key}{}", if log { " (log)" } else { "" })
+        };
+        b.caption(cap, ("sans-serif", 18))
+            .x_label_area_size(28)
+            .y_label_area_size(70);
+    }
+    let line = s.iter().copied();
+    if log {
+        let (lo, hi) = if y1 > y0 {
+            (y0 / 1.1, y1 * 1.1)
+        } else {
+            (y0 / 2.0, y0 * 2.0)
+        };
+        let mut chart = b
+            .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
+            .map_err(perr)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(BLACK.mix(0.04));
+        if text {
+            mesh.x_desc("step")
+                .y_label_formatter(&|v| format!("{v:.3e}"));
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(perr)?;
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(1)))
+            .map_err(perr)?;
+    } else {
+        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        let mut chart = b
+            .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
+            .map_err(perr)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(BLACK.mix(0.04));
+        if text {
+            mesh.x_desc("step")
+                .y_label_formatter(&|v| format!("{v:.3}"));
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(perr)?;
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(1)))
+            .map_err(perr)?;
+    }
+    Ok(())
+}

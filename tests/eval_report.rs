@@ -1,0 +1,137 @@
+//! The Table-1 report from fake run folders.
+
+use ldc_vae::eval::report::{load_run, paper_fid, write_report, PAPER_TABLE1};
+use std::path::Path;
+
+fn png(path: &Path, rgb: [u8; 3]) {
+    image::RgbImage::from_pixel(16, 12, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+fn fake_runs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ldc = root.join("ldc-mnist");
+    std::fs::create_dir_all(&ldc).unwrap();
+    std::fs::write(
+        ldc.join("eval.json"),
+        r#"{"model":"ldc","dataset":"mnist","preset":"mnist-cpu","sampler":"sampler net (aggregate_kde)",
+            "rec_fid":12.3,"sample_fid":40.1,"sample_fid_gmm":35.0,"fid_samples":1000,"val_mse":0.01,
+            "latent_mmd2":0.015,"latent_mmd2_gaussian":0.012,"latent_mmd2_gmm":0.011,"latent_samples":2000,
+            "train":{"steps":1200,"epochs":2,"wall_s":250.0},
+            "figures":{"tsne":"tsne.png","recon":"recon.png","samples":"samples.png","samples_gmm":"samples_gmm.png","loss":"loss.png"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ldc.join("config.toml"),
+        "[model]\nkind = \"ldc\"\nlatent_dim = 16\n# <b>not html</b>\n",
+    )
+    .unwrap();
+    for (f, c) in [
+        ("tsne.png", [0, 0, 255]),
+        ("recon.png", [0, 255, 0]),
+        ("samples.png", [255, 0, 0]),
+    ] {
+        png(&ldc.join(f), c);
+    }
+    png(&ldc.join("samples_gmm.png"), [9, 9, 9]);
+    // loss.png deliberately missing.
+
+    let vae = root.join("vae-mnist");
+    std::fs::create_dir_all(&vae).unwrap();
+    // Optional fields missing or null.
+    std::fs::write(
+        vae.join("eval.json"),
+        r#"{"model":"vae","dataset":"mnist","rec_fid":25.5,"sample_fid":61.25,"sample_fid_gmm":null,
+            "fid_samples":1000,"latent_mmd2":0.2,"latent_mmd2_gmm":null,"figures":{"tsne":"tsne.png"}}"#,
+    )
+    .unwrap();
+    png(&vae.join("tsne.png"), [1, 2, 3]);
+    (ldc, vae)
+}
+
+#[test]
+fn paper_table_lookup() {
+    assert_eq!(PAPER_TABLE1.len(), 8);
+    assert_eq!(paper_fid("ldc", "mnist"), Some((1.02, 4.73)));
+    assert_eq!(paper_fid("LDC-VAE", "MNIST"), Some((1.02, 4.73)));
+    assert_eq!(paper_fid("two-stage-vae", "cifar10"), Some((62.54, 109.77)));
+    assert_eq!(paper_fid("rae-sn", "celeba"), Some((36.01, 40.95)));
+    assert_eq!(paper_fid("vae", "fashion-mnist"), None);
+}
+
+#[test]
+fn report_from_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ldc, vae) = fake_runs(dir.path());
+    let r = load_run(&vae).unwrap();
+    assert_eq!(r.eval.sample_fid_gmm, None);
+    assert!(r.config.is_none());
+
+    let out = dir.path().join("out");
+    let (html_p, md_p) = write_report(&[ldc.clone(), vae.clone()], &out).unwrap();
+    let html = std::fs::read_to_string(&html_p).unwrap();
+    let md = std::fs::read_to_string(&md_p).unwrap();
+
+    // Every Table-1 row, with the paper's numbers beside ours.
+    for row in [
+        "VAE", "CV-VAE", "WAE-MMD", "2sAE", "RAE-L2", "RAE-SN", "RAE-GP", "LDC-VAE",
+    ] {
+        assert!(
+            md.contains(&format!("| {row} |")),
+            "markdown lacks row {row}"
+        );
+        assert!(
+            html.contains(&format!("<td class=\"l\">{row}</td>")),
+            "html lacks row {row}"
+        );
+    }
+    for col in ["MNIST", "CELEBA", "CIFAR10"] {
+        assert!(md.contains(col) && html.contains(col));
+    }
+    let ldc_row = md.lines().find(|l| l.starts_with("| LDC-VAE |")).unwrap();
+    assert!(ldc_row.contains("**12.30** (1.02)"), "{ldc_row}");
+    assert!(
+        ldc_row.contains("**40.10 · GMM 35.00** (4.73)"),
+        "{ldc_row}"
+    );
+    assert!(ldc_row.contains("– (36.84)"), "{ldc_row}");
+    let vae_row = md.lines().find(|l| l.starts_with("| VAE |")).unwrap();
+    assert!(
+        vae_row.contains("**25.50** (18.26)") && vae_row.contains("**61.25** (19.21)"),
+        "{vae_row}"
+    );
+    for p in ["101.24", "117.44", "74.16", "48.12"] {
+        assert!(
+            md.contains(p) && html.contains(p),
+            "paper number {p} missing"
+        );
+    }
+    // Sample-count note, latent consistency, configs, figures.
+    assert!(md.contains("1000 generated") && md.contains("10000") && md.contains("biased upward"));
+    assert!(md.contains("0.01500") && md.contains("0.01100") && html.contains("0.01200"));
+    assert!(md.contains("latent_dim = 16") && html.contains("&lt;b&gt;not html&lt;/b&gt;"));
+    assert!(
+        md.contains("sampler net (aggregate_kde)") && md.contains("1200") && md.contains("4.2 min")
+    );
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 5);
+    assert!(!html.contains("src=\"tsne.png\""));
+    assert!(
+        md.contains("![tsne](ldc-mnist/tsne.png)") && md.contains("![tsne](vae-mnist/tsne.png)")
+    );
+    assert!(md.contains("`loss.png` is missing") && html.contains("is missing"));
+    for f in [
+        "ldc-mnist/tsne.png",
+        "ldc-mnist/recon.png",
+        "ldc-mnist/samples.png",
+        "ldc-mnist/samples_gmm.png",
+        "vae-mnist/tsne.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} not copied");
+    }
+    assert!(!out.join("report.html.tmp").exists());
+
+    // Same folder name twice: names made unique.
+    let (h2, _) = write_report(&[vae.clone(), vae], &dir.path().join("out2")).unwrap();
+    assert!(std::fs::read_to_string(h2).unwrap().contains("vae-mnist-2"));
+    assert!(write_report(&[dir.path().join("nope")], &out).is_err());
+}
