@@ -516,6 +516,27 @@ mod tests {
     }
 
     #[test]
+    fn data_celeba_through_load_split_caches_in_data_dir() {
+        let t = fake(10);
+        let root = t.path().join("celeba");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::rename(
+            t.path().join("img_align_celeba"),
+            root.join("img_align_celeba"),
+        )
+        .unwrap();
+        let s = crate::data::load_split("celeba", Some(t.path()), Split::Train).unwrap();
+        assert_eq!(s.images.size(), [9, 3, 64, 64]);
+        assert!(s.labels.is_none());
+        let te = crate::data::load_split("celeba", Some(t.path()), Split::Test).unwrap();
+        assert_eq!(te.len(), 1);
+        let cache: Vec<_> = std::fs::read_dir(root.join(".ldc-vae-cache"))
+            .unwrap()
+            .collect();
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
     fn data_celeba_unreadable_cache_is_rebuilt() {
         let t = fake(3);
         let c = tempfile::tempdir().unwrap();

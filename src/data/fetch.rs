@@ -529,7 +529,13 @@ fn from_apt(dest_root: &Path, dest: &Path) -> Result<Fetched> {
 
 /// Download `url` to `path` with a progress bar.
 fn download(url: &str, path: &Path) -> Result<()> {
-    let resp = ureq::get(url)
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(20))
+        .timeout_read(std::time::Duration::from_secs(60))
+        .build();
+    eprintln!("downloading {url}");
+    let resp = agent
+        .get(url)
         .call()
         .with_context(|| format!("GET {url}"))?;
     let len = resp
@@ -685,6 +691,35 @@ mod tests {
         );
         assert!(e.contains("unknown data set `imagenet`"), "{e}");
         assert!(!t.path().join("mnist").exists());
+    }
+
+    /// Needs the internet (the official CIFAR-10 mirror, 170 MB): run by hand with
+    /// `cargo test --release --lib data_fetch_cifar_download -- --ignored`.
+    #[test]
+    #[ignore]
+    fn data_fetch_cifar_download() {
+        let t = tempfile::tempdir().unwrap();
+        let o = FetchOptions {
+            dest_root: t.path().into(),
+            local_roots: vec![],
+            packages: false,
+            network: true,
+        };
+        match fetch("cifar10", &o) {
+            Ok(f) => {
+                assert!(
+                    f.verified.contains("6 batches, 60000 records"),
+                    "{}",
+                    f.verified
+                )
+            }
+            // Without internet: a clear error naming the URL, nothing left behind.
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("cifar-10-binary.tar.gz"), "{e}");
+                assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "{e}");
+            }
+        }
     }
 
     /// Uses the npm registry: run by hand with

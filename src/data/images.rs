@@ -84,7 +84,8 @@ fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String>
     use zune_core::options::DecoderOptions;
     let opts = DecoderOptions::default().set_strict_mode(true);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    d.decode_headers().map_err(|e| format!("{e:?}"))?;
+    d.decode_headers()
+        .map_err(|e| format!("{e:?}").trim_matches('"').to_string())?;
     let gray = matches!(
         d.input_colorspace(),
         Some(ColorSpace::Luma | ColorSpace::LumaA)
@@ -95,7 +96,9 @@ fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String>
         ColorSpace::RGB
     };
     d.set_options(opts.jpeg_set_out_colorspace(out));
-    let px = d.decode().map_err(|e| format!("{e:?}"))?;
+    let px = d
+        .decode()
+        .map_err(|e| format!("{e:?}").trim_matches('"').to_string())?;
     let (w, h) = d.dimensions().ok_or("no dimensions")?;
     let (w, h) = (w as u32, h as u32);
     let img = if gray {

@@ -63,7 +63,8 @@ pub enum Split {
 
 /// Where a data set is looked for: `dir` if given, then `$LDC_VAE_DATA`,
 /// `./data`, `../shared/data` (relative to the working directory and to the
-/// crate), each with the data set's sub-folder.
+/// crate), `/usr/share/datasets` (Debian packages), each with the data set's
+/// sub-folder.
 pub fn find_dataset_dir(dataset: &str, dir: Option<&Path>) -> Result<PathBuf> {
     let sub = match dataset {
         "mnist" => "mnist",
@@ -83,6 +84,8 @@ pub fn find_dataset_dir(dataset: &str, dir: Option<&Path>) -> Result<PathBuf> {
     roots.push(PathBuf::from("../shared/data"));
     roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
     roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    // Debian's dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist.
+    roots.push(PathBuf::from("/usr/share/datasets"));
     for r in &roots {
         for cand in [r.join(sub), r.clone()] {
             if looks_like(dataset, &cand) {
