@@ -11,7 +11,7 @@ PRESET="${PRESET:-mnist-cpu}"
 log() { printf '\033[1m[main-job]\033[0m %s\n' "$*" >&2; }
 
 log "building (first time: ~2 minutes)"
-cargo build --release --quiet
+cargo build --release --quiet $CARGO_FEATURES
 BIN=target/release/ldc-vae
 
 log "data: MNIST"

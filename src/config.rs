@@ -486,10 +486,16 @@ impl Config {
             bail!("config key `baselines.gmm_components` must be >= 1");
         }
         if b.two_stage_hidden < 1 {
-            bail!("config key `baselines.two_stage_hidden` must be >= 1 (got {})", b.two_stage_hidden);
+            bail!(
+                "config key `baselines.two_stage_hidden` must be >= 1 (got {})",
+                b.two_stage_hidden
+            );
         }
         if b.two_stage_depth < 0 {
-            bail!("config key `baselines.two_stage_depth` must be >= 0 (got {})", b.two_stage_depth);
+            bail!(
+                "config key `baselines.two_stage_depth` must be >= 0 (got {})",
+                b.two_stage_depth
+            );
         }
         if b.gmm_max_iter < 1 {
             bail!("config key `baselines.gmm_max_iter` must be >= 1");

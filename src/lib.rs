@@ -15,6 +15,7 @@
 //! - [`eval`]: FID, latent MMD, t-SNE, plots, grids, report.
 //! - [`config`]: TOML presets and `--set key=value` overrides.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

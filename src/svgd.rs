@@ -270,7 +270,7 @@ mod tests {
         for _ in 0..steps {
             let h = median_bandwidth(&x);
             let phi = stein_direction(&x, &score(&x), &x, &h);
-            x = x + phi * lr;
+            x += phi * lr;
         }
         x
     }

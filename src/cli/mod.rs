@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod fid;
 pub mod report;
+pub mod reproduce;
 pub mod sample;
 pub mod train;
 
@@ -50,7 +51,7 @@ pub enum Command {
     /// Write the Table-1 report (HTML + Markdown) for one or more runs.
     Report(report::ReportArgs),
     /// Train, evaluate and report every model on one preset (regenerates Table 1).
-    Reproduce(report::ReproduceArgs),
+    Reproduce(reproduce::ReproduceArgs),
     /// Compare LDC sampler targets on a trained run's frozen encoder/decoder (DESIGN §1.8).
     CompareSamplers(eval::CompareSamplersArgs),
     /// Benchmark training steps and FID forward against the PyTorch peers.
@@ -66,7 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fid(a) => fid::run(a),
         Command::FidStats(a) => fid::run_stats(a),
         Command::Report(a) => report::run(a),
-        Command::Reproduce(a) => report::run_reproduce(a),
+        Command::Reproduce(a) => reproduce::run(a),
         Command::CompareSamplers(a) => eval::run_compare(a),
         Command::Bench(a) => bench::run(a),
     }

@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -12,18 +12,8 @@ pub struct ReportArgs {
     pub out: PathBuf,
 }
 
-#[derive(Args, Debug)]
-pub struct ReproduceArgs {
-    #[arg(long, default_value = "mnist-cpu")]
-    pub preset: String,
-}
-
 pub fn run(a: ReportArgs) -> Result<()> {
     let (html, md) = crate::eval::report::write_report(&a.runs, &a.out)?;
     println!("wrote {}\nwrote {}", html.display(), md.display());
     Ok(())
-}
-
-pub fn run_reproduce(_a: ReproduceArgs) -> Result<()> {
-    bail!("`ldc-vae reproduce` is not implemented yet (issues 5 and 6)")
 }

@@ -94,7 +94,7 @@ pub struct TrainSummary {
     #[serde(default)]
     pub steps: Option<u64>,
     #[serde(default)]
-    pub epochs: Option<u64>,
+    pub epochs: Option<f64>,
     #[serde(default)]
     pub wall_s: Option<f64>,
 }
@@ -357,7 +357,9 @@ fn train_text(t: &Option<TrainSummary>) -> (String, String, String) {
     });
     (
         fmt_count(t.steps),
-        fmt_count(t.epochs),
+        t.epochs
+            .map(|e| format!("{e:.2}"))
+            .unwrap_or_else(|| "–".into()),
         wall.unwrap_or_else(|| "–".into()),
     )
 }

@@ -3,14 +3,15 @@
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
-use crate::eval::{grid, mmd};
+use crate::eval::{fid, grid, mmd, plots};
+use crate::models::gmm::Gmm;
 use crate::models::Model;
 use crate::rng::{reseed, Stream};
 use crate::train;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Options of one evaluation.
 #[derive(Debug, Clone)]
@@ -101,12 +102,26 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     let z_gauss = gauss.sample(nl);
     let mmd_model = mmd::mmd2_rbf(&z_test, &z_model);
     let mmd_gauss = mmd::mmd2_rbf(&z_test, &z_gauss);
+    // Ex-post GMM (the RAE route), fitted on the same training latents.
+    let b = &cfg.baselines;
+    let gmm = Gmm::fit_with_tol(
+        &z_train,
+        b.gmm_components,
+        cfg.seed,
+        b.gmm_max_iter,
+        b.gmm_tol,
+    )
+    .context("fitting the ex-post GMM on the training latents")?;
+    reseed(cfg.seed, Stream::Eval, 15);
+    let z_gmm = gmm.sample(nl).to_device(Device::Cpu);
+    let mmd_gmm = mmd::mmd2_rbf(&z_test, &z_gmm);
     tracing::info!(
-        "latent MMD² vs encoder test latents: {} {mmd_model:.4}, ex-post Gaussian {mmd_gauss:.4}",
+        "latent MMD² to encoder test latents: {} {mmd_model:.4}, ex-post Gaussian {mmd_gauss:.4}, ex-post GMM {mmd_gmm:.4}",
         model.sampler_name()
     );
+    let model_is_gmm = model.sampler_name().contains("GMM");
 
-    // Figures: reconstructions (Fig. 3), samples (Fig. 3).
+    // Figures: reconstructions and samples (Fig. 3), latent t-SNE (Fig. 2), curves.
     let nrec = 32.min(test.len());
     reseed(cfg.seed, Stream::Eval, 14);
     let xr = test.images.narrow(0, 0, nrec);
@@ -114,9 +129,81 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     grid::save_recon_grid(&xr, &rec, 8, &dir.join("recon.png"))?;
     let samples = decode_all(model, &z_model.narrow(0, 0, 100.min(nl)), batch);
     grid::save_grid(&samples, 10, &dir.join("samples.png"))?;
-    let samples_gauss = decode_all(model, &z_gauss.narrow(0, 0, 100.min(nl)), batch);
-    grid::save_grid(&samples_gauss, 10, &dir.join("samples_gaussian.png"))?;
-    let mut figures = json!({"recon": "recon.png", "samples": "samples.png", "samples_gaussian": "samples_gaussian.png"});
+    let mut figures = json!({"recon": "recon.png", "samples": "samples.png"});
+    if !model_is_gmm {
+        let s = decode_all(model, &z_gmm.narrow(0, 0, 100.min(nl)), batch);
+        grid::save_grid(&s, 10, &dir.join("samples_gmm.png"))?;
+        figures["samples_gmm"] = json!("samples_gmm.png");
+    }
+    if !opts.no_tsne {
+        let t = std::time::Instant::now();
+        plots::tsne_scatter(
+            &z_test,
+            &z_model,
+            "encoder (test images)",
+            &model.sampler_name(),
+            &format!(
+                "{}: latent space (t-SNE of {nl} + {nl} points)",
+                model.name()
+            ),
+            &dir.join("tsne.png"),
+            cfg.seed,
+        )?;
+        tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
+        figures["tsne"] = json!("tsne.png");
+    }
+    let keys: Vec<&str> = if model.name() == "ldc" {
+        vec!["loss", "sigma2", "h", "sampler_std"]
+    } else {
+        vec!["loss"]
+    };
+    if plots::loss_curves(&dir.join(train::METRICS), &keys, &dir.join("loss.png")).is_ok() {
+        figures["loss"] = json!("loss.png");
+    }
+
+    // FID as pytorch-fid (DESIGN §4): reconstructions of the first N test images
+    // and N generated images, each against the first N test images.
+    let nfid = opts
+        .fid_samples
+        .unwrap_or(cfg.eval.fid_samples)
+        .min(test.len() as usize);
+    let mut fids =
+        json!({"rec_fid": null, "sample_fid": null, "sample_fid_gmm": null, "fid_samples": null});
+    if !opts.no_fid {
+        let dev = model.device();
+        let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
+        let fb = cfg.eval.fid_batch;
+        let reference = fid::reference_stats_with(
+            &net,
+            &cfg.data.dataset,
+            Split::Test,
+            nfid,
+            data_dir(&cfg).as_deref(),
+            &fid::default_stats_dir(),
+            fb,
+        )?;
+        let n = nfid as i64;
+        reseed(cfg.seed, Stream::Eval, 20);
+        let rec = decode_all(model, &encode_set(model, &test, n, batch), batch);
+        let rec_fid = fid::frechet_distance(&net.stats(&rec, fb, !opts.quiet)?, &reference)?;
+        drop(rec);
+        reseed(cfg.seed, Stream::Eval, 21);
+        let gen = decode_all(model, &sample_latents(model, n, batch)?, batch);
+        let sample_fid = fid::frechet_distance(&net.stats(&gen, fb, !opts.quiet)?, &reference)?;
+        drop(gen);
+        let gmm_fid = if model_is_gmm {
+            None
+        } else {
+            reseed(cfg.seed, Stream::Eval, 22);
+            let gen = decode_all(model, &gmm.sample(n).to_device(Device::Cpu), batch);
+            Some(fid::frechet_distance(
+                &net.stats(&gen, fb, !opts.quiet)?,
+                &reference,
+            )?)
+        };
+        tracing::info!("FID ({nfid} images): rec {rec_fid:.2}, sample {sample_fid:.2}, ex-post GMM {gmm_fid:?}");
+        fids = json!({"rec_fid": rec_fid, "sample_fid": sample_fid, "sample_fid_gmm": gmm_fid, "fid_samples": nfid});
+    }
 
     let summary: serde_json::Value = std::fs::read_to_string(dir.join(train::SUMMARY))
         .ok()
@@ -135,10 +222,14 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         "test_mse": test_mse,
         "latent_mmd2": mmd_model,
         "latent_mmd2_gaussian": mmd_gauss,
+        "latent_mmd2_gmm": mmd_gmm,
         "latent_samples": nl,
+        "rec_fid": fids["rec_fid"],
+        "sample_fid": fids["sample_fid"],
+        "sample_fid_gmm": fids["sample_fid_gmm"],
+        "fid_samples": fids["fid_samples"],
         "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.get("epochs"), "wall_s": prog.wall_s},
     });
-    let _ = (&mut figures, &z_test, Kind::Float);
     out["figures"] = figures;
     let text = serde_json::to_string_pretty(&out)?;
     crate::util::write_atomic(&dir.join("eval.json"), text.as_bytes())

@@ -152,7 +152,7 @@ impl Ldc {
         let xhat = self.decoder.forward(&zl, false);
         let r2 = Self::sq_residuals(x, &xhat);
         let s2 = sigma2.unwrap_or_else(|| self.sigma2(&r2));
-        let logp = -(&r2).sum(Kind::Float) / s2
+        let logp = -r2.sum(Kind::Float) / s2
             - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
         let g = Tensor::run_backward(&[logp], &[&zl], false, false)
             .pop()
@@ -188,7 +188,7 @@ impl Ldc {
         let (scores, sigma2, r2) = if batch_scores {
             let r2 = Self::sq_residuals(&x, &xhat);
             let s2 = self.sigma2(&r2);
-            let logp = -(&r2).sum(Kind::Float) / s2
+            let logp = -r2.sum(Kind::Float) / s2
                 - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
             let g = Tensor::run_backward(&[logp], &[&zl], true, false)
                 .pop()
