@@ -15,7 +15,7 @@
 //!   `clip(N(0, 0.01²), ±0.01)` to the encoder input (the reference's "dirty
 //!   hack" for the 64-d model). Both follow the reference.
 //! - λ per data set: `reference.rs` (MNIST 3e-2, CIFAR 6e-3, CelebA 100).
-//! - Generation: z ~ N(0, I; with `baselines.vae_sampler = gmm`, from the
+//! - Generation: z ~ N(0, I); with `baselines.vae_sampler = gmm`, from the
 //!   ex-post GMM fitted on the training latents in the post-training phase.
 
 use super::common::{per_pixel_mse, sse, val, Core};
