@@ -174,6 +174,11 @@ pub struct BaselineConfig {
     /// 2-stage VAE): `mean` (μ, as the reference's `encoder.predict`) or
     /// `sample` (μ + σ·ε, a draw of the aggregate posterior).
     pub vae_encode: String,
+    /// Generation route of VAE, CV-VAE and WAE-MMD: `prior` (N(0, I), the
+    /// models' own) or `gmm` (the ex-post GMM of the RAE baselines, fitted on
+    /// the training latents μ(x) / E(x) in the post-training phase; the RAE
+    /// reference evaluates its VAE-family models this way too).
+    pub vae_sampler: String,
 }
 
 /// Value of a baseline weight that means "the RAE reference's value".
@@ -283,6 +288,7 @@ impl Default for BaselineConfig {
             gmm_tol: 1e-3,
             gmm_max_points: 0,
             vae_encode: "mean".into(),
+            vae_sampler: "prior".into(),
         }
     }
 }
@@ -502,6 +508,7 @@ impl Config {
         }
         positive("baselines.gmm_tol", b.gmm_tol)?;
         one_of("baselines.vae_encode", &b.vae_encode, &["mean", "sample"])?;
+        one_of("baselines.vae_sampler", &b.vae_sampler, &["prior", "gmm"])?;
         if self.eval.fid_samples < 2 {
             bail!(
                 "config key `eval.fid_samples` must be >= 2 (got {})",

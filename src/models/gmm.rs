@@ -268,6 +268,87 @@ impl Gmm {
     }
 }
 
+/// An ex-post mixture on a model's training latents, with its fit settings
+/// (`baselines.gmm_*`): the RAE sampler, and optionally the VAE/CV-VAE/WAE one
+/// (`baselines.vae_sampler = gmm`). Fitted in the model's post-training phase;
+/// kept in checkpoints under `gmm.*`.
+pub struct ExPost {
+    pub gmm: Option<Gmm>,
+    pub components: usize,
+    pub max_iter: usize,
+    pub tol: f64,
+    pub max_points: usize,
+    seed: u64,
+}
+
+impl ExPost {
+    pub fn new(b: &crate::config::BaselineConfig, seed: u64) -> ExPost {
+        ExPost {
+            gmm: None,
+            components: b.gmm_components,
+            max_iter: b.gmm_max_iter,
+            tol: b.gmm_tol,
+            max_points: b.gmm_max_points,
+            seed,
+        }
+    }
+
+    /// Encode the training set with `enc` and fit the mixture.
+    pub fn fit(
+        &mut self,
+        data: &mut dyn super::BatchSource,
+        device: Device,
+        enc: impl FnMut(&Tensor) -> Tensor,
+    ) -> Result<super::StepStats> {
+        let z = super::common::encode_all(data, device, enc);
+        let z = subsample(&z, self.max_points, self.seed);
+        let g = Gmm::fit_with_tol(&z, self.components, self.seed, self.max_iter, self.tol)?;
+        let stats = vec![
+            ("loss", -g.log_likelihood),
+            ("gmm_log_likelihood", g.log_likelihood),
+            ("gmm_iterations", g.iterations as f64),
+            ("gmm_points", z.size()[0] as f64),
+        ];
+        self.gmm = Some(g);
+        Ok(super::StepStats(stats))
+    }
+
+    /// `n` latents on `device`, or an error naming `model` if not fitted yet.
+    pub fn sample(&self, n: i64, device: Device, model: &str) -> Result<Tensor> {
+        match &self.gmm {
+            Some(g) => Ok(g.sample(n).to_device(device)),
+            None => bail!(
+                "{model} samples from the ex-post GMM, which the post-training phase fits on \
+                 the training latents; it has not run yet"
+            ),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        format!(
+            "ex-post GMM ({} components, full covariance)",
+            self.components
+        )
+    }
+
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.gmm
+            .as_ref()
+            .map(|g| g.state("gmm"))
+            .unwrap_or_default()
+    }
+
+    /// Restore the mixture if the checkpoint has one (it has none before the fit).
+    pub fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        self.gmm = if Gmm::in_state("gmm", t) {
+            Some(Gmm::load_state("gmm", t, Device::Cpu)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+}
+
 /// At most `max` rows of `x` (all if `max` is 0 or ≥ N): a random subset,
 /// deterministic in `seed`, in their original order.
 pub fn subsample(x: &Tensor, max: usize, seed: u64) -> Tensor {

@@ -1,5 +1,18 @@
 //! Models behind one trait, so one training pipeline, one evaluation and one
 //! report serve them all. One file per model.
+//!
+//! - [`ldc`] — LDC-VAE.
+//! - [`vae`] — VAE and CV-VAE (`vae`, `cv-vae`), samples from N(0, I) (or an
+//!   ex-post GMM, `baselines.vae_sampler`).
+//! - [`wae`] — WAE-MMD (`wae-mmd`, IMQ kernel), samples from N(0, I) (ditto).
+//! - [`two_stage`] — two-stage VAE (`two-stage-vae`); the second stage is the
+//!   post-training phase.
+//! - [`rae`] — RAE-L2, RAE-GP, RAE-SN (`rae-l2`, `rae-gp`, `rae-sn`; [`sn`] has
+//!   the spectral normalisation); samples from the ex-post [`gmm`], fitted in
+//!   the post-training phase.
+//! - [`reference`] — the baselines' per-data-set weights and where each comes from.
+//! - [`common`] — what the baselines share (encoder/decoder/optimizer core,
+//!   reconstruction losses in the reference's scalings).
 
 use crate::config::Config;
 use anyhow::{bail, Result};
@@ -159,6 +172,64 @@ mod tests {
             let st = m.train_step(&x, 0).unwrap();
             assert!(st.non_finite().is_none(), "{name}: {st:?}");
             assert_eq!(m.decode(&m.encode(&x)).size(), x.size());
+        }
+    }
+
+    /// Real-data smoke run (not part of the suite: ~5 minutes on two busy
+    /// cores). Run with `cargo test --release --lib real_mnist -- --ignored
+    /// --nocapture`. Each baseline trains 300 steps on MNIST (width 1/8,
+    /// batch 64), runs its post-training phase, and must reconstruct better
+    /// than the mean image and generate finite images.
+    #[test]
+    #[ignore]
+    fn real_mnist_smoke_run_of_every_baseline() {
+        use crate::data::{load_split, Split};
+        use common::testing::Fixed;
+        let train = load_split("mnist", None, Split::Train)
+            .unwrap()
+            .images
+            .narrow(0, 0, 6400);
+        let test = load_split("mnist", None, Split::Test)
+            .unwrap()
+            .images
+            .narrow(0, 0, 500);
+        let mean_img = train.mean_dim(0, true, tch::Kind::Float);
+        let base = test
+            .mse_loss(&mean_img.expand_as(&test), tch::Reduction::Mean)
+            .double_value(&[]);
+        for name in crate::config::MODELS.iter().filter(|m| **m != "ldc") {
+            let mut c = tiny_config(name);
+            c.net.width = 0.125;
+            c.net.latent_dim = 16;
+            c.baselines.two_stage_steps = 300;
+            c.baselines.two_stage_hidden = 256;
+            let mut m = build(&c, Device::Cpu).unwrap();
+            let t = std::time::Instant::now();
+            let mut last = StepStats::default();
+            for s in 0..300u64 {
+                let i = (s as i64 * 64) % 6400;
+                last = m.train_step(&train.narrow(0, i, 64), s).unwrap();
+                assert!(last.non_finite().is_none(), "{name} step {s}: {last:?}");
+            }
+            let mut src = Fixed(train.shallow_clone());
+            let mut post = StepStats::default();
+            for i in 0..m.post_training_steps() {
+                post = m.post_training_step(&mut src, i).unwrap();
+            }
+            let rec = m.decode(&m.encode(&test));
+            let mse = rec.mse_loss(&test, tch::Reduction::Mean).double_value(&[]);
+            crate::rng::reseed(0, crate::rng::Stream::Eval, 0);
+            let gen = m.decode(&m.sample_latents(500).unwrap());
+            let gen_mean = gen.mean(tch::Kind::Float).double_value(&[]);
+            eprintln!(
+                "{name}: {:.0?}; last step {:?}; post {:?}; test MSE {mse:.4} (mean image {base:.4}); sample mean {gen_mean:.3} (data {:.3}); sampler {}",
+                t.elapsed(), last.0, post.0, test.mean(tch::Kind::Float).double_value(&[]), m.sampler_name()
+            );
+            assert!(
+                mse < 0.8 * base,
+                "{name}: test MSE {mse} vs mean-image {base}"
+            );
+            assert!(bool::try_from(gen.isfinite().all()).unwrap());
         }
     }
 }

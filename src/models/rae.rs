@@ -25,13 +25,13 @@
 //! the reference) fitted on the training latents in the post-training phase
 //! (one post-training "step" = the whole fit).
 
-use super::common::{encode_all, per_pixel_mse, val, Core};
-use super::gmm::Gmm;
+use super::common::{per_pixel_mse, val, Core};
+use super::gmm::{ExPost, Gmm};
 use super::reference::{self, Weights};
 use super::{BatchSource, Model, StepStats};
 use crate::config::Config;
 use crate::nets::Geometry;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -48,11 +48,7 @@ pub struct Rae {
     w: Weights,
     /// Decoder transposed-conv kernels (RAE-L2's regularised weights).
     dec_kernels: Vec<Tensor>,
-    gmm: Option<Gmm>,
-    gmm_components: usize,
-    gmm_max_iter: usize,
-    gmm_tol: f64,
-    gmm_max_points: usize,
+    expost: ExPost,
 }
 
 /// `(mean over batch and latent dims of g², g)` with `g = ∂ Σ out² / ∂z`,
@@ -74,17 +70,12 @@ impl Rae {
             .filter(|(n, _)| n.starts_with("decoder.convt") && n.ends_with(".weight"))
             .collect();
         dec_kernels.sort_by(|a, b| a.0.cmp(&b.0));
-        let b = &cfg.baselines;
         Ok(Rae {
             kind,
             core,
             w,
             dec_kernels: dec_kernels.into_iter().map(|(_, t)| t).collect(),
-            gmm: None,
-            gmm_components: b.gmm_components,
-            gmm_max_iter: b.gmm_max_iter,
-            gmm_tol: b.gmm_tol,
-            gmm_max_points: b.gmm_max_points,
+            expost: ExPost::new(&cfg.baselines, cfg.seed),
         })
     }
 
@@ -93,7 +84,7 @@ impl Rae {
     }
 
     pub fn gmm(&self) -> Option<&Gmm> {
-        self.gmm.as_ref()
+        self.expost.gmm.as_ref()
     }
 
     fn encode_eval(&self, x: &Tensor) -> Tensor {
@@ -164,17 +155,11 @@ impl Model for Rae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        match &self.gmm {
-            Some(g) => Ok(g.sample(n).to_device(self.core.device)),
-            None => bail!("{} samples from the ex-post GMM, which the post-training phase fits on the training latents; it has not run yet", self.name()),
-        }
+        self.expost.sample(n, self.core.device, self.name())
     }
 
     fn sampler_name(&self) -> String {
-        format!(
-            "ex-post GMM ({} components, full covariance)",
-            self.gmm_components
-        )
+        self.expost.name()
     }
 
     fn post_training_steps(&self) -> u64 {
@@ -182,41 +167,22 @@ impl Model for Rae {
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
-        let z = encode_all(data, self.core.device, |x| self.encode_eval(x));
-        let z = super::gmm::subsample(&z, self.gmm_max_points, self.core.seed);
-        let g = Gmm::fit_with_tol(
-            &z,
-            self.gmm_components,
-            self.core.seed,
-            self.gmm_max_iter,
-            self.gmm_tol,
-        )?;
-        let stats = vec![
-            ("loss", -g.log_likelihood),
-            ("gmm_log_likelihood", g.log_likelihood),
-            ("gmm_iterations", g.iterations as f64),
-            ("gmm_points", z.size()[0] as f64),
-        ];
-        self.gmm = Some(g);
-        Ok(StepStats(stats))
+        let core = &self.core;
+        self.expost.fit(data, core.device, |x| {
+            let _g = tch::no_grad_guard();
+            core.encoder.forward(x, None, false)
+        })
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut v = self.core.state();
-        if let Some(g) = &self.gmm {
-            v.extend(g.state("gmm"));
-        }
+        v.extend(self.expost.state());
         v
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.core.load_state(t)?;
-        self.gmm = if Gmm::in_state("gmm", t) {
-            Some(Gmm::load_state("gmm", t, Device::Cpu)?)
-        } else {
-            None
-        };
-        Ok(())
+        self.expost.load_state(t)
     }
 
     fn scale_lr(&mut self, factor: f64) {
@@ -320,7 +286,7 @@ mod tests {
             let mut src = Fixed(x.shallow_clone());
             let mut c = tiny_config(kind);
             c.baselines.gmm_components = 3;
-            a.gmm_components = 3;
+            a.expost.components = 3;
             let st = a.post_training_step(&mut src, 0).unwrap();
             assert!(st.get("gmm_log_likelihood").unwrap().is_finite());
             reseed(0, Stream::Eval, 0);

@@ -7,7 +7,8 @@
 //! Stage one: a Gaussian VAE with a learned, shared decoder standard deviation
 //! γ_x = exp(loggamma_x) (a scalar, initialised to 1):
 //! `L₁ = KL(N(μ, σ²) ‖ N(0, I)) + Σ_pixels [ (x − x̂)² / (2γ_x²) + log γ_x + ½ log 2π ]`,
-//! batch-averaged, β = 1; encoder heads μ and log σ (unbounded, as theirs).
+//! batch-averaged, β = 1; encoder heads μ and log σ (theirs unbounded; here
+//! `5·tanh`-bounded, see [`bounded_logsd`]).
 //!
 //! Stage two, after the main loop (`post_training_steps` = `baselines.two_stage_steps`):
 //! a fully connected VAE on the stage-one latents `z = μ_z(x) + σ_z(x)·ε`
@@ -45,6 +46,14 @@ pub fn gaussian_nll(x: &Tensor, xhat: &Tensor, loggamma: &Tensor) -> Tensor {
     per.flatten(1, -1)
         .sum_dim_intlist(1, false, Kind::Float)
         .mean(Kind::Float)
+}
+
+/// `log σ = 5·tanh(r)`: Dai & Wipf's heads are unbounded (`exp(dense)`), but
+/// in an end-to-end run (width 1/16, 30 stage-one steps) the unbounded head
+/// overflowed in inference mode and the second stage's first loss was inf; the
+/// RAE reference bounds its VAE head the same way (`5·tanh`, σ ∈ [e⁻⁵, e⁵]).
+pub fn bounded_logsd(raw: &Tensor) -> Tensor {
+    raw.tanh() * 5.0
 }
 
 /// `[Linear(h) → ReLU] × depth`, then concatenated with the input (their skip).
@@ -133,7 +142,7 @@ impl TwoStage {
     fn posterior1(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
         let h = self.core.encoder.forward(x, None, train);
         let d = self.core.latent;
-        (h.narrow(1, 0, d), h.narrow(1, d, d))
+        (h.narrow(1, 0, d), bounded_logsd(&h.narrow(1, d, d)))
     }
 
     /// Stage-one loss on `x` with noise `eps`: (loss, KL, NLL, x̂).
@@ -150,7 +159,7 @@ impl TwoStage {
     pub fn stage2_step(&mut self, z: &Tensor, eps: &Tensor) -> Vec<(&'static str, f64)> {
         let d = self.core.latent;
         let h = self.enc2.forward(z);
-        let (mu, logsd) = (h.narrow(1, 0, d), h.narrow(1, d, d));
+        let (mu, logsd) = (h.narrow(1, 0, d), bounded_logsd(&h.narrow(1, d, d)));
         let u = &mu + logsd.exp() * eps;
         let zhat = self.dec2.forward(&u);
         let kl = kl_std_normal(&mu, &(&logsd * 2.0)).mean(Kind::Float);

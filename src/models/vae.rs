@@ -16,12 +16,14 @@
 //!   (Keras `mse` over the channel axis, summed over H and W): the sum of
 //!   squared errors per image for MNIST, a third of it for RGB. β per data set:
 //!   `reference.rs` (MNIST VAE 0.312, CV-VAE 0.039).
-//! - Generation: z ~ N(0, I) (the prior).
+//! - Generation: z ~ N(0, I) (the prior); with `baselines.vae_sampler = gmm`, from the
+//!   ex-post GMM fitted on the training latents in the post-training phase.
 //! - `encode`: μ (default, `baselines.vae_encode = mean`, like the reference's
 //!   `encoder.predict`) or a posterior draw (`sample`).
 
 use super::common::{pixel_sum_channel_mean, val, Core};
-use super::{Model, StepStats};
+use super::gmm::ExPost;
+use super::{BatchSource, Model, StepStats};
 use crate::config::Config;
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
@@ -47,6 +49,8 @@ pub struct Vae {
     /// CV-VAE: constant encoder standard deviation; `None` for the VAE.
     fixed_std: Option<f64>,
     encode_mean: bool,
+    /// `baselines.vae_sampler = gmm`: generate from an ex-post GMM instead of the prior.
+    expost: Option<ExPost>,
 }
 
 impl Vae {
@@ -61,6 +65,8 @@ impl Vae {
             beta: w.latent,
             fixed_std: cv.then_some(w.cv_std),
             encode_mean: cfg.baselines.vae_encode == "mean",
+            expost: (cfg.baselines.vae_sampler == "gmm")
+                .then(|| ExPost::new(&cfg.baselines, cfg.seed)),
         })
     }
 
@@ -131,22 +137,56 @@ impl Model for Vae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        Ok(Tensor::randn(
-            [n, self.core.latent],
-            (Kind::Float, self.core.device),
-        ))
+        match &self.expost {
+            Some(e) => e.sample(n, self.core.device, self.name()),
+            None => Ok(Tensor::randn(
+                [n, self.core.latent],
+                (Kind::Float, self.core.device),
+            )),
+        }
     }
 
     fn sampler_name(&self) -> String {
-        "N(0, I) prior".into()
+        match &self.expost {
+            Some(e) => e.name(),
+            None => "N(0, I) prior".into(),
+        }
+    }
+
+    fn post_training_steps(&self) -> u64 {
+        u64::from(self.expost.is_some())
+    }
+
+    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        let core = &self.core;
+        match &mut self.expost {
+            Some(e) => e.fit(data, core.device, |x| {
+                let _g = tch::no_grad_guard();
+                core.encoder
+                    .forward(x, None, false)
+                    .narrow(1, 0, core.latent)
+            }),
+            None => anyhow::bail!(
+                "{} samples from its prior: it has no post-training phase",
+                self.name()
+            ),
+        }
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state()
+        let mut v = self.core.state();
+        if let Some(e) = &self.expost {
+            v.extend(e.state());
+        }
+        v
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state(t)
+        self.core.load_state(t)?;
+        if let Some(e) = &mut self.expost {
+            e.load_state(t)?;
+        }
+        Ok(())
     }
 
     fn scale_lr(&mut self, factor: f64) {
@@ -216,5 +256,33 @@ mod tests {
             let mut b = Vae::new(&c, Geometry::MNIST, Device::Cpu, cv).unwrap();
             assert_round_trip(&mut a, &mut b, &x);
         }
+    }
+
+    #[test]
+    fn ex_post_gmm_sampler_option() {
+        let x = blobs(48, 5);
+        let mut c = tiny_config("cv-vae");
+        c.baselines.vae_sampler = "gmm".into();
+        c.baselines.gmm_components = 2;
+        let mut a = Vae::new(&c, Geometry::MNIST, Device::Cpu, true).unwrap();
+        assert_eq!(a.post_training_steps(), 1);
+        train_fixed(&mut a, &x.narrow(0, 0, 16), 5);
+        assert!(a.sample_latents(2).is_err(), "not fitted yet");
+        let st = a
+            .post_training_step(&mut Fixed(x.shallow_clone()), 0)
+            .unwrap();
+        assert_eq!(st.get("gmm_points"), Some(48.0));
+        assert!(a.sampler_name().contains("GMM"));
+        let mut b = Vae::new(&c, Geometry::MNIST, Device::Cpu, true).unwrap();
+        let state: HashMap<String, Tensor> = a.state().into_iter().collect();
+        b.load_state(&state).unwrap();
+        crate::rng::reseed(2, Stream::Eval, 0);
+        let za = a.sample_latents(4).unwrap();
+        crate::rng::reseed(2, Stream::Eval, 0);
+        assert!(za.equal(&b.sample_latents(4).unwrap()));
+        assert_eq!(za.size(), vec![4, 4]);
+        // The prior route has no post-training phase.
+        let p = Vae::new(&tiny_config("vae"), Geometry::MNIST, Device::Cpu, false).unwrap();
+        assert_eq!(p.post_training_steps(), 0);
     }
 }

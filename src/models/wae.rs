@@ -15,11 +15,13 @@
 //!   `clip(N(0, 0.01²), ±0.01)` to the encoder input (the reference's "dirty
 //!   hack" for the 64-d model). Both follow the reference.
 //! - λ per data set: `reference.rs` (MNIST 3e-2, CIFAR 6e-3, CelebA 100).
-//! - Generation: z ~ N(0, I).
+//! - Generation: z ~ N(0, I); with `baselines.vae_sampler = gmm`, from the
+//!   ex-post GMM fitted on the training latents in the post-training phase.
 
 use super::common::{per_pixel_mse, sse, val, Core};
+use super::gmm::ExPost;
 use super::reference::{self, Family};
-use super::{Model, StepStats};
+use super::{BatchSource, Model, StepStats};
 use crate::config::Config;
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
@@ -64,6 +66,8 @@ pub struct Wae {
     /// `Some(s)`: reconstruction `s · Σ (x − x̂)²` (CelebA); `None`: per-pixel MSE.
     recon_sum_scale: Option<f64>,
     input_noise: bool,
+    /// `baselines.vae_sampler = gmm`: generate from an ex-post GMM instead of the prior.
+    expost: Option<ExPost>,
 }
 
 impl Wae {
@@ -75,6 +79,8 @@ impl Wae {
             lambda: w.latent,
             recon_sum_scale: w.wae_recon_sum_scale,
             input_noise: Family::of(&cfg.data.dataset) == Family::Celeba,
+            expost: (cfg.baselines.vae_sampler == "gmm")
+                .then(|| ExPost::new(&cfg.baselines, cfg.seed)),
         })
     }
 }
@@ -130,22 +136,54 @@ impl Model for Wae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        Ok(Tensor::randn(
-            [n, self.core.latent],
-            (Kind::Float, self.core.device),
-        ))
+        match &self.expost {
+            Some(e) => e.sample(n, self.core.device, self.name()),
+            None => Ok(Tensor::randn(
+                [n, self.core.latent],
+                (Kind::Float, self.core.device),
+            )),
+        }
     }
 
     fn sampler_name(&self) -> String {
-        "N(0, I) prior".into()
+        match &self.expost {
+            Some(e) => e.name(),
+            None => "N(0, I) prior".into(),
+        }
+    }
+
+    fn post_training_steps(&self) -> u64 {
+        u64::from(self.expost.is_some())
+    }
+
+    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        let core = &self.core;
+        match &mut self.expost {
+            Some(e) => e.fit(data, core.device, |x| {
+                let _g = tch::no_grad_guard();
+                core.encoder.forward(x, None, false)
+            }),
+            None => anyhow::bail!(
+                "{} samples from its prior: it has no post-training phase",
+                self.name()
+            ),
+        }
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state()
+        let mut v = self.core.state();
+        if let Some(e) = &self.expost {
+            v.extend(e.state());
+        }
+        v
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state(t)
+        self.core.load_state(t)?;
+        if let Some(e) = &mut self.expost {
+            e.load_state(t)?;
+        }
+        Ok(())
     }
 
     fn scale_lr(&mut self, factor: f64) {
