@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# Test binaries run tests on parallel threads; one libtorch thread per test
+# keeps them from fighting over the cores (OpenMP spin-waits make an
+# oversubscribed 2-core machine many times slower).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cargo test --release --all-targets "$@"

@@ -39,12 +39,12 @@ pub fn make_grid(images: &Tensor, ncol: i64, pad: i64, pad_value: f64) -> Result
         x
     };
     let x = x
-        .constant_pad_nd([pad, 0, pad, 0])
+        .pad([pad, 0, pad, 0], "constant", pad_value)
         .view([nrow, ncol, c, h + pad, w + pad]);
     let g = x
         .permute([0, 3, 1, 4, 2])
         .reshape([nrow * (h + pad), ncol * (w + pad), c]);
-    let g = g.constant_pad_nd([0, 0, 0, pad, 0, pad]);
+    let g = g.pad([0, 0, 0, pad, 0, pad], "constant", pad_value);
     Ok((g * 255.0).round().to_kind(Kind::Uint8))
 }
 
