@@ -276,7 +276,13 @@ fn tick(v: f64) -> String {
     }
 }
 
-fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], (x0, x1): (f64, f64), text: bool) -> Result<()> {
+fn draw_curve(
+    area: &Area,
+    key: &str,
+    s: &[(f64, f64)],
+    (x0, x1): (f64, f64),
+    text: bool,
+) -> Result<()> {
     let (mut y0, mut y1) = (f64::MAX, f64::MIN);
     for &(_, y) in s {
         y0 = y0.min(y);
@@ -314,31 +320,47 @@ fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], (x0, x1): (f64, f64), te
         let mut mesh = chart.configure_mesh();
         mesh.light_line_style(BLACK.mix(0.04));
         if text {
-            mesh.x_desc("step").x_label_formatter(&|v| tick(*v)).y_label_formatter(&|v| tick(*v));
+            mesh.x_desc("step")
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v));
         } else {
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(perr)?;
-        chart.draw_series(LineSeries::new(line, color.stroke_width(1))).map_err(perr)?;
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(1)))
+            .map_err(perr)?;
         if s.len() <= 50 {
-            chart.draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(perr)?;
+            chart
+                .draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(perr)?;
         }
     } else {
-        let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { (y0.abs() * 0.05).max(1e-6) };
+        let pad = if y1 > y0 {
+            (y1 - y0) * 0.05
+        } else {
+            (y0.abs() * 0.05).max(1e-6)
+        };
         let mut chart = b
             .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
             .map_err(perr)?;
         let mut mesh = chart.configure_mesh();
         mesh.light_line_style(BLACK.mix(0.04));
         if text {
-            mesh.x_desc("step").x_label_formatter(&|v| tick(*v)).y_label_formatter(&|v| tick(*v));
+            mesh.x_desc("step")
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v));
         } else {
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(perr)?;
-        chart.draw_series(LineSeries::new(line, color.stroke_width(1))).map_err(perr)?;
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(1)))
+            .map_err(perr)?;
         if s.len() <= 50 {
-            chart.draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(perr)?;
+            chart
+                .draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(perr)?;
         }
     }
     Ok(())
