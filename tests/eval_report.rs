@@ -135,3 +135,75 @@ fn report_from_two_runs() {
     assert!(std::fs::read_to_string(h2).unwrap().contains("vae-mnist-2"));
     assert!(write_report(&[dir.path().join("nope")], &out).is_err());
 }
+
+/// A report with real figures (MNIST grids, a t-SNE scatter, loss curves) for
+/// looking at: `LDC_VAE_REPORT_DEMO=/tmp/demo cargo test --release --test
+/// eval_report -- --ignored demo_report`, then open /tmp/demo/out/report.html.
+#[test]
+#[ignore]
+fn demo_report() {
+    use ldc_vae::eval::{grid, plots};
+    use tch::{Device, Kind, Tensor};
+    let root = std::path::PathBuf::from(
+        std::env::var("LDC_VAE_REPORT_DEMO").expect("set LDC_VAE_REPORT_DEMO"),
+    );
+    let (ldc, vae) = fake_runs(&root);
+    let test = ldc_vae::data::load_split("mnist", None, ldc_vae::data::Split::Test).unwrap();
+    let x = test.images.narrow(0, 0, 32);
+    grid::save_grid(
+        &Tensor::cat(&[x.narrow(0, 0, 16), x.narrow(0, 16, 16)], 0),
+        8,
+        &ldc.join("recon.png"),
+    )
+    .unwrap();
+    grid::save_grid(&test.images.narrow(0, 100, 64), 8, &ldc.join("samples.png")).unwrap();
+    grid::save_grid(
+        &test.images.narrow(0, 200, 64),
+        8,
+        &ldc.join("samples_gmm.png"),
+    )
+    .unwrap();
+    tch::manual_seed(5);
+    let a = Tensor::randn([300, 16], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([300, 16], (Kind::Float, Device::Cpu)) * 0.7 + 0.5;
+    plots::tsne_scatter(
+        &a,
+        &b,
+        "encoder q(z)",
+        "sampler net",
+        "LDC-VAE latents, MNIST test",
+        &ldc.join("tsne.png"),
+        1,
+    )
+    .unwrap();
+    plots::tsne_scatter(
+        &a,
+        &(&b * 2.0),
+        "encoder q(z)",
+        "prior N(0, I)",
+        "VAE latents",
+        &vae.join("tsne.png"),
+        1,
+    )
+    .unwrap();
+    let mut lines = String::new();
+    for step in 0..1200 {
+        let l = 0.06 / (1.0 + step as f64 * 0.01) + 0.005;
+        lines += &format!("{{\"kind\":\"step\",\"step\":{step},\"epoch\":0,\"loss\":{l},\"rec_mse\":{},\"sigma2\":0.3}}\n", l * 0.9);
+        if step % 600 == 599 {
+            lines += &format!(
+                "{{\"kind\":\"epoch\",\"epoch\":0,\"step\":{},\"val_mse\":0.02}}\n",
+                step + 1
+            );
+        }
+    }
+    std::fs::write(ldc.join("metrics.jsonl"), lines).unwrap();
+    plots::loss_curves(
+        &ldc.join("metrics.jsonl"),
+        &["loss", "rec_mse", "sigma2", "val_mse"],
+        &ldc.join("loss.png"),
+    )
+    .unwrap();
+    let (html, _) = write_report(&[ldc, vae], &root.join("out")).unwrap();
+    eprintln!("{}", html.display());
+}

@@ -239,35 +239,64 @@ pub fn loss_curves(metrics_jsonl: &Path, keys: &[&str], path: &Path) -> Result<(
     if series.iter().all(|s| s.is_empty()) {
         bail!("{}: none of {keys:?} has values", metrics_jsonl.display());
     }
+    // One step axis for all panels.
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    for &(x, _) in series.iter().flatten() {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
     let panel_h = 260u32;
     render_png(path, (900, panel_h * keys.len() as u32), |root, text| {
         let panels = root.split_evenly((keys.len(), 1));
         for ((panel, key), s) in panels.iter().zip(keys).zip(&series) {
-            draw_curve(panel, key, s, text)?;
+            draw_curve(panel, key, s, (x0, x1), text)?;
         }
         Ok(())
     })
 }
 
-fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()> {
-    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+/// Tick label: plain decimals with up to 4 significant digits, else scientific.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if (1e-3..1e5).contains(&a) {
+        let digits = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
+        let t = format!("{v:.digits$}");
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+fn draw_curve(
+    area: &Area,
+    key: &str,
+    s: &[(f64, f64)],
+    (x0, x1): (f64, f64),
+    text: bool,
+) -> Result<()> {
     let (mut y0, mut y1) = (f64::MAX, f64::MIN);
-    for &(x, y) in s {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
+    for &(_, y) in s {
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
     if s.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        (y0, y1) = (0.0, 1.0);
     }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    let log = !s.is_empty() && y0 > 0.0;
+    // Log scale for positive values spanning more than a factor 2 (a log axis
+    // over a narrower range would show no tick labels).
+    let log = !s.is_empty() && y0 > 0.0 && y1 > 2.0 * y0;
     let color = ENCODER_COLOR;
     let mut b = ChartBuilder::on(area);
-    b.margin(10);
+    b.margin(10).margin_right(30);
     if text {
         let cap = if s.is_empty() {
             format!("{key} (no values)")
@@ -292,7 +321,8 @@ fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()
         mesh.light_line_style(BLACK.mix(0.04));
         if text {
             mesh.x_desc("step")
-                .y_label_formatter(&|v| format!("{v:.3e}"));
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v));
         } else {
             mesh.x_labels(0).y_labels(0);
         }
@@ -300,8 +330,17 @@ fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()
         chart
             .draw_series(LineSeries::new(line, color.stroke_width(1)))
             .map_err(perr)?;
+        if s.len() <= 50 {
+            chart
+                .draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(perr)?;
+        }
     } else {
-        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        let pad = if y1 > y0 {
+            (y1 - y0) * 0.05
+        } else {
+            (y0.abs() * 0.05).max(1e-6)
+        };
         let mut chart = b
             .build_cartesian_2d(x0..x1, y0 - pad..y1 + pad)
             .map_err(perr)?;
@@ -309,7 +348,8 @@ fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()
         mesh.light_line_style(BLACK.mix(0.04));
         if text {
             mesh.x_desc("step")
-                .y_label_formatter(&|v| format!("{v:.3}"));
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v));
         } else {
             mesh.x_labels(0).y_labels(0);
         }
@@ -317,6 +357,11 @@ fn draw_curve(area: &Area, key: &str, s: &[(f64, f64)], text: bool) -> Result<()
         chart
             .draw_series(LineSeries::new(line, color.stroke_width(1)))
             .map_err(perr)?;
+        if s.len() <= 50 {
+            chart
+                .draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(perr)?;
+        }
     }
     Ok(())
 }

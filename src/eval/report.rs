@@ -341,7 +341,7 @@ fn sample_note(runs: &[RunReport]) -> String {
     )
 }
 
-const MMD_NOTE: &str = "Latent consistency: MMD² (RBF kernel, median bandwidth) between encoder latents of test \
+const MMD_NOTE: &str = "MMD² (RBF kernel, median bandwidth) between encoder latents of test \
 images and latents from the model's generator (the sampler net for LDC-VAE, the prior for VAEs); the last two \
 columns are the same against an ex-post Gaussian and an ex-post GMM fitted to the encoder latents, the yardsticks \
 a generator should beat. Lower is more consistent. The paper shows only t-SNE pictures of this (Fig. 2).";
@@ -512,7 +512,8 @@ padding-bottom:4px}table{border-collapse:collapse;margin:12px 0;font-size:14px}t
 padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3;text-align:center}td.l{text-align:left}\
 .paper{color:#888;font-size:12px}.ours{font-weight:600}.note{color:#555;font-size:13px;max-width:900px}\
 figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top}figure img{max-width:520px;\
-border:1px solid #ddd;image-rendering:pixelated}figcaption{font-size:13px;color:#444;max-width:520px}\
+border:1px solid #ddd}img.grid{image-rendering:pixelated}figure img.wide{max-width:900px}\
+figure.wide figcaption{max-width:900px}figcaption{font-size:13px;color:#444;max-width:520px}\
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto;max-height:400px}.missing{color:#b00}";
 
 /// The self-contained HTML report (figures embedded).
@@ -619,9 +620,19 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         for (k, cap, f) in figure_list(&r.eval) {
             let p = r.dir.join(&f);
             if p.is_file() {
+                // Image grids are shown at twice their size, unsmoothed; plots as they are.
+                let size = if matches!(k.as_str(), "recon" | "samples" | "samples_gmm") {
+                    image::image_dimensions(&p)
+                        .map(|(w, _)| format!(" class=\"grid\" width=\"{}\"", (2 * w).min(520)))
+                        .unwrap_or_default()
+                } else if k == "loss" {
+                    " class=\"wide\"".to_string()
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     s,
-                    "<figure><img alt=\"{}\" src=\"{}\"><figcaption>{}</figcaption></figure>",
+                    "<figure><img alt=\"{}\"{size} src=\"{}\"><figcaption>{}</figcaption></figure>",
                     esc(&k),
                     data_uri(&p)?,
                     esc(&cap)
