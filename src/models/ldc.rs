@@ -17,6 +17,30 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+/// `L = -(1/n) Σ_j y_j · stopgrad(Φ(y_j))` (DESIGN §1.7–1.8): a gradient step on
+/// the parameters producing `y` moves each `y_j` along `+Φ` (Eq. 16).
+fn stein_loss(y: &Tensor, phi: &Tensor) -> Tensor {
+    -(y * phi.detach())
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .mean(Kind::Float)
+}
+
+/// Mean Euclidean norm of the rows of `[.., d]`.
+fn mean_row_norm(t: &Tensor) -> f64 {
+    t.square()
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .sqrt()
+        .mean(Kind::Float)
+        .double_value(&[])
+}
+
+/// Mean over dimensions of the per-dimension standard deviation of `[n, d]`.
+fn mean_std(t: &Tensor) -> f64 {
+    t.std_dim(0, true, false)
+        .mean(Kind::Float)
+        .double_value(&[])
+}
+
 /// Which density the sampler net is trained toward (DESIGN §1.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SamplerTarget {
@@ -219,9 +243,7 @@ impl Ldc {
         };
         let h = svgd::median_bandwidth(&zg);
         let phi = svgd::stein_direction(&zg, &sg, &zg, &h);
-        let enc_loss = -(&zg * &phi)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            .mean(Kind::Float);
+        let enc_loss = stein_loss(&zg, &phi);
         self.opt_e.backward_step(&enc_loss);
 
         // Bank of recent encoder particles for the aggregate_kde target.
@@ -233,20 +255,8 @@ impl Ldc {
         stats.push(("rec_mse", rec_v));
         stats.push(("sigma2", sigma2));
         stats.push(("h", h.mean(Kind::Float).double_value(&[])));
-        stats.push((
-            "phi_norm",
-            phi.square()
-                .sum_dim_intlist(-1, false, Kind::Float)
-                .sqrt()
-                .mean(Kind::Float)
-                .double_value(&[]),
-        ));
-        stats.push((
-            "z_std",
-            zs.std_dim(0, true, false)
-                .mean(Kind::Float)
-                .double_value(&[]),
-        ));
+        stats.push(("phi_norm", mean_row_norm(&phi)));
+        stats.push(("z_std", mean_std(&zs)));
         stats.push((
             "z_mean_norm",
             zs.mean_dim(0, false, Kind::Float).norm().double_value(&[]),
@@ -346,17 +356,13 @@ impl Ldc {
                     svgd::median_bandwidth(&enc.z)
                 };
                 let phi = svgd::stein_direction(&enc.z, &enc.scores, &yd, &h);
-                let loss = -(&y * &phi)
-                    .sum_dim_intlist(-1, false, Kind::Float)
-                    .mean(Kind::Float);
+                let loss = stein_loss(&y, &phi);
                 self.opt_s.backward_step(&loss);
                 return Ok(self.sampler_stats(stats, &yd, &phi, &h));
             }
         };
         let phi = svgd::stein_direction(&yd, &scores, &yd, &h);
-        let loss = -(&y * &phi)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            .mean(Kind::Float);
+        let loss = stein_loss(&y, &phi);
         self.opt_s.backward_step(&loss);
         Ok(self.sampler_stats(stats, &yd, &phi, &h))
     }
@@ -369,20 +375,8 @@ impl Ldc {
         h: &Tensor,
     ) -> Vec<(&'static str, f64)> {
         stats.push(("sampler_h", h.double_value(&[])));
-        stats.push((
-            "sampler_phi_norm",
-            phi.square()
-                .sum_dim_intlist(-1, false, Kind::Float)
-                .sqrt()
-                .mean(Kind::Float)
-                .double_value(&[]),
-        ));
-        stats.push((
-            "sampler_std",
-            y.std_dim(0, true, false)
-                .mean(Kind::Float)
-                .double_value(&[]),
-        ));
+        stats.push(("sampler_phi_norm", mean_row_norm(&phi)));
+        stats.push(("sampler_std", mean_std(&y)));
         stats
     }
 
