@@ -1,5 +1,6 @@
 //! Evaluation: FID, latent-consistency MMD, t-SNE, plots, grids, report.
 
+pub mod classes;
 pub mod fid;
 pub mod grid;
 pub mod mmd;

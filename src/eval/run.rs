@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
-use crate::eval::{fid, grid, mmd, plots};
+use crate::eval::{classes, fid, grid, mmd, plots};
 use crate::models::gmm::Gmm;
 use crate::models::Model;
 use crate::rng::{reseed, Stream};
@@ -205,6 +205,26 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         fids = json!({"rec_fid": rec_fid, "sample_fid": sample_fid, "sample_fid_gmm": gmm_fid, "fid_samples": nfid});
     }
 
+    // Which classes the generated images fall into (cosine 1-NN on labelled
+    // training images): a number for "diverse digits, not one class repeated".
+    let mut class_hist = json!(null);
+    if let Some(labels) = &trainset.labels {
+        let k = labels.max().int64_value(&[]) + 1;
+        let m = 10_000.min(trainset.len());
+        let refs = trainset.images.narrow(0, 0, m);
+        let lab = labels.narrow(0, 0, m);
+        let ns = 1000.min(nl);
+        let sampler_imgs = decode_all(model, &z_model.narrow(0, 0, ns), batch);
+        let gmm_imgs = decode_all(model, &z_gmm.narrow(0, 0, ns), batch);
+        class_hist = json!({
+            "images": ns,
+            "sampler": classes::histogram(&classes::nearest_neighbour_labels(&sampler_imgs, &refs, &lab), k),
+            "ex_post_gmm": classes::histogram(&classes::nearest_neighbour_labels(&gmm_imgs, &refs, &lab), k),
+            "test_images": classes::histogram(&classes::nearest_neighbour_labels(&test.images.narrow(0, 0, ns), &refs, &lab), k),
+        });
+        tracing::info!("classes of generated images (cosine 1-NN): {class_hist}");
+    }
+
     let summary: serde_json::Value = std::fs::read_to_string(dir.join(train::SUMMARY))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -224,6 +244,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         "latent_mmd2_gaussian": mmd_gauss,
         "latent_mmd2_gmm": mmd_gmm,
         "latent_samples": nl,
+        "sample_classes": class_hist,
         "rec_fid": fids["rec_fid"],
         "sample_fid": fids["sample_fid"],
         "sample_fid_gmm": fids["sample_fid_gmm"],
