@@ -375,8 +375,8 @@ impl Ldc {
         h: &Tensor,
     ) -> Vec<(&'static str, f64)> {
         stats.push(("sampler_h", h.double_value(&[])));
-        stats.push(("sampler_phi_norm", mean_row_norm(&phi)));
-        stats.push(("sampler_std", mean_std(&y)));
+        stats.push(("sampler_phi_norm", mean_row_norm(phi)));
+        stats.push(("sampler_std", mean_std(y)));
         stats
     }
 
