@@ -77,6 +77,18 @@ fn data_dir(cfg: &Config) -> Option<PathBuf> {
     (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir))
 }
 
+/// FID fields of an existing `eval.json` made from the same checkpoint
+/// (same step counts), so `eval --no-fid` does not throw them away.
+fn previous_fids(dir: &Path, prog: &train::Progress) -> Option<serde_json::Value> {
+    let prev: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).ok()?).ok()?;
+    let same = prev["train"]["steps"].as_u64() == Some(prog.step)
+        && prev["train"]["post_steps"].as_u64() == Some(prog.post_step);
+    (same && !prev["rec_fid"].is_null()).then(|| {
+        json!({"rec_fid": prev["rec_fid"], "sample_fid": prev["sample_fid"], "sample_fid_gmm": prev["sample_fid_gmm"], "fid_samples": prev["fid_samples"]})
+    })
+}
+
 /// Evaluate the run in `dir`; returns the JSON written to `eval.json`.
 pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     let (cfg, model, prog) = train::load_run(dir, opts.device.as_deref())?;
@@ -169,6 +181,12 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         .min(test.len() as usize);
     let mut fids =
         json!({"rec_fid": null, "sample_fid": null, "sample_fid_gmm": null, "fid_samples": null});
+    if opts.no_fid {
+        // Keep the FIDs of an earlier evaluation of this same checkpoint.
+        if let Some(prev) = previous_fids(dir, &prog) {
+            fids = prev;
+        }
+    }
     if !opts.no_fid {
         let dev = model.device();
         let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
@@ -256,4 +274,34 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     crate::util::write_atomic(&dir.join("eval.json"), text.as_bytes())
         .context("writing eval.json")?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_fid_keeps_fids_of_the_same_checkpoint_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let eval = json!({"rec_fid": 12.5, "sample_fid": 30.0, "sample_fid_gmm": null, "fid_samples": 100,
+                          "train": {"steps": 5, "post_steps": 2}});
+        std::fs::write(dir.path().join("eval.json"), eval.to_string()).unwrap();
+        let same = train::Progress {
+            step: 5,
+            post_step: 2,
+            ..Default::default()
+        };
+        let kept = previous_fids(dir.path(), &same).expect("same checkpoint keeps its FIDs");
+        assert_eq!(kept["rec_fid"], json!(12.5));
+        assert_eq!(kept["fid_samples"], json!(100));
+        let later = train::Progress {
+            step: 5,
+            post_step: 3,
+            ..Default::default()
+        };
+        assert!(
+            previous_fids(dir.path(), &later).is_none(),
+            "a newer checkpoint must not inherit stale FIDs"
+        );
+    }
 }
