@@ -73,8 +73,3 @@ pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
-
-/// A float out of a scalar tensor.
-pub fn scalar(t: &tch::Tensor) -> f64 {
-    t.double_value(&[])
-}

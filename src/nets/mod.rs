@@ -2,7 +2,7 @@
 //! multiplier: the deterministic encoder (also the sampler net), the decoder,
 //! and the LDC encoder with its extra noise conv layer (paper Fig. 1(b)).
 
-use tch::nn::{self, Module, ModuleT};
+use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 /// Image geometry and kernel size of one data set family.
@@ -252,12 +252,6 @@ pub fn to_channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
-impl ModuleT for Decoder {
-    fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
-        self.forward(z, train)
-    }
-}
-
 /// A fully connected net for small vector maps (two-stage VAE's second stage).
 #[derive(Debug)]
 pub struct Mlp {
@@ -286,14 +280,6 @@ impl Module for Mlp {
         }
         h
     }
-}
-
-/// Number of parameters in a var store.
-pub fn param_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum()
 }
 
 /// Standard normal noise shaped like a batch of images.
