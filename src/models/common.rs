@@ -41,6 +41,28 @@ pub struct Core {
 }
 
 impl Core {
+    /// This core's state plus an optional ex-post density's (VAE, WAE).
+    pub fn state_with(&self, expost: Option<&super::gmm::ExPost>) -> Vec<(String, Tensor)> {
+        let mut v = self.state();
+        if let Some(e) = expost {
+            v.extend(e.state());
+        }
+        v
+    }
+
+    /// Inverse of [`Core::state_with`].
+    pub fn load_state_with(
+        &mut self,
+        expost: Option<&mut super::gmm::ExPost>,
+        t: &HashMap<String, Tensor>,
+    ) -> Result<()> {
+        self.load_state(t)?;
+        if let Some(e) = expost {
+            e.load_state(t)?;
+        }
+        Ok(())
+    }
+
     /// Encoder with `enc_out` outputs (latent, or 2·latent for mean and
     /// log-variance heads), decoder from the latent; weights drawn from the
     /// run's `Init` stream.

@@ -174,19 +174,11 @@ impl Model for Vae {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut v = self.core.state();
-        if let Some(e) = &self.expost {
-            v.extend(e.state());
-        }
-        v
+        self.core.state_with(self.expost.as_ref())
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state(t)?;
-        if let Some(e) = &mut self.expost {
-            e.load_state(t)?;
-        }
-        Ok(())
+        self.core.load_state_with(self.expost.as_mut(), t)
     }
 
     fn scale_lr(&mut self, factor: f64) {
