@@ -144,6 +144,7 @@ mod tests {
 
     #[test]
     fn phi_matches_brute_force() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(3);
         let (n, m, d) = (7, 5, 3);
         let z = Tensor::randn([n, d], F64);
@@ -189,6 +190,7 @@ mod tests {
 
     #[test]
     fn batched_phi_equals_per_group() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(4);
         let z = Tensor::randn([3, 6, 2], F64);
         let s = Tensor::randn([3, 6, 2], F64);
@@ -205,6 +207,7 @@ mod tests {
 
     #[test]
     fn kernel_gradient_matches_autograd() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(5);
         let z = Tensor::randn([4, 3], F64).set_requires_grad(true);
         let y = Tensor::randn([2, 3], F64);
@@ -234,6 +237,7 @@ mod tests {
 
     #[test]
     fn bandwidth_is_median_squared_over_log_n() {
+        let _rng = crate::rng::exclusive();
         // Points on a line at 0, 1, 3, 7: distances 1,3,7,2,6,4 → sorted 1,2,3,4,6,7;
         // lower median 3 → h = 9 / ln 4.
         let z = Tensor::from_slice(&[0.0f64, 1.0, 3.0, 7.0]).view([4, 1]);
@@ -251,6 +255,7 @@ mod tests {
 
     #[test]
     fn kde_score_matches_autograd() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(6);
         let bank = Tensor::randn([50, 4], F64);
         let y = (Tensor::randn([6, 4], F64) * 2.0).set_requires_grad(true);
@@ -277,6 +282,7 @@ mod tests {
 
     #[test]
     fn svgd_reaches_a_gaussian() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(7);
         let mean = Tensor::from_slice(&[2.0f64, -1.0]).view([1, 2]);
         let cov = Tensor::from_slice(&[1.0f64, 0.6, 0.6, 0.8]).view([2, 2]);
@@ -298,6 +304,7 @@ mod tests {
 
     #[test]
     fn svgd_covers_both_modes_of_a_mixture() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(8);
         // Equal mixture of N((-3,0), I) and N((3,0), I).
         let mus = Tensor::from_slice(&[-3.0f64, 0.0, 3.0, 0.0]).view([2, 2]);

@@ -110,6 +110,7 @@ fn check(feats: &Tensor, fx: &serde_json::Value, name: &str) {
 
 #[test]
 fn network_matches_python_reference() {
+    let _rng = ldc_vae::rng::exclusive();
     tch::set_num_threads(2);
     let net = Inception::load(&weights()).unwrap();
     let fx = fixture();
@@ -128,6 +129,7 @@ fn network_matches_python_reference() {
 
 #[test]
 fn missing_network_is_a_clear_error() {
+    let _rng = ldc_vae::rng::exclusive();
     let e = Inception::load(std::path::Path::new("/nonexistent/default_1.pt"))
         .err()
         .unwrap();
@@ -140,6 +142,7 @@ fn missing_network_is_a_clear_error() {
 
 #[test]
 fn preprocess_range_and_shape() {
+    let _rng = ldc_vae::rng::exclusive();
     let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu));
     let y = Inception::preprocess(&x).unwrap();
     assert_eq!(y.size(), [2, 3, 299, 299]);
@@ -157,6 +160,7 @@ fn preprocess_range_and_shape() {
 
 #[test]
 fn frechet_diagonal_closed_form() {
+    let _rng = ldc_vae::rng::exclusive();
     // Diagonal (commuting) covariances: FID = ‖μ1−μ2‖² + Σ (√a_i − √b_i)².
     let a = [1.0, 4.0, 0.25, 9.0];
     let b = [2.0, 1.0, 0.25, 16.0];
@@ -180,6 +184,7 @@ fn frechet_diagonal_closed_form() {
 
 #[test]
 fn frechet_commuting_rotated_closed_form() {
+    let _rng = ldc_vae::rng::exclusive();
     // S1 = Q diag(a) Qᵀ, S2 = Q diag(b) Qᵀ commute: Tr √(S1 S2) = Σ √(a_i b_i).
     let (c, s) = (0.6f64, 0.8f64);
     let q = Tensor::from_slice(&[c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0]).view([3, 3]);
@@ -203,6 +208,7 @@ fn frechet_commuting_rotated_closed_form() {
 
 #[test]
 fn frechet_non_commuting_2x2() {
+    let _rng = ldc_vae::rng::exclusive();
     // S1 = [[2,1],[1,2]], S2 = diag(1,3) do not commute. S1 S2 = [[2,3],[1,6]]:
     // Tr √M = √(tr M + 2√det M) = √(8 + 2·3) = √14 (also what
     // scipy.linalg.sqrtm gives: 3.7416573867739427).
@@ -222,6 +228,7 @@ fn frechet_non_commuting_2x2() {
 
 #[test]
 fn set_against_itself_is_zero() {
+    let _rng = ldc_vae::rng::exclusive();
     tch::manual_seed(7);
     for (n, d) in [(300, 32), (20, 64)] {
         // n < d: singular covariance, as with fewer images than 2048 features.
@@ -237,6 +244,7 @@ fn set_against_itself_is_zero() {
 
 #[test]
 fn stats_match_numpy_definitions() {
+    let _rng = ldc_vae::rng::exclusive();
     let acts = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 5.0, 4.0, 9.0]).view([3, 2]);
     let s = FidStats::from_activations(&acts).unwrap();
     assert_eq!(s.n, 3);
@@ -254,6 +262,7 @@ fn stats_match_numpy_definitions() {
 
 #[test]
 fn stats_save_load_round_trip() {
+    let _rng = ldc_vae::rng::exclusive();
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(3);
     let s =
@@ -285,6 +294,7 @@ fn stats_save_load_round_trip() {
 #[test]
 #[ignore]
 fn python_cross_check() {
+    let _rng = ldc_vae::rng::exclusive();
     use ldc_vae::data::{load_split, Split};
     let dir = PathBuf::from(std::env::var("LDC_VAE_PYREF_DIR").expect("set LDC_VAE_PYREF_DIR"));
     let k: i64 = std::env::var("LDC_VAE_PYREF_K")

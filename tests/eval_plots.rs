@@ -12,6 +12,7 @@ fn two_clouds(n: i64, d: i64) -> (Tensor, Tensor) {
 
 #[test]
 fn tsne_scatter_writes_png_and_separates_clouds() {
+    let _rng = ldc_vae::rng::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_clouds(60, 16);
     let y = tsne_embed(&Tensor::cat(&[&a, &b], 0), 1).unwrap();
@@ -76,6 +77,7 @@ fn tsne_scatter_writes_png_and_separates_clouds() {
 
 #[test]
 fn loss_curves_from_metrics_jsonl() {
+    let _rng = ldc_vae::rng::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("metrics.jsonl");
     let mut lines = String::new();
@@ -114,6 +116,7 @@ fn loss_curves_from_metrics_jsonl() {
 #[test]
 #[ignore]
 fn tsne_2000_plus_2000_timing() {
+    let _rng = ldc_vae::rng::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_clouds(2000, 16);
     let t0 = std::time::Instant::now();

@@ -51,6 +51,7 @@ fn fake_runs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 #[test]
 fn paper_table_lookup() {
+    let _rng = ldc_vae::rng::exclusive();
     assert_eq!(PAPER_TABLE1.len(), 8);
     assert_eq!(paper_fid("ldc", "mnist"), Some((1.02, 4.73)));
     assert_eq!(paper_fid("LDC-VAE", "MNIST"), Some((1.02, 4.73)));
@@ -61,6 +62,7 @@ fn paper_table_lookup() {
 
 #[test]
 fn report_from_two_runs() {
+    let _rng = ldc_vae::rng::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let (ldc, vae) = fake_runs(dir.path());
     let r = load_run(&vae).unwrap();
@@ -142,6 +144,7 @@ fn report_from_two_runs() {
 #[test]
 #[ignore]
 fn demo_report() {
+    let _rng = ldc_vae::rng::exclusive();
     use ldc_vae::eval::{grid, plots};
     use tch::{Device, Kind, Tensor};
     let root = std::path::PathBuf::from(

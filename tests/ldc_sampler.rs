@@ -17,6 +17,7 @@ use ldc_vae::train::{self, TrainOptions};
 
 #[test]
 fn sampler_alone_on_saved_mnist_nets_matches_gaussian_and_covers_classes() {
+    let _rng = ldc_vae::rng::exclusive();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("run");
     // Joint training for one epoch, then save (the "saved encoder/decoder").

@@ -65,6 +65,7 @@ fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
 
 #[test]
 fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
+    let _rng = ldc_vae::rng::exclusive();
     let cfg = tiny(&[]);
     let root = tempfile::tempdir().unwrap();
     let full = root.path().join("full");
@@ -117,6 +118,7 @@ fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
 
 #[test]
 fn refusing_to_overwrite_and_bad_resume_are_clear_errors() {
+    let _rng = ldc_vae::rng::exclusive();
     let cfg = tiny(&["train.max_steps=2", "ldc.sampler_refine_steps=0"]);
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("run");
@@ -155,6 +157,7 @@ fn refusing_to_overwrite_and_bad_resume_are_clear_errors() {
 
 #[test]
 fn nan_loss_stops_with_step_and_keeps_last_checkpoint() {
+    let _rng = ldc_vae::rng::exclusive();
     // A learning rate of 1e30 blows the weights up to inf within a few steps.
     let cfg = tiny(&[
         "train.lr=1e30",

@@ -73,6 +73,7 @@ mod tests {
 
     #[test]
     fn mmd_separates_different_distributions_and_not_equal_ones() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(11);
         let o = (Kind::Float, tch::Device::Cpu);
         let a = Tensor::randn([500, 4], o);
@@ -86,6 +87,7 @@ mod tests {
 
     #[test]
     fn fitted_gaussian_reproduces_moments() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(12);
         let o = (Kind::Double, tch::Device::Cpu);
         let l = Tensor::from_slice(&[1.0f64, 0.0, 0.8, 0.5]).view([2, 2]);

@@ -282,6 +282,7 @@ mod tests {
 
     #[test]
     fn no_fid_keeps_fids_of_the_same_checkpoint_only() {
+        let _rng = crate::rng::exclusive();
         let dir = tempfile::tempdir().unwrap();
         let eval = json!({"rec_fid": 12.5, "sample_fid": 30.0, "sample_fid_gmm": null, "fid_samples": 100,
                           "train": {"steps": 5, "post_steps": 2}});

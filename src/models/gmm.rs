@@ -455,6 +455,7 @@ mod tests {
 
     #[test]
     fn em_recovers_a_known_mixture_and_samples_match_its_moments() {
+        let _rng = crate::rng::exclusive();
         let (x, weights, means) = three_blobs();
         let g = Gmm::fit(&x, 3, 1, 500).unwrap();
         assert!(g.iterations >= 2);
@@ -512,6 +513,7 @@ mod tests {
 
     #[test]
     fn gaussian_fit_is_the_sample_moments_and_state_round_trips() {
+        let _rng = crate::rng::exclusive();
         let (x, _, _) = three_blobs();
         let g = fit_gaussian(&x).unwrap();
         let c = &x - x.mean_dim(0, true, Kind::Double);
@@ -542,6 +544,7 @@ mod tests {
 
     #[test]
     fn fit_errors_are_clear() {
+        let _rng = crate::rng::exclusive();
         let x = Tensor::from_slice(&[0.0f64, f64::NAN, 1.0, 2.0]).view([2, 2]);
         let e = Gmm::fit(&x, 1, 0, 10).unwrap_err();
         assert!(format!("{e}").contains("non-finite"), "{e}");

@@ -565,6 +565,7 @@ mod tests {
     /// image do not collapse onto a point (the kernel term keeps them apart).
     #[test]
     fn encoder_steps_lower_rec_error_on_fixed_decoder_without_collapse() {
+        let _rng = crate::rng::exclusive();
         let mut cfg = tiny_config();
         cfg.ldc.particles_per_x = 8;
         cfg.ldc.sigma2 = Sigma2::Fixed(0.05);
@@ -605,6 +606,7 @@ mod tests {
 
     #[test]
     fn every_sampler_target_runs_and_state_round_trips() {
+        let _rng = crate::rng::exclusive();
         let x = Tensor::rand([20, 1, 32, 32], (Kind::Float, Device::Cpu));
         for target in ["aggregate_kde", "mixture", "paired", "encoder_particles"] {
             let mut cfg = tiny_config();
@@ -631,6 +633,7 @@ mod tests {
     /// Sampler options never change the encoder/decoder trajectory (DESIGN §1.11).
     #[test]
     fn sampler_target_does_not_touch_encoder_decoder_trajectory() {
+        let _rng = crate::rng::exclusive();
         let x = Tensor::rand([20, 1, 32, 32], (Kind::Float, Device::Cpu));
         let run = |target: &str| {
             let mut cfg = tiny_config();

@@ -145,6 +145,7 @@ mod tests {
 
     #[test]
     fn build_knows_every_baseline_and_each_takes_a_step() {
+        let _rng = crate::rng::exclusive();
         for name in crate::config::MODELS.iter().filter(|m| **m != "ldc") {
             let c = tiny_config(name);
             let mut m = build(&c, Device::Cpu).unwrap();
@@ -158,6 +159,7 @@ mod tests {
 
     #[test]
     fn celeba_geometry_works_for_the_paths_that_differ() {
+        let _rng = crate::rng::exclusive();
         // WAE on CelebA: the WAE-paper reconstruction and input noise; RAE-SN:
         // the spectrally normalised 64×64 decoder with 5×5 kernels.
         for name in ["wae-mmd", "rae-sn"] {
@@ -183,6 +185,7 @@ mod tests {
     #[test]
     #[ignore]
     fn real_mnist_smoke_run_of_every_baseline() {
+        let _rng = crate::rng::exclusive();
         use crate::data::{load_split, Split};
         use common::testing::Fixed;
         let train = load_split("mnist", None, Split::Train)

@@ -199,6 +199,7 @@ mod tests {
 
     #[test]
     fn gradient_penalty_matches_finite_differences() {
+        let _rng = crate::rng::exclusive();
         // A tiny f64 decoder D(z) = W2 tanh(W1 z + b1) + b2.
         tch::manual_seed(4);
         let mut vs = VarStore::new(Device::Cpu);
@@ -268,6 +269,7 @@ mod tests {
 
     #[test]
     fn every_variant_lowers_its_loss_in_30_steps() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(16, 0);
         for kind in ["rae-l2", "rae-gp", "rae-sn"] {
             let mut m = rae(kind);
@@ -278,6 +280,7 @@ mod tests {
 
     #[test]
     fn gmm_sampling_shapes_and_state_round_trip() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(64, 1);
         for kind in ["rae-l2", "rae-sn"] {
             let mut a = rae(kind);

@@ -207,6 +207,7 @@ mod tests {
 
     #[test]
     fn power_iteration_finds_the_largest_singular_value() {
+        let _rng = crate::rng::exclusive();
         tch::set_num_threads(1);
         tch::manual_seed(0);
         let m = Tensor::randn([20, 12], (Kind::Float, Device::Cpu));
@@ -226,6 +227,7 @@ mod tests {
 
     #[test]
     fn decoder_weights_reach_unit_spectral_norm_and_u_is_state() {
+        let _rng = crate::rng::exclusive();
         tch::set_num_threads(1);
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);

@@ -275,6 +275,7 @@ mod tests {
 
     #[test]
     fn gaussian_nll_matches_the_density_by_hand() {
+        let _rng = crate::rng::exclusive();
         let x = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]);
         let m = Tensor::from_slice(&[0.5f32, 2.5]).view([1, 2]);
         let lg = Tensor::from(0.3f32.ln());
@@ -288,6 +289,7 @@ mod tests {
 
     #[test]
     fn both_stages_train_then_sample_and_round_trip() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(48, 4);
         let mut c = tiny_config("two-stage-vae");
         c.baselines.two_stage_hidden = 32;

@@ -193,6 +193,7 @@ mod tests {
 
     #[test]
     fn kl_matches_the_closed_form_by_hand() {
+        let _rng = crate::rng::exclusive();
         let mu = Tensor::from_slice(&[0.5f64, -1.0, 0.0, 2.0]).view([2, 2]);
         let logvar = Tensor::from_slice(&[0.0f64, 2.0f64.ln(), -1.0, 0.3]).view([2, 2]);
         // Row 0: ½[(1 + 0.25 − 1 − 0) + (2 + 1 − 1 − ln 2)]; row 1: ½[(e⁻¹ + 0 − 1 + 1) + (e^0.3 + 4 − 1 − 0.3)].
@@ -221,6 +222,7 @@ mod tests {
 
     #[test]
     fn reconstruction_term_is_the_reference_scaling() {
+        let _rng = crate::rng::exclusive();
         let x = Tensor::zeros([1, 3, 2, 2], (Kind::Float, Device::Cpu));
         let y = Tensor::ones([1, 3, 2, 2], (Kind::Float, Device::Cpu));
         // 12 unit errors: channel mean 1 per pixel, summed over 4 pixels.
@@ -229,6 +231,7 @@ mod tests {
 
     #[test]
     fn vae_and_cv_vae_train_sample_and_round_trip() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(16, 2);
         for cv in [false, true] {
             let c = tiny_config(if cv { "cv-vae" } else { "vae" });
@@ -252,6 +255,7 @@ mod tests {
 
     #[test]
     fn ex_post_gmm_sampler_option() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(48, 5);
         let mut c = tiny_config("cv-vae");
         c.baselines.vae_sampler = "gmm".into();

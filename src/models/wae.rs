@@ -190,6 +190,7 @@ mod tests {
 
     #[test]
     fn imq_mmd_matches_a_brute_force_double_loop() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(5);
         let q = Tensor::randn([5, 3], (Kind::Double, Device::Cpu)) * 0.5 + 1.0;
         let p = Tensor::randn([5, 3], (Kind::Double, Device::Cpu));
@@ -232,6 +233,7 @@ mod tests {
 
     #[test]
     fn wae_trains_samples_and_round_trips() {
+        let _rng = crate::rng::exclusive();
         let x = blobs(16, 3);
         let c = tiny_config("wae-mmd");
         let mut a = Wae::new(&c, Geometry::MNIST, Device::Cpu).unwrap();

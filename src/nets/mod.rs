@@ -294,6 +294,7 @@ mod tests {
 
     #[test]
     fn shapes_for_every_dataset_and_width() {
+        let _rng = crate::rng::exclusive();
         for geo in [Geometry::MNIST, Geometry::CIFAR10, Geometry::CELEBA] {
             for width in [0.0625, 0.125, 1.0] {
                 let vs = VarStore::new(Device::Cpu);
@@ -324,6 +325,7 @@ mod tests {
 
     #[test]
     fn paper_width_matches_rae_layer_sizes() {
+        let _rng = crate::rng::exclusive();
         let vs = VarStore::new(Device::Cpu);
         let _ = Encoder::new(
             &(vs.root() / "e"),
@@ -347,6 +349,7 @@ mod tests {
 
     #[test]
     fn channels_last_decoder_computes_the_same_function() {
+        let _rng = crate::rng::exclusive();
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let a = Decoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.125, 16, false);
