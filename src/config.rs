@@ -32,6 +32,8 @@ pub struct Config {
     pub threads: usize,
     /// Which model `train` builds: ldc, vae, cv-vae, wae-mmd, two-stage-vae, rae-l2, rae-gp, rae-sn.
     pub model: String,
+    /// The preset this config started from (set by `--preset`; shown in reports).
+    pub preset: String,
     pub data: DataConfig,
     pub net: NetConfig,
     pub train: TrainConfig,
@@ -202,6 +204,7 @@ impl Default for Config {
             device: "cpu".into(),
             threads: 0,
             model: "ldc".into(),
+            preset: String::new(),
             data: DataConfig::default(),
             net: NetConfig::default(),
             train: TrainConfig::default(),
@@ -349,7 +352,10 @@ impl Config {
                 let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
                 format!("unknown preset `{name}`; presets: {}", names.join(", "))
             })?;
-        Self::from_toml_str(text, &[]).with_context(|| format!("in preset `{name}`"))
+        let mut cfg =
+            Self::from_toml_str(text, &[]).with_context(|| format!("in preset `{name}`"))?;
+        cfg.preset = name.to_string();
+        Ok(cfg)
     }
 
     /// Preset or file, then overrides. `file` wins over `preset` when given.
@@ -369,7 +375,12 @@ impl Config {
         let what = file
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("preset `{}`", preset.unwrap_or(DEFAULT_PRESET)));
-        Self::from_toml_str(&text, overrides).with_context(|| format!("config from {what}"))
+        let mut cfg =
+            Self::from_toml_str(&text, overrides).with_context(|| format!("config from {what}"))?;
+        if file.is_none() {
+            cfg.preset = preset.unwrap_or(DEFAULT_PRESET).to_string();
+        }
+        Ok(cfg)
     }
 
     /// Parse TOML, apply `key=value` overrides (dotted keys), deserialize, validate.

@@ -560,6 +560,7 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
     let summary = serde_json::json!({
         "model": model.name(),
         "dataset": cfg.data.dataset,
+        "preset": (!cfg.preset.is_empty()).then_some(&cfg.preset),
         "complete": true,
         "steps": prog.step,
         "post_steps": prog.post_step,

@@ -247,10 +247,14 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(json!({}));
-    let preset = summary
-        .get("preset")
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
+    let preset = if cfg.preset.is_empty() {
+        summary
+            .get("preset")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    } else {
+        json!(cfg.preset)
+    };
     let mut out = json!({
         "model": model.name(),
         "dataset": cfg.data.dataset,
