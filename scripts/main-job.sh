@@ -9,27 +9,31 @@ RUN="${RUN:-runs/main-job}"
 PRESET="${PRESET:-mnist-cpu}"
 
 log() { printf '\033[1m[main-job]\033[0m %s\n' "$*" >&2; }
+# Wall time of each phase, printed at the end (the README's budget is for train + eval).
+declare -A took
+phase() { local t0=$SECONDS; "$@"; took[$CURRENT]=$((SECONDS - t0)); }
 
 log "building (first time: ~2 minutes)"
-cargo build --release --quiet $CARGO_FEATURES
+CURRENT=build phase cargo build --release --quiet $CARGO_FEATURES
 BIN=target/release/ldc-vae
 
 log "data: MNIST"
-"$BIN" data fetch mnist
+CURRENT=data phase "$BIN" data fetch mnist
 
 if [ -f "$RUN/summary.json" ]; then
   log "training already complete in $RUN (delete it to retrain)"
 elif [ -f "$RUN/checkpoint.safetensors" ]; then
   log "resuming the interrupted training in $RUN"
-  "$BIN" train --resume "$RUN"
+  CURRENT=train phase "$BIN" train --resume "$RUN"
 else
   log "training LDC-VAE, preset $PRESET, into $RUN"
-  "$BIN" train --preset "$PRESET" --out "$RUN"
+  CURRENT=train phase "$BIN" train --preset "$PRESET" --out "$RUN"
 fi
 
 log "evaluating $RUN"
-"$BIN" eval "$RUN"
+CURRENT=eval phase "$BIN" eval "$RUN"
 
 log "writing the report"
-"$BIN" report "$RUN" --out "$RUN/report"
+CURRENT=report phase "$BIN" report "$RUN" --out "$RUN/report"
+log "time: build ${took[build]:-0} s, data ${took[data]:-0} s, train ${took[train]:-0} s, eval ${took[eval]:-0} s, report ${took[report]:-0} s"
 log "done: open $RUN/report/report.html (Markdown twin: $RUN/report/report.md)"

@@ -28,6 +28,52 @@ impl AnyDecoder {
     }
 }
 
+/// Where a VAE-style model draws latents: `N(0, I)`, or (`baselines.vae_sampler
+/// = gmm`) an ex-post density fitted on the encoder's latents after training.
+pub struct PriorOrExPost(pub Option<super::gmm::ExPost>);
+
+impl PriorOrExPost {
+    pub fn new(cfg: &Config) -> PriorOrExPost {
+        PriorOrExPost(
+            (cfg.baselines.vae_sampler == "gmm")
+                .then(|| super::gmm::ExPost::new(&cfg.baselines, cfg.seed)),
+        )
+    }
+
+    pub fn sample(&self, n: i64, latent: i64, device: Device, model: &str) -> Result<Tensor> {
+        match &self.0 {
+            Some(e) => e.sample(n, device, model),
+            None => Ok(Tensor::randn([n, latent], (Kind::Float, device))),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match &self.0 {
+            Some(e) => e.name(),
+            None => "N(0, I) prior".into(),
+        }
+    }
+
+    /// One post-training step (the fit) with an ex-post density, none without.
+    pub fn post_training_steps(&self) -> u64 {
+        u64::from(self.0.is_some())
+    }
+
+    /// Fit the ex-post density on `encode`'s latents of the training data.
+    pub fn fit(
+        &mut self,
+        data: &mut dyn super::BatchSource,
+        device: Device,
+        model: &str,
+        encode: impl Fn(&Tensor) -> Tensor,
+    ) -> Result<super::StepStats> {
+        match &mut self.0 {
+            Some(e) => e.fit(data, device, encode),
+            None => anyhow::bail!("{model} samples from its prior: it has no post-training phase"),
+        }
+    }
+}
+
 /// Encoder + decoder in one var store, one Adam over both.
 pub struct Core {
     pub geo: Geometry,

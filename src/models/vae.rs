@@ -21,8 +21,7 @@
 //! - `encode`: μ (default, `baselines.vae_encode = mean`, like the reference's
 //!   `encoder.predict`) or a posterior draw (`sample`).
 
-use super::common::{pixel_sum_channel_mean, val, Core};
-use super::gmm::ExPost;
+use super::common::{pixel_sum_channel_mean, val, Core, PriorOrExPost};
 use super::{BatchSource, Model, StepStats};
 use crate::config::Config;
 use crate::nets::Geometry;
@@ -50,7 +49,7 @@ pub struct Vae {
     fixed_std: Option<f64>,
     encode_mean: bool,
     /// `baselines.vae_sampler = gmm`: generate from an ex-post GMM instead of the prior.
-    expost: Option<ExPost>,
+    latents: PriorOrExPost,
 }
 
 impl Vae {
@@ -65,8 +64,7 @@ impl Vae {
             beta: w.latent,
             fixed_std: cv.then_some(w.cv_std),
             encode_mean: cfg.baselines.vae_encode == "mean",
-            expost: (cfg.baselines.vae_sampler == "gmm")
-                .then(|| ExPost::new(&cfg.baselines, cfg.seed)),
+            latents: PriorOrExPost::new(cfg),
         })
     }
 
@@ -137,48 +135,35 @@ impl Model for Vae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        match &self.expost {
-            Some(e) => e.sample(n, self.core.device, self.name()),
-            None => Ok(Tensor::randn(
-                [n, self.core.latent],
-                (Kind::Float, self.core.device),
-            )),
-        }
+        self.latents
+            .sample(n, self.core.latent, self.core.device, self.name())
     }
 
     fn sampler_name(&self) -> String {
-        match &self.expost {
-            Some(e) => e.name(),
-            None => "N(0, I) prior".into(),
-        }
+        self.latents.name()
     }
 
     fn post_training_steps(&self) -> u64 {
-        u64::from(self.expost.is_some())
+        self.latents.post_training_steps()
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        let name = self.name();
         let core = &self.core;
-        match &mut self.expost {
-            Some(e) => e.fit(data, core.device, |x| {
-                let _g = tch::no_grad_guard();
-                core.encoder
-                    .forward(x, None, false)
-                    .narrow(1, 0, core.latent)
-            }),
-            None => anyhow::bail!(
-                "{} samples from its prior: it has no post-training phase",
-                self.name()
-            ),
-        }
+        self.latents.fit(data, core.device, name, |x| {
+            let _g = tch::no_grad_guard();
+            core.encoder
+                .forward(x, None, false)
+                .narrow(1, 0, core.latent)
+        })
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state_with(self.expost.as_ref())
+        self.core.state_with(self.latents.0.as_ref())
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state_with(self.expost.as_mut(), t)
+        self.core.load_state_with(self.latents.0.as_mut(), t)
     }
 
     fn scale_lr(&mut self, factor: f64) {

@@ -18,8 +18,7 @@
 //! - Generation: z ~ N(0, I); with `baselines.vae_sampler = gmm`, from the
 //!   ex-post GMM fitted on the training latents in the post-training phase.
 
-use super::common::{per_pixel_mse, sse, val, Core};
-use super::gmm::ExPost;
+use super::common::{per_pixel_mse, sse, val, Core, PriorOrExPost};
 use super::reference::{self, Family};
 use super::{BatchSource, Model, StepStats};
 use crate::config::Config;
@@ -67,7 +66,7 @@ pub struct Wae {
     recon_sum_scale: Option<f64>,
     input_noise: bool,
     /// `baselines.vae_sampler = gmm`: generate from an ex-post GMM instead of the prior.
-    expost: Option<ExPost>,
+    latents: PriorOrExPost,
 }
 
 impl Wae {
@@ -79,8 +78,7 @@ impl Wae {
             lambda: w.latent,
             recon_sum_scale: w.wae_recon_sum_scale,
             input_noise: Family::of(&cfg.data.dataset) == Family::Celeba,
-            expost: (cfg.baselines.vae_sampler == "gmm")
-                .then(|| ExPost::new(&cfg.baselines, cfg.seed)),
+            latents: PriorOrExPost::new(cfg),
         })
     }
 }
@@ -136,46 +134,33 @@ impl Model for Wae {
     }
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        match &self.expost {
-            Some(e) => e.sample(n, self.core.device, self.name()),
-            None => Ok(Tensor::randn(
-                [n, self.core.latent],
-                (Kind::Float, self.core.device),
-            )),
-        }
+        self.latents
+            .sample(n, self.core.latent, self.core.device, self.name())
     }
 
     fn sampler_name(&self) -> String {
-        match &self.expost {
-            Some(e) => e.name(),
-            None => "N(0, I) prior".into(),
-        }
+        self.latents.name()
     }
 
     fn post_training_steps(&self) -> u64 {
-        u64::from(self.expost.is_some())
+        self.latents.post_training_steps()
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        let name = self.name();
         let core = &self.core;
-        match &mut self.expost {
-            Some(e) => e.fit(data, core.device, |x| {
-                let _g = tch::no_grad_guard();
-                core.encoder.forward(x, None, false)
-            }),
-            None => anyhow::bail!(
-                "{} samples from its prior: it has no post-training phase",
-                self.name()
-            ),
-        }
+        self.latents.fit(data, core.device, name, |x| {
+            let _g = tch::no_grad_guard();
+            core.encoder.forward(x, None, false)
+        })
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state_with(self.expost.as_ref())
+        self.core.state_with(self.latents.0.as_ref())
     }
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state_with(self.expost.as_mut(), t)
+        self.core.load_state_with(self.latents.0.as_mut(), t)
     }
 
     fn scale_lr(&mut self, factor: f64) {
