@@ -12,8 +12,8 @@
 //! too; DESIGN §3 names the decoder only, and so does this implementation).
 //! BatchNorm layers are left as they are, as in the reference.
 
-use crate::nets::{scaled, Geometry};
-use tch::nn::{self, Init};
+use crate::nets::{convt_last_padding, convt_stride2_padding, Decoder, Geometry};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 const EPS: f64 = 1e-12;
@@ -84,58 +84,26 @@ pub struct SnDecoder {
 }
 
 impl SnDecoder {
+    /// The plain decoder's layers (same names, shapes and init), with each
+    /// Linear/ConvT weight wrapped for spectral normalisation.
     pub fn new(p: &nn::Path, geo: Geometry, width: f64, latent: i64) -> SnDecoder {
-        let c0 = scaled(1024, width);
-        let fc = nn::linear(p / "fc", latent, c0 * 64, Default::default());
-        let widths: &[i64] = if geo.size == 64 {
-            &[512, 256, 128]
-        } else {
-            &[512, 256]
-        };
-        let k = geo.kernel;
-        let (pad, out_pad) = if k == 4 { (1, 0) } else { (2, 1) };
-        let cfg = nn::ConvTransposeConfig {
-            stride: 2,
-            padding: pad,
-            output_padding: out_pad,
-            ..Default::default()
-        };
-        let mut ups = Vec::new();
-        let mut bns = Vec::new();
-        let mut cin = c0;
-        for (i, &w) in widths.iter().enumerate() {
-            let c = scaled(w, width);
-            let path = p / format!("convt{i}");
-            let layer = nn::conv_transpose2d(&path, cin, c, k, cfg);
-            ups.push((SnWeight::new(&path, layer.ws), layer.bs));
-            bns.push(nn::batch_norm2d(
-                p / format!("bn{i}"),
-                c,
-                nn::BatchNormConfig {
-                    ws_init: Init::Const(1.0),
-                    ..Default::default()
-                },
-            ));
-            cin = c;
-        }
-        let last_pad = if k == 4 { 1 } else { 2 };
-        let last_cfg = nn::ConvTransposeConfig {
-            stride: 1,
-            padding: last_pad,
-            ..Default::default()
-        };
-        let lp = p / "convt_out";
-        let last = nn::conv_transpose2d(&lp, cin, geo.channels, k, last_cfg);
+        let d = Decoder::new(p, geo, width, latent, false);
+        let ups = d
+            .ups
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (SnWeight::new(&(p / format!("convt{i}")), l.ws), l.bs))
+            .collect();
         SnDecoder {
-            fc: SnWeight::new(&(p / "fc"), fc.ws),
-            fc_b: fc.bs,
-            c0,
+            fc: SnWeight::new(&(p / "fc"), d.fc.ws),
+            fc_b: d.fc.bs,
+            c0: d.c0,
             ups,
-            bns,
-            last: (SnWeight::new(&lp, last.ws), last.bs),
-            stride2: (pad, out_pad),
-            last_pad,
-            size: geo.size,
+            bns: d.bns,
+            last: (SnWeight::new(&(p / "convt_out"), d.last.ws), d.last.bs),
+            stride2: convt_stride2_padding(geo.kernel),
+            last_pad: convt_last_padding(geo.kernel),
+            size: d.size,
         }
     }
 
@@ -236,7 +204,7 @@ mod tests {
         assert!(
             !vs.trainable_variables()
                 .iter()
-                .any(|t| t.size() == [scaled(1024, 0.0625)]),
+                .any(|t| t.size() == [crate::nets::scaled(1024, 0.0625)]),
             "u must not be trainable"
         );
         let z = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));

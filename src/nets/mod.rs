@@ -163,13 +163,32 @@ impl Encoder {
 /// (TF's "same" is asymmetric); it is cropped to the first 32 rows/columns.
 #[derive(Debug)]
 pub struct Decoder {
-    fc: nn::Linear,
-    c0: i64,
-    ups: Vec<nn::ConvTranspose2D>,
-    bns: Vec<nn::BatchNorm>,
-    last: nn::ConvTranspose2D,
-    size: i64,
+    pub(crate) fc: nn::Linear,
+    pub(crate) c0: i64,
+    pub(crate) ups: Vec<nn::ConvTranspose2D>,
+    pub(crate) bns: Vec<nn::BatchNorm>,
+    pub(crate) last: nn::ConvTranspose2D,
+    pub(crate) size: i64,
     channels_last: bool,
+}
+
+/// Padding of the decoder's stride-2 ConvT for kernel `k` doubling the size:
+/// k=4 → (pad 1, output_padding 0); k=5 → (2, 1).
+pub(crate) fn convt_stride2_padding(k: i64) -> (i64, i64) {
+    if k == 4 {
+        (1, 0)
+    } else {
+        (2, 1)
+    }
+}
+
+/// Padding of the decoder's last (stride-1) ConvT for kernel `k`.
+pub(crate) fn convt_last_padding(k: i64) -> i64 {
+    if k == 4 {
+        1
+    } else {
+        2
+    }
 }
 
 impl Decoder {
@@ -189,7 +208,7 @@ impl Decoder {
         };
         let k = geo.kernel;
         // ConvT stride 2 doubling the size: k=4 → pad 1; k=5 → pad 2, output_padding 1.
-        let (pad, out_pad) = if k == 4 { (1, 0) } else { (2, 1) };
+        let (pad, out_pad) = convt_stride2_padding(k);
         let cfg = nn::ConvTransposeConfig {
             stride: 2,
             padding: pad,
@@ -213,7 +232,7 @@ impl Decoder {
         }
         let last_cfg = nn::ConvTransposeConfig {
             stride: 1,
-            padding: if k == 4 { 1 } else { 2 },
+            padding: convt_last_padding(k),
             ..Default::default()
         };
         let last = nn::conv_transpose2d(p / "convt_out", cin, geo.channels, k, last_cfg);
