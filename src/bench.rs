@@ -172,12 +172,12 @@ pub fn train_step_flops(cfg: &Config) -> Result<f64> {
     })
 }
 
-/// Achieved f32 matmul rate, GFLOP/s: median of `reps` products of two
-/// `size`×`size` matrices with the current thread count (after 2 warm-ups).
-pub fn matmul_gflops(size: i64, reps: usize) -> f64 {
+/// Achieved f32 matmul rate on `device`, GFLOP/s: median of `reps` products of
+/// two `size`×`size` matrices with the current thread count (after 2 warm-ups).
+pub fn matmul_gflops(device: Device, size: i64, reps: usize) -> f64 {
     let _g = tch::no_grad_guard();
-    let a = Tensor::rand([size, size], (Kind::Float, Device::Cpu));
-    let b = Tensor::rand([size, size], (Kind::Float, Device::Cpu));
+    let a = Tensor::rand([size, size], (Kind::Float, device));
+    let b = Tensor::rand([size, size], (Kind::Float, device));
     let mut ms = Vec::new();
     for i in 0..reps + 2 {
         let t = Instant::now();

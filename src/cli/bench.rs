@@ -478,9 +478,11 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let base = Config::load(Some(&a.preset), None, &a.overrides)?;
-    if base.device != "cpu" {
+    if base.device != "cpu" && !a.no_peers {
         bail!(
-            "bench compares CPU runs (the peers run on the CPU); use a CPU preset or --set device=cpu"
+            "the PyTorch peers run on the CPU only: add --no-peers to time ours on `{}` \
+             (or --set device=cpu to compare)",
+            base.device
         );
     }
     crate::util::set_threads(a.threads);
@@ -539,19 +541,23 @@ fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
                     rows.push(train_row(ctx, m, width, None, s, w)?);
                 }
             }
-            if !a.no_fid {
+            if !a.no_fid && base.device == "cpu" {
                 rows.push(fid_row(ctx, a.fid_images, a.fid_steps)?);
             }
         }
     }
-    eprintln!("[bench] matmul peak (2048×2048 f32, {} threads)", a.threads);
-    let peak = bench::matmul_gflops(2048, 10);
+    eprintln!(
+        "[bench] matmul peak (2048×2048 f32 on {}, {} threads)",
+        base.device, a.threads
+    );
+    let peak = bench::matmul_gflops(crate::util::parse_device(&base.device)?, 2048, 10);
     let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r, peak)).collect();
     let header = format!(
-        "ldc-vae bench: preset {}, {} threads, OMP_WAIT_POLICY={}, median [quartiles] ms per step \
+        "ldc-vae bench: preset {}, device {}, {} threads, OMP_WAIT_POLICY={}, median [quartiles] ms per step \
          (FID: per forward of the batch), warm-up+timed steps per row, each measurement in its own process; \
          matmul peak {peak:.1} GFLOP/s; {:.0} s in all",
         a.preset,
+        base.device,
         a.threads,
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".into()),
         started.elapsed().as_secs_f64()
