@@ -214,6 +214,15 @@ def setup_threads(n):
     torch.manual_seed(0)
 
 
+def matmul_gflops(size=2048, reps=5):
+    """Achieved f32 matmul rate (GFLOP/s), median of `reps` after 2 warm-ups:
+    the peak the step's GFLOP/s is compared with, measured in this process
+    right after the steps (the same as `bench::matmul_gflops` on our side)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    ms = time_steps(lambda _i: float(torch.mm(a, b)[0, 0]), 2, reps)
+    return 2.0 * size ** 3 / (sorted(ms)[len(ms) // 2] / 1e3) / 1e9
+
+
 def report(**kw):
     """The peer's result: one JSON object on the last line of stdout."""
     kw.setdefault("peak_rss_mib", peak_rss_mib())

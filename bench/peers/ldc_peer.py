@@ -189,7 +189,8 @@ def main():
     if a.mode == "bench":
         x = torch.rand(a.batch, 1, 32, 32)
         ms = common.time_steps(lambda i: m.step(x, i)["rec_mse"], a.warmup, a.steps)
-        common.report(ms=ms, params=params, warmup=a.warmup, steps=a.steps)
+        common.report(ms=ms, params=params, warmup=a.warmup, steps=a.steps,
+                      peak_gflops=common.matmul_gflops())
         return
     if not (a.init and a.input and a.out and a.seed is not None):
         sys.exit("error: equiv needs --init, --input, --out and --seed")

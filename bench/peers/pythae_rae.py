@@ -85,7 +85,8 @@ def main():
         return out.encoder_loss.item() + out.decoder_loss.item()
 
     ms = common.time_steps(step, a.warmup, a.steps)
-    common.report(ms=ms, params=params, warmup=a.warmup, steps=a.steps)
+    common.report(ms=ms, params=params, warmup=a.warmup, steps=a.steps,
+                  peak_gflops=common.matmul_gflops())
 
 
 if __name__ == "__main__":
