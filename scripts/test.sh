@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The PyTorch peer of tests/peer_equivalence.rs (created once, then reused).
+ldc_vae_peers_venv
 # Test binaries run tests on parallel threads; one libtorch thread per test
 # keeps them from fighting over the cores (OpenMP spin-waits make an
 # oversubscribed 2-core machine many times slower).

@@ -1,41 +1,626 @@
-use crate::bench;
-use crate::config::Config;
-use anyhow::Result;
+//! `ldc-vae bench`: our training steps and FID forward against the PyTorch
+//! peers (issue 7), measured in the same run. Every measurement runs in a
+//! fresh child process (ours: this binary's hidden `bench-row` subcommand;
+//! peers: `bench/peers/*.py` in the peers' venv), so each peak RSS (VmHWM) is
+//! that measurement's alone.
+
+use crate::bench::{self, summarize};
+use crate::config::{Config, Sigma2, Sigma2Rule};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Preset whose model and width are timed.
+    /// Preset whose data set, batch size and model options are timed.
     #[arg(long, default_value = "mnist-cpu")]
     pub preset: String,
-    /// Config overrides, e.g. `--set net.width=1`.
+    /// Config overrides, e.g. `--set ldc.sampler_particles=200`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// Timed steps (after warm-up).
+    /// Models compared (ldc: PyTorch eager peer; rae-l2: pythae peer).
+    #[arg(long, value_delimiter = ',', default_value = "ldc,rae-l2")]
+    pub models: Vec<String>,
+    /// Timed steps per row at the preset's width (after warm-up).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// libtorch threads.
+    /// Timed steps per row at width >= 0.5 (the paper's width 1 takes 5-30 s
+    /// a step on a 2-core CPU); `--full` uses --steps/--warmup everywhere.
+    #[arg(long, default_value_t = 3)]
+    pub wide_steps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub wide_warmup: usize,
+    /// Use --steps/--warmup for every row (slow at the paper's width).
+    #[arg(long)]
+    pub full: bool,
+    /// libtorch threads, ours and the peers'.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Skip the rows at the paper's width (width 1).
+    #[arg(long)]
+    pub no_paper: bool,
+    /// Skip the Inception (FID) forward comparison.
+    #[arg(long)]
+    pub no_fid: bool,
+    /// Ours only (no Python peers).
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Images per Inception forward in the FID row.
+    #[arg(long, default_value_t = 20)]
+    pub fid_images: i64,
+    /// Timed Inception forwards (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub fid_steps: usize,
+    /// Instead of the comparison: LDC step time against batch size
+    /// (50..1000) or width (1/16..1).
+    #[arg(long, value_parser = ["batch", "width"])]
+    pub sweep: Option<String>,
+    /// Also write the table: `.json` as JSON, anything else as Markdown.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Hidden: one measurement of ours in a fresh process; prints one JSON line.
+#[derive(Args, Debug)]
+pub struct BenchRowArgs {
+    #[arg(long, default_value = "mnist-cpu")]
+    pub preset: String,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Time the Inception forward instead: write its preprocessed input batch
+    /// here (safetensors `x`, for the Python peer) and time ours on it.
+    #[arg(long)]
+    pub fid_input: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    pub fid_images: i64,
+}
+
+pub fn run_row(a: BenchRowArgs) -> Result<()> {
+    crate::util::set_threads(a.threads);
+    let report = if let Some(path) = &a.fid_input {
+        let net = crate::eval::fid::Inception::load_default()?;
+        tch::manual_seed(0);
+        let x = tch::Tensor::rand([a.fid_images, 3, 299, 299], tch::kind::FLOAT_CPU);
+        let pre = crate::eval::fid::Inception::preprocess(&x)?;
+        crate::util::with_atomic_path(path, |tmp| {
+            tch::Tensor::write_safetensors(&[("x", &pre)], tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))
+        })?;
+        let mut ms = Vec::new();
+        for i in 0..a.warmup + a.steps {
+            let t = std::time::Instant::now();
+            let f = net.activations(&x, a.fid_images, false)?;
+            let _ = f.double_value(&[0, 0]);
+            if i >= a.warmup {
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        json!({"ms": ms, "images": a.fid_images, "peak_rss_mib": bench::peak_rss_mib()})
+    } else {
+        let cfg = Config::load(Some(&a.preset), None, &a.overrides)?;
+        let params = bench::param_count(&cfg)?;
+        let ms = bench::train_step_times(&cfg, a.warmup, a.steps)?;
+        let rss = bench::peak_rss_mib();
+        // The peak the step is compared with, in this process right after the
+        // steps (so both saw the same machine load).
+        let peak = bench::matmul_gflops(crate::util::parse_device(&cfg.device)?, 2048, 5);
+        json!({"ms": ms, "params": params, "flops": bench::train_step_flops(&cfg)?,
+               "peak_rss_mib": rss, "peak_gflops": peak, "threads": tch::get_num_threads()})
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// One side (ours or a peer) of a row.
+#[derive(Debug, Clone)]
+struct Side {
+    median_ms: f64,
+    q1_ms: f64,
+    q3_ms: f64,
+    rss_mib: f64,
+    /// Matmul peak measured in the same process after the steps.
+    peak_gflops: Option<f64>,
+}
+
+impl Side {
+    fn from_report(v: &Value) -> Result<Side> {
+        let ms: Vec<f64> = v["ms"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("report lacks `ms`: {v}"))?
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        if ms.is_empty() {
+            bail!("report has no timings: {v}");
+        }
+        let t = summarize(ms);
+        Ok(Side {
+            median_ms: t.median_ms,
+            q1_ms: t.q1_ms,
+            q3_ms: t.q3_ms,
+            rss_mib: v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            peak_gflops: v["peak_gflops"].as_f64(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    what: String,
+    peer_name: String,
+    width: f64,
+    batch: i64,
+    steps: usize,
+    warmup: usize,
+    /// FLOPs of one step (training rows) or images per forward (FID row).
+    flops: Option<f64>,
+    images: Option<i64>,
+    ours: Side,
+    peer: Option<Side>,
+}
+
+struct Ctx {
+    exe: PathBuf,
+    python: Option<PathBuf>,
+    scripts: PathBuf,
+    threads: usize,
+    preset: String,
+    overrides: Vec<String>,
+}
+
+impl Ctx {
+    fn ours(&self, extra: &[String], steps: usize, warmup: usize) -> Result<Value> {
+        let mut args: Vec<String> =
+            vec!["bench-row".into(), "--preset".into(), self.preset.clone()];
+        for o in &self.overrides {
+            args.extend(["--set".into(), o.clone()]);
+        }
+        args.extend(extra.iter().cloned());
+        args.extend([
+            "--steps".into(),
+            steps.to_string(),
+            "--warmup".into(),
+            warmup.to_string(),
+            "--threads".into(),
+            self.threads.to_string(),
+        ]);
+        let out = Command::new(&self.exe)
+            .args(&args)
+            .env("RUST_LOG", "error")
+            .output()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        bench::parse_report(&format!("ldc-vae {}", args.join(" ")), &out)
+    }
+
+    fn peer(&self, script: &str, mut args: Vec<String>) -> Result<Option<Value>> {
+        let Some(py) = &self.python else {
+            return Ok(None);
+        };
+        args.extend(["--threads".into(), self.threads.to_string()]);
+        bench::run_peer(py, &self.scripts, script, &args).map(Some)
+    }
+}
+
+/// What the LDC peer implements; other options are refused rather than timed wrongly.
+fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
+    let l = &cfg.ldc;
+    let ok = cfg.data.dataset == "mnist"
+        && cfg.net.noise_join == "add"
+        && l.sampler_target == "aggregate_kde"
+        && l.score_bn == "inference"
+        && l.particles_per_x == 1
+        && matches!(l.sigma2, Sigma2::Rule(Sigma2Rule::BatchNormVar))
+        && l.sampler_bandwidth == "target"
+        && cfg.sampler_lr() == cfg.train.lr
+        && cfg.train.beta1 == 0.9
+        && cfg.train.beta2 == 0.999;
+    if !ok {
+        bail!(
+            "the LDC peer (bench/peers/ldc_peer.py) implements MNIST geometry, noise_join add, sampler_target \
+             aggregate_kde, score_bn inference, particles_per_x 1, sigma2 batch_norm_var, sampler_bandwidth \
+             target, one lr and Adam betas (0.9, 0.999); this config differs (use --no-peers to time ours only)"
+        );
+    }
+    Ok(())
+}
+
+fn peer_args(cfg: &Config, params: i64, steps: usize, warmup: usize) -> Result<Vec<String>> {
+    let mut v: Vec<String> = vec![
+        format!("--width={}", cfg.net.width),
+        format!("--latent={}", cfg.net.latent_dim),
+        format!("--batch={}", cfg.train.batch_size),
+        format!("--lr={}", cfg.train.lr),
+        format!("--steps={steps}"),
+        format!("--warmup={warmup}"),
+        format!("--expect-params={params}"),
+    ];
+    match cfg.model.as_str() {
+        "ldc" => {
+            check_ldc_peer_config(cfg)?;
+            let l = &cfg.ldc;
+            v.insert(0, "bench".into());
+            v.extend([
+                format!("--sampler-particles={}", l.sampler_particles),
+                format!("--kde-bank={}", l.kde_bank),
+                format!("--kde-scale={}", l.kde_scale),
+                format!("--prior-weight={}", l.prior_weight),
+                format!("--sigma2-min={}", l.sigma2_min),
+            ]);
+        }
+        "rae-l2" => {
+            if cfg.data.dataset != "mnist" {
+                bail!("the pythae peer is set up for MNIST geometry only");
+            }
+            let w = crate::models::reference::resolve(cfg)?;
+            v.extend([
+                format!("--reg-weight={}", w.l2_decay),
+                format!("--embedding-weight={}", w.latent),
+            ]);
+        }
+        m => bail!("no PyTorch peer for model `{m}` (bench compares ldc and rae-l2)"),
+    }
+    Ok(v)
+}
+
+fn peer_script(model: &str) -> (&'static str, &'static str) {
+    match model {
+        "ldc" => ("ldc_peer.py", "PyTorch eager"),
+        _ => ("pythae_rae.py", "pythae 0.1.2"),
+    }
+}
+
+fn train_row(
+    ctx: &Ctx,
+    model: &str,
+    width: f64,
+    batch: Option<i64>,
+    steps: usize,
+    warmup: usize,
+) -> Result<Row> {
+    let mut sets = vec![format!("model={model}"), format!("net.width={width}")];
+    if let Some(b) = batch {
+        sets.push(format!("train.batch_size={b}"));
+    }
+    let mut all = ctx.overrides.clone();
+    all.extend(sets.iter().cloned());
+    let cfg = Config::load(Some(&ctx.preset), None, &all)?;
+    let (script, peer_name) = peer_script(model);
+    let pargs = if ctx.python.is_some() {
+        Some(peer_args(&cfg, 0, steps, warmup)?) // validate before the long run
+    } else {
+        None
+    };
+    let extra: Vec<String> = sets
+        .iter()
+        .flat_map(|s| ["--set".into(), s.clone()])
+        .collect();
+    eprintln!(
+        "[bench] {model} width {width} batch {}: ours ({warmup}+{steps} steps)",
+        cfg.train.batch_size
+    );
+    let ov = ctx.ours(&extra, steps, warmup)?;
+    let ours = Side::from_report(&ov)?;
+    let params = ov["params"].as_i64().unwrap_or(0);
+    let peer = match pargs {
+        Some(_) => {
+            eprintln!("[bench] {model} width {width}: peer {peer_name}");
+            ctx.peer(script, peer_args(&cfg, params, steps, warmup)?)?
+                .map(|v| Side::from_report(&v))
+                .transpose()?
+        }
+        None => None,
+    };
+    Ok(Row {
+        what: model.to_string(),
+        peer_name: peer_name.into(),
+        width,
+        batch: cfg.train.batch_size,
+        steps,
+        warmup,
+        flops: ov["flops"].as_f64(),
+        images: None,
+        ours,
+        peer,
+    })
+}
+
+fn fid_row(ctx: &Ctx, images: i64, steps: usize) -> Result<Row> {
+    let weights = crate::eval::fid::default_weights_path()?;
+    let input = ctx.scripts.join("fid_input.safetensors");
+    eprintln!("[bench] Inception forward, {images} images: ours");
+    let ov = ctx.ours(
+        &[
+            "--fid-input".into(),
+            input.display().to_string(),
+            "--fid-images".into(),
+            images.to_string(),
+        ],
+        steps,
+        1,
+    )?;
+    eprintln!("[bench] Inception forward: peer torch.jit.load");
+    let pv = ctx.peer(
+        "fid_peer.py",
+        vec![
+            format!("--weights={}", weights.display()),
+            format!("--input={}", input.display()),
+            format!("--steps={steps}"),
+            "--warmup=1".into(),
+        ],
+    )?;
+    Ok(Row {
+        what: "fid-inception".into(),
+        peer_name: "torch.jit.load".into(),
+        width: 1.0,
+        batch: images,
+        steps,
+        warmup: 1,
+        flops: None,
+        images: Some(images),
+        ours: Side::from_report(&ov)?,
+        peer: pv.map(|v| Side::from_report(&v)).transpose()?,
+    })
+}
+
+fn f1(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "–".into()
+    }
+}
+
+fn pct(flops: Option<f64>, s: &Side, fallback_peak: f64) -> String {
+    let (ms, peak) = (s.median_ms, s.peak_gflops.unwrap_or(fallback_peak));
+    match flops {
+        Some(f) if ms > 0.0 => {
+            let g = f / (ms / 1e3) / 1e9;
+            format!("{g:.1} ({:.0}%)", 100.0 * g / peak)
+        }
+        _ => "–".into(),
+    }
+}
+
+const HEAD: [&str; 12] = [
+    "row",
+    "peer",
+    "width",
+    "batch",
+    "steps",
+    "ours ms",
+    "peer ms",
+    "ours/peer",
+    "ours RSS MiB",
+    "peer RSS MiB",
+    "ours GFLOP/s (% peak)",
+    "peer GFLOP/s (% peak)",
+];
+
+fn cells(r: &Row, peak: f64) -> Vec<String> {
+    let pm = r.peer.as_ref().map(|p| p.median_ms).unwrap_or(f64::NAN);
+    let what = match r.images {
+        Some(_) => "fid-inception fwd".to_string(),
+        None => r.what.clone(),
+    };
+    vec![
+        what,
+        r.peer_name.clone(),
+        format!("{}", r.width),
+        r.batch.to_string(),
+        format!("{}+{}", r.warmup, r.steps),
+        format!(
+            "{} [{}–{}]",
+            f1(r.ours.median_ms),
+            f1(r.ours.q1_ms),
+            f1(r.ours.q3_ms)
+        ),
+        r.peer
+            .as_ref()
+            .map(|p| format!("{} [{}–{}]", f1(p.median_ms), f1(p.q1_ms), f1(p.q3_ms)))
+            .unwrap_or_else(|| "–".into()),
+        if pm.is_finite() {
+            format!("{:.2}", r.ours.median_ms / pm)
+        } else {
+            "–".into()
+        },
+        format!("{:.0}", r.ours.rss_mib),
+        r.peer
+            .as_ref()
+            .map(|p| format!("{:.0}", p.rss_mib))
+            .unwrap_or_else(|| "–".into()),
+        pct(r.flops, &r.ours, peak),
+        r.peer
+            .as_ref()
+            .map(|p| pct(r.flops, p, peak))
+            .unwrap_or_else(|| "–".into()),
+    ]
+}
+
+fn text_table(rows: &[Vec<String>]) -> String {
+    let mut w = vec![0usize; HEAD.len()];
+    for r in std::iter::once(&HEAD.iter().map(|s| s.to_string()).collect::<Vec<_>>()).chain(rows) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |r: &[String]| {
+        r.iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut s = line(&HEAD.iter().map(|s| s.to_string()).collect::<Vec<_>>()) + "\n";
+    s += &(w
+        .iter()
+        .map(|&n| "-".repeat(n))
+        .collect::<Vec<_>>()
+        .join("  ")
+        + "\n");
+    for r in rows {
+        s += &(line(r) + "\n");
+    }
+    s
+}
+
+fn markdown_table(rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n", HEAD.join(" | "));
+    s += &format!("|{}\n", "---|".repeat(HEAD.len()));
+    for r in rows {
+        s += &format!("| {} |\n", r.join(" | "));
+    }
+    s
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let cfg = Config::load(Some(&a.preset), None, &a.overrides)?;
-    tch::set_num_threads(a.threads as i32);
-    let t = bench::time_train_steps(&cfg, a.warmup, a.steps)?;
-    println!(
-        "{} {} width {} batch {}: {:.1} ms/step (quartiles {:.1}–{:.1}), peak RSS {:.0} MiB",
-        cfg.model,
-        cfg.data.dataset,
-        cfg.net.width,
-        cfg.train.batch_size,
-        t.median_ms,
-        t.q1_ms,
-        t.q3_ms,
-        bench::peak_rss_mib()
+    let base = Config::load(Some(&a.preset), None, &a.overrides)?;
+    if base.device != "cpu" && !a.no_peers {
+        bail!(
+            "the PyTorch peers run on the CPU only: add --no-peers to time ours on `{}` \
+             (or --set device=cpu to compare)",
+            base.device
+        );
+    }
+    crate::util::set_threads(a.threads);
+    let python = if a.no_peers {
+        None
+    } else {
+        Some(bench::peers_python()?)
+    };
+    let scripts = std::env::temp_dir().join(format!("ldc-vae-bench-{}", std::process::id()));
+    bench::write_peer_scripts(&scripts)?;
+    let ctx = Ctx {
+        exe: std::env::current_exe().context("cannot find this executable")?,
+        python,
+        scripts: scripts.clone(),
+        threads: a.threads,
+        preset: a.preset.clone(),
+        overrides: a.overrides.clone(),
+    };
+    let result = run_rows(&a, &base, &ctx);
+    let _ = std::fs::remove_dir_all(&scripts);
+    result
+}
+
+fn steps_for(a: &BenchArgs, width: f64) -> (usize, usize) {
+    if width >= 0.5 && !a.full {
+        (a.wide_steps, a.wide_warmup)
+    } else {
+        (a.steps, a.warmup)
+    }
+}
+
+fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    match a.sweep.as_deref() {
+        Some("batch") => {
+            for b in [50, 100, 200, 500, 1000] {
+                let (s, w) = steps_for(a, base.net.width);
+                rows.push(train_row(ctx, "ldc", base.net.width, Some(b), s, w)?);
+            }
+        }
+        Some(_) => {
+            for width in [0.0625, 0.125, 0.25, 0.5, 1.0] {
+                let (s, w) = steps_for(a, width);
+                rows.push(train_row(ctx, "ldc", width, None, s, w)?);
+            }
+        }
+        None => {
+            let mut widths = vec![base.net.width];
+            if !a.no_paper && base.net.width != 1.0 {
+                widths.push(1.0);
+            }
+            for &width in &widths {
+                for m in &a.models {
+                    let (s, w) = steps_for(a, width);
+                    rows.push(train_row(ctx, m, width, None, s, w)?);
+                }
+            }
+            if !a.no_fid && base.device == "cpu" {
+                rows.push(fid_row(ctx, a.fid_images, a.fid_steps)?);
+            }
+        }
+    }
+    eprintln!(
+        "[bench] matmul peak (2048×2048 f32 on {}, {} threads)",
+        base.device, a.threads
     );
-    println!("note: comparison against the PyTorch peers (issue 7) is not implemented yet");
+    let peak = bench::matmul_gflops(crate::util::parse_device(&base.device)?, 2048, 10);
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r, peak)).collect();
+    let header = format!(
+        "ldc-vae bench: preset {}, device {}, {} threads, OMP_WAIT_POLICY={}, median [quartiles] ms per step \
+         (FID: per forward of the batch), warm-up+timed steps per row, each measurement in its own process; \
+         matmul peak {peak:.1} GFLOP/s (this process, at the end); {:.0} s in all",
+        a.preset,
+        base.device,
+        a.threads,
+        std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".into()),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{header}\n");
+    print!("{}", text_table(&cells));
+    for r in rows.iter().filter(|r| r.images.is_some()) {
+        let n = r.images.unwrap_or(0) as f64;
+        let peer = r
+            .peer
+            .as_ref()
+            .map(|p| format!("{:.2}", n / p.median_ms * 1e3))
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "\nInception forward ({n} images of 3×299×299 per pass, same TorchScript file and input): \
+             ours {:.2} images/s, peer {peer} images/s",
+            n / r.ours.median_ms * 1e3
+        );
+    }
+    println!(
+        "\nGFLOP/s: analytic FLOPs of our step (convs/linears, forward + 2× for backward, \
+         + 1× for the LDC score pass, + SVGD/KDE matmuls; same count for the peer) per median step time; \
+         % of a 2048×2048 f32 matmul measured in the same process right after its steps (same threads)."
+    );
+    if let Some(out) = &a.out {
+        write_out(out, &header, &rows, &cells, peak)?;
+        eprintln!("[bench] wrote {}", out.display());
+    }
     Ok(())
+}
+
+fn write_out(
+    out: &Path,
+    header: &str,
+    rows: &[Row],
+    cells: &[Vec<String>],
+    peak: f64,
+) -> Result<()> {
+    let text = if out.extension().is_some_and(|e| e == "json") {
+        let side = |s: &Side| json!({"median_ms": s.median_ms, "q1_ms": s.q1_ms, "q3_ms": s.q3_ms, "peak_rss_mib": s.rss_mib, "matmul_peak_gflops": s.peak_gflops});
+        let rs: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "row": r.what, "peer": r.peer_name, "width": r.width, "batch": r.batch,
+                    "warmup": r.warmup, "steps": r.steps, "flops_per_step": r.flops,
+                    "images": r.images, "ours": side(&r.ours), "peer_result": r.peer.as_ref().map(side),
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(
+            &json!({"header": header, "matmul_peak_gflops": peak, "rows": rs}),
+        )?
+    } else {
+        format!("{header}\n\n{}", markdown_table(cells))
+    };
+    crate::util::write_atomic(out, text.as_bytes())
 }

@@ -56,6 +56,9 @@ pub enum Command {
     CompareSamplers(eval::CompareSamplersArgs),
     /// Benchmark training steps and FID forward against the PyTorch peers.
     Bench(bench::BenchArgs),
+    /// One measurement of `bench` in a fresh process (internal).
+    #[command(hide = true)]
+    BenchRow(bench::BenchRowArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => reproduce::run(a),
         Command::CompareSamplers(a) => eval::run_compare(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchRow(a) => bench::run_row(a),
     }
 }
