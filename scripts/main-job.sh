@@ -8,7 +8,7 @@ source scripts/setup.sh
 RUN="${RUN:-runs/main-job}"
 PRESET="${PRESET:-mnist-cpu}"
 # FID on 500 images keeps the job within 15 minutes on 2 cores (the Inception
-# forward runs at ~8 images/s); `ldc-vae eval RUN --fid-samples 10000` for the
+# forward runs at ~5 images/s here); `ldc-vae eval RUN --fid-samples 10000` for the
 # paper's protocol. The report states the count used.
 FID_SAMPLES="${FID_SAMPLES:-500}"
 
