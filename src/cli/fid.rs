@@ -13,6 +13,13 @@ pub struct FidArgs {
     pub a: String,
     /// Second image set, statistics file or data set split.
     pub b: String,
+    #[command(flatten)]
+    pub net: InceptionArgs,
+}
+
+/// The Inception network's options, shared by `fid` and `fid-stats`.
+#[derive(Args, Debug)]
+pub struct InceptionArgs {
     /// Images per Inception forward pass.
     #[arg(long, default_value_t = 50)]
     pub batch: i64,
@@ -28,7 +35,7 @@ pub struct FidArgs {
     /// Folder of cached reference statistics (default `${LDC_VAE_CACHE:-~/.cache/ldc-vae}/fid-stats`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Data folder for `DATASET:SPLIT` arguments (default: the usual search).
+    /// Data folder for data set splits (default: the usual search).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
@@ -46,24 +53,8 @@ pub struct FidStatsArgs {
     /// Also write the statistics here (.safetensors, or .npz for pytorch-fid).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Images per Inception forward pass.
-    #[arg(long, default_value_t = 50)]
-    pub batch: i64,
-    /// FID network (TorchScript); default `$LDC_VAE_FID_WEIGHTS`, then the set-up's venv.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Device for the network: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// libtorch threads (0 = libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Cache folder (default `${LDC_VAE_CACHE:-~/.cache/ldc-vae}/fid-stats`).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Data folder (default: the usual search).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: InceptionArgs,
 }
 
 pub fn parse_split(s: &str) -> Result<Split> {
@@ -143,14 +134,14 @@ fn weights_of(w: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 pub fn run(a: FidArgs) -> Result<()> {
-    crate::util::set_threads(a.threads);
+    crate::util::set_threads(a.net.threads);
     let mut ctx = Ctx {
         net: None,
-        weights: weights_of(a.weights)?,
-        device: crate::util::parse_device(&a.device)?,
-        batch: a.batch,
-        cache_dir: a.cache_dir.unwrap_or_else(fid::default_stats_dir),
-        data_dir: a.data_dir,
+        weights: weights_of(a.net.weights)?,
+        device: crate::util::parse_device(&a.net.device)?,
+        batch: a.net.batch,
+        cache_dir: a.net.cache_dir.unwrap_or_else(fid::default_stats_dir),
+        data_dir: a.net.data_dir,
     };
     let s1 = ctx.stats_of(&a.a)?;
     let s2 = ctx.stats_of(&a.b)?;
@@ -161,19 +152,19 @@ pub fn run(a: FidArgs) -> Result<()> {
 }
 
 pub fn run_stats(a: FidStatsArgs) -> Result<()> {
-    crate::util::set_threads(a.threads);
+    crate::util::set_threads(a.net.threads);
     let split = parse_split(&a.split)?;
-    let weights = weights_of(a.weights)?;
-    let cache_dir = a.cache_dir.unwrap_or_else(fid::default_stats_dir);
-    let net = Inception::load_on(&weights, crate::util::parse_device(&a.device)?)?;
+    let weights = weights_of(a.net.weights)?;
+    let cache_dir = a.net.cache_dir.unwrap_or_else(fid::default_stats_dir);
+    let net = Inception::load_on(&weights, crate::util::parse_device(&a.net.device)?)?;
     let stats = fid::reference_stats_with(
         &net,
         &a.dataset,
         split,
         a.n,
-        a.data_dir.as_deref(),
+        a.net.data_dir.as_deref(),
         &cache_dir,
-        a.batch,
+        a.net.batch,
     )?;
     let cached = fid::reference_stats_path(
         &a.dataset,
