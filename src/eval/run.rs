@@ -26,39 +26,34 @@ pub struct EvalOptions {
     pub quiet: bool,
 }
 
-/// Latents of `set`'s first `n` images, in batches, on the CPU.
-pub fn encode_set(model: &dyn Model, set: &ImageSet, n: i64, batch: i64) -> Tensor {
+/// `f` applied to the first `n` rows of `x` in batches on `device`, results
+/// gathered on the CPU.
+fn in_batches(
+    x: &Tensor,
+    n: i64,
+    batch: i64,
+    device: Device,
+    f: impl Fn(&Tensor) -> Tensor,
+) -> Tensor {
     let _g = tch::no_grad_guard();
     let mut out = Vec::new();
     let mut i = 0;
     while i < n {
         let len = batch.min(n - i);
-        out.push(
-            model
-                .encode(&set.images.narrow(0, i, len).to_device(model.device()))
-                .to_device(Device::Cpu),
-        );
+        out.push(f(&x.narrow(0, i, len).to_device(device)).to_device(Device::Cpu));
         i += len;
     }
     Tensor::cat(&out, 0)
 }
 
+/// Latents of `set`'s first `n` images, in batches, on the CPU.
+pub fn encode_set(model: &dyn Model, set: &ImageSet, n: i64, batch: i64) -> Tensor {
+    in_batches(&set.images, n, batch, model.device(), |x| model.encode(x))
+}
+
 /// Decode latents in batches, images on the CPU.
 pub fn decode_all(model: &dyn Model, z: &Tensor, batch: i64) -> Tensor {
-    let _g = tch::no_grad_guard();
-    let n = z.size()[0];
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < n {
-        let len = batch.min(n - i);
-        out.push(
-            model
-                .decode(&z.narrow(0, i, len).to_device(model.device()))
-                .to_device(Device::Cpu),
-        );
-        i += len;
-    }
-    Tensor::cat(&out, 0)
+    in_batches(z, z.size()[0], batch, model.device(), |z| model.decode(z))
 }
 
 /// Model samples (latents, CPU) in batches.
