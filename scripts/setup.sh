@@ -75,6 +75,22 @@ assert v('pythae') == '$PYTHAE_VERSION', v('pythae')"
   touch "$stamp"
 }
 
+# Open MPI and libclang for the `mpi` feature (docs/DISTRIBUTED.md), from
+# Debian's packages: installed once, if missing (the test command needs them).
+ldc_vae_openmpi() {
+  if command -v mpirun >/dev/null && command -v mpicc >/dev/null \
+     && ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  command -v apt-get >/dev/null || { echo "error: Open MPI is missing and this is not a Debian/Ubuntu system: install Open MPI (mpirun, mpicc) and libclang, then rerun" >&2; return 1; }
+  log "installing Open MPI and libclang from Debian's packages (openmpi-bin libopenmpi-dev libclang-dev; first run only)"
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+  command -v mpirun >/dev/null || { echo "error: apt-get finished but mpirun is still missing" >&2; return 1; }
+}
+
 if [ "${LDC_VAE_CUDA:-0}" = "1" ]; then export CARGO_FEATURES="--features cuda"; else export CARGO_FEATURES=""; fi
 
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -5,8 +5,10 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The PyTorch peer of tests/peer_equivalence.rs (created once, then reused).
 ldc_vae_peers_venv
+# Open MPI for the `mpi` feature's tests (tests/distributed.rs: mpirun -np 2).
+ldc_vae_openmpi
 # Test binaries run tests on parallel threads; one libtorch thread per test
 # keeps them from fighting over the cores (OpenMP spin-waits make an
 # oversubscribed 2-core machine many times slower).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-cargo test --release --all-targets "$@"
+cargo test --release --all-targets --features mpi "$@"

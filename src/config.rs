@@ -88,6 +88,11 @@ pub struct TrainConfig {
     pub nan_lr_factor: f64,
     /// ReduceLROnPlateau on validation MSE (factor 0.5, patience below); 0 = off.
     pub plateau_patience: usize,
+    /// Training-mode BatchNorm statistics per group of `batch_size / bn_groups`
+    /// consecutive examples ("ghost" BatchNorm); 1 = the whole batch. A run on K
+    /// MPI workers normalises per worker shard, i.e. uses `bn_groups = K`, and
+    /// records it (docs/DISTRIBUTED.md).
+    pub bn_groups: usize,
 }
 
 /// How σ² of the Gibbs posterior is set each step (DESIGN §1.3).
@@ -250,6 +255,7 @@ impl Default for TrainConfig {
             on_nan: "stop".into(),
             nan_lr_factor: 0.5,
             plateau_patience: 0,
+            bn_groups: 1,
         }
     }
 }
@@ -429,6 +435,20 @@ impl Config {
         }
         if self.train.epochs == 0 && self.train.max_steps == 0 {
             bail!("config keys `train.epochs` and `train.max_steps` are both 0: nothing to train");
+        }
+        if self.train.bn_groups < 1 || self.train.batch_size % self.train.bn_groups as i64 != 0 {
+            bail!(
+                "config key `train.bn_groups` ({}) must be >= 1 and divide `train.batch_size` ({})",
+                self.train.bn_groups,
+                self.train.batch_size
+            );
+        }
+        if self.model == "ldc" && self.ldc.sampler_particles % self.train.bn_groups as i64 != 0 {
+            bail!(
+                "config key `train.bn_groups` ({}) must divide `ldc.sampler_particles` ({})",
+                self.train.bn_groups,
+                self.ldc.sampler_particles
+            );
         }
         positive("train.lr", self.train.lr)?;
         in_range("train.beta1", self.train.beta1, 0.0, 0.999_999)?;
@@ -662,6 +682,8 @@ mod tests {
             ("ldc.kde_scale=0", "ldc.kde_scale"),
             ("net.width=nan", "net.width"),
             ("model=gan", "model"),
+            ("train.bn_groups=0", "train.bn_groups"),
+            ("train.bn_groups=3", "train.bn_groups"), // batch 100 does not split in 3
         ] {
             let e = Config::load(None, None, &[ov.to_string()]).unwrap_err();
             assert!(format!("{e:#}").contains(key), "{ov}: {e:#}");

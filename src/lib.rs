@@ -14,11 +14,13 @@
 //! - [`train`]: the one training loop, checkpoints, metrics, NaN handling.
 //! - [`eval`]: FID, latent MMD, t-SNE, plots, grids, report.
 //! - [`config`]: TOML presets and `--set key=value` overrides.
+//! - [`dist`]: data-parallel training over MPI (feature `mpi`).
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod models;
 pub mod nets;

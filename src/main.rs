@@ -25,15 +25,34 @@ fn ensure_passive_openmp() {
 fn main() {
     ensure_passive_openmp();
     let cli = Cli::parse();
+    // Under mpirun (feature `mpi`): join the workers; only rank 0 logs below warnings.
+    let (rank, workers) = match ldc_vae::dist::init_from_env() {
+        Ok(rw) => rw,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let level = if rank == 0 {
+        cli.log.clone()
+    } else {
+        "warn".into()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        if workers > 1 {
+            eprintln!("error: worker {rank} of {workers}: {e:#}");
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        // Without MPI_Finalize: mpirun then stops the other workers.
         std::process::exit(1);
     }
+    ldc_vae::dist::finalize();
 }

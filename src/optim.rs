@@ -78,10 +78,12 @@ impl Adam {
         }
     }
 
-    /// `zero_grad`, backward of `loss`, `step`.
+    /// `zero_grad`, backward of `loss`, gradients averaged over MPI workers
+    /// (one all-reduce; nothing when not distributed), `step`.
     pub fn backward_step(&mut self, loss: &Tensor) {
         self.zero_grad();
         loss.backward();
+        crate::dist::average_grads(&self.params);
         self.step();
     }
 

@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
+use crate::dist;
 use crate::models::{self, BatchSource, Model, StepStats};
 use crate::rng;
 use anyhow::{bail, Context, Result};
@@ -97,7 +98,8 @@ impl<'a> Batches<'a> {
             within * self.batch_size,
             self.batch_size,
         );
-        self.set.images.index_select(0, &idx).to_device(self.device)
+        // Under MPI each worker takes its rows of the global batch.
+        dist::shard(&self.set.images.index_select(0, &idx)).to_device(self.device)
     }
 }
 
@@ -143,8 +145,17 @@ pub struct Progress {
 }
 
 /// Write the whole state atomically: a kill at any moment leaves the previous
-/// checkpoint or the new one, never a torn file.
+/// checkpoint or the new one, never a torn file. Under MPI rank 0 writes and
+/// every worker waits until it has (they may read it back on a NaN rollback).
 pub fn save_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
+    if dist::is_root() {
+        write_checkpoint(dir, model, p)?;
+    }
+    dist::barrier();
+    Ok(())
+}
+
+fn write_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
     let mut tensors = model.state();
     tensors.push(("meta.step".into(), Tensor::from(p.step as i64)));
     tensors.push(("meta.post_step".into(), Tensor::from(p.post_step as i64)));
@@ -207,11 +218,15 @@ pub fn load_run(dir: &Path, device: Option<&str>) -> Result<(Config, Box<dyn Mod
 
 /// Append-only metrics log, truncated back to a checkpoint on resume.
 struct Metrics {
-    file: std::fs::File,
+    /// None on MPI workers other than rank 0.
+    file: Option<std::fs::File>,
 }
 
 impl Metrics {
     fn open(dir: &Path, keep_through_step: Option<u64>, keep_post_through: u64) -> Result<Metrics> {
+        if !dist::is_root() {
+            return Ok(Metrics { file: None });
+        }
         let path = dir.join(METRICS);
         if let Some(step) = keep_through_step {
             // Drop lines written after the checkpoint we resume from.
@@ -238,7 +253,7 @@ impl Metrics {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Metrics { file })
+        Ok(Metrics { file: Some(file) })
     }
 
     fn write(
@@ -248,6 +263,9 @@ impl Metrics {
         epoch: Option<u64>,
         stats: &[(&str, f64)],
     ) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let mut obj = serde_json::Map::new();
         obj.insert("kind".into(), kind.into());
         obj.insert("step".into(), step.into());
@@ -262,7 +280,7 @@ impl Metrics {
                     .unwrap_or(serde_json::Value::Null),
             );
         }
-        writeln!(self.file, "{}", serde_json::Value::Object(obj))
+        writeln!(file, "{}", serde_json::Value::Object(obj))
             .context("cannot append to metrics.jsonl")
     }
 }
@@ -327,8 +345,45 @@ fn fmt_stats(s: &StepStats, keys: &[&str]) -> String {
         .join(" ")
 }
 
+/// `cfg` as K MPI workers run it: BatchNorm per worker shard (`train.bn_groups`
+/// a multiple of K; 1 becomes K), and batch and sampler particles that split
+/// evenly. The identity with one worker.
+pub fn for_workers(cfg: &Config) -> Result<Config> {
+    let k = dist::size();
+    let mut cfg = cfg.clone();
+    if k == 1 {
+        return Ok(cfg);
+    }
+    if cfg.train.bn_groups == 1 {
+        cfg.train.bn_groups = k;
+    }
+    if cfg.train.bn_groups % k != 0 {
+        bail!(
+            "config key `train.bn_groups` ({}) must be a multiple of the number of MPI workers ({k})",
+            cfg.train.bn_groups
+        );
+    }
+    if cfg.train.batch_size % k as i64 != 0 {
+        bail!(
+            "`train.batch_size` ({}) must be divisible by the number of MPI workers ({k})",
+            cfg.train.batch_size
+        );
+    }
+    if cfg.model == "ldc" && matches!(cfg.ldc.sampler_target.as_str(), "mixture" | "paired") {
+        bail!(
+            "`ldc.sampler_target = {}` needs every image of the batch on every worker; on MPI use aggregate_kde or encoder_particles",
+            cfg.ldc.sampler_target
+        );
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 /// Train the model of `cfg` in `dir` (created if needed).
 pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let cfg = &for_workers(cfg)?;
+    crate::nets::set_bn_groups(cfg.train.bn_groups);
+    let root = dist::is_root();
     let device = crate::util::parse_device(&cfg.device)?;
     crate::util::set_threads(cfg.threads);
     std::fs::create_dir_all(dir)
@@ -351,7 +406,10 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             dir.display()
         );
     }
-    crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+    dist::barrier(); // every worker has checked before rank 0 writes
+    if root {
+        crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+    }
 
     let data = load_train_data(cfg)?;
     let mut model = models::build(cfg, device)?;
@@ -370,6 +428,8 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             p.post_step
         );
     }
+    // Every worker starts from rank 0's state (weights, moments, bank).
+    dist::broadcast_state(model.as_mut())?;
     let mut metrics = Metrics::open(dir, opts.resume.then_some(prog.step), prog.post_step)?;
     let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
     let spe = batches.per_epoch();
@@ -391,10 +451,11 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
     if prog.step == 0 && !opts.resume {
         save_checkpoint(dir, model.as_ref(), &prog)?; // step 0: a rollback target
     }
+    let quiet = opts.quiet || !root;
     let pb = progress_bar(
         total,
         prog.step,
-        opts.quiet || prog.step >= total,
+        quiet || prog.step >= total,
         &format!("train {}", model.name()),
     );
     let mut rollbacks = 0;
@@ -402,10 +463,13 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
     let mut bad_epochs = 0;
     while prog.step < stop_at {
         let step = prog.step;
-        let x = batches.get(step);
-        let stats = model
+        let mut x = batches.get(step);
+        dist::inject_fault(step, &mut x);
+        let mut stats = model
             .train_step(&x, step)
             .with_context(|| format!("training step {step}"))?;
+        // Workers agree on the step's statistics (a NaN anywhere stops all) and on Ctrl-C.
+        let interrupted_now = dist::agree(&mut stats, interrupted.load(Ordering::SeqCst));
         if let Some((k, v)) = stats.non_finite() {
             let msg = format!(
                 "step {step}: `{k}` is {v}; the last good checkpoint is {}",
@@ -466,7 +530,6 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
                 }
             }
         }
-        let interrupted_now = interrupted.load(Ordering::SeqCst);
         if epoch_end
             || interrupted_now
             || prog.step == stop_at
@@ -477,7 +540,9 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         }
         if interrupted_now {
             pb.abandon_with_message("interrupted");
-            eprintln!("interrupted: checkpoint saved at step {}; continue with `ldc-vae train --resume {}`", prog.step, dir.display());
+            if root {
+                eprintln!("interrupted: checkpoint saved at step {}; continue with `ldc-vae train --resume {}`", prog.step, dir.display());
+            }
             return Ok(TrainOutcome {
                 progress: prog,
                 complete: false,
@@ -509,16 +574,17 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         let pb = progress_bar(
             post_total,
             prog.post_step,
-            opts.quiet,
+            quiet,
             &format!("{} post-training", model.name()),
         );
         let mut post_batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
         post_batches.epoch_offset = 1 << 20;
         while prog.post_step < post_total {
             let i = prog.post_step;
-            let stats = model
+            let mut stats = model
                 .post_training_step(&mut post_batches, i)
                 .with_context(|| format!("post-training step {i}"))?;
+            let int_now = dist::agree(&mut stats, interrupted.load(Ordering::SeqCst));
             if let Some((k, v)) = stats.non_finite() {
                 bail!(
                     "post-training step {i}: `{k}` is {v}; last good checkpoint kept at {}",
@@ -531,7 +597,6 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             if i % 10 == 0 {
                 pb.set_message(fmt_stats(&stats, &["sampler_std", "sampler_h"]));
             }
-            let int_now = interrupted.load(Ordering::SeqCst);
             if int_now
                 || prog.post_step == post_total
                 || (cfg.train.checkpoint_every > 0
@@ -568,11 +633,14 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         "val_mse": prog.val_mse,
         "wall_s": prog.wall_s,
         "device": cfg.device,
+        "workers": dist::size(),
     });
-    crate::util::write_atomic(
-        &dir.join(SUMMARY),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    if root {
+        crate::util::write_atomic(
+            &dir.join(SUMMARY),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
+    }
     Ok(TrainOutcome {
         progress: prog,
         complete: true,
@@ -588,6 +656,9 @@ pub fn extend_post_training(
     device: Option<&str>,
     quiet: bool,
 ) -> Result<Progress> {
+    if dist::size() > 1 {
+        bail!("`train --only sampler` runs in one process; start it without mpirun");
+    }
     let (cfg, mut model, mut prog) = load_run(dir, device)?;
     let data = load_train_data(&cfg)?;
     let dev = model.device();

@@ -2,6 +2,7 @@
 //! subcommand in its own file, over the library.
 
 use anyhow::Result;
+
 use clap::{Parser, Subcommand};
 
 pub mod bench;
@@ -62,6 +63,11 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if crate::dist::size() > 1 && !matches!(cli.command, Command::Train(_)) {
+        anyhow::bail!(
+            "only `ldc-vae train` runs on several MPI workers; run this command without mpirun"
+        );
+    }
     match cli.command {
         Command::Data(c) => data::run(c),
         Command::Train(a) => train::run(a),

@@ -101,6 +101,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         quiet: false,
     };
     let out = train::train(&cfg, &dir, &opts)?;
+    if !crate::dist::is_root() {
+        return Ok(());
+    }
     if out.complete {
         println!(
             "trained {} for {} steps (+{} post-training) in {:.0} s; validation MSE {:.5}; run in {}",

@@ -9,6 +9,7 @@
 
 use super::{load_var_store, var_store_state, BatchSource, Model, StepStats};
 use crate::config::{Config, LdcConfig, Sigma2, Sigma2Rule};
+use crate::dist;
 use crate::nets::{image_noise, Decoder, Encoder, Geometry, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
@@ -86,6 +87,7 @@ pub struct Ldc {
 }
 
 /// What one encoder/decoder step leaves for the sampler step.
+/// `z` and `scores` are the global particle set (gathered from every MPI worker).
 struct EncoderStepOut {
     x: Tensor,
     z: Tensor,
@@ -138,8 +140,10 @@ impl Ldc {
         })
     }
 
-    /// σ² for this step from per-sample squared residuals `r2` (DESIGN §1.3).
+    /// σ² for this step from per-sample squared residuals `r2` (DESIGN §1.3),
+    /// a statistic of the global batch (gathered from every MPI worker).
     fn sigma2(&self, r2: &Tensor) -> f64 {
+        let r2 = &dist::gather_rows(&r2.detach().unsqueeze(1)).squeeze_dim(1);
         let v = match &self.cfg.sigma2 {
             Sigma2::Fixed(v) => *v,
             Sigma2::Rule(Sigma2Rule::BatchNormVar) => {
@@ -198,9 +202,10 @@ impl Ldc {
         } else {
             x.shallow_clone()
         };
-        // 1. Encoder particles, training-mode BN.
+        // 1. Encoder particles, training-mode BN. Under MPI a worker draws its
+        //    rows of the global batch's noise.
         reseed(self.seed, Stream::EncoderNoise, step);
-        let eps = image_noise(x.size()[0], self.geo, self.device);
+        let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
         let z = self.encoder.forward(&x, Some(&eps), true);
 
         // 2. Decoder MSE on detached particles. With score_bn = batch the same pass
@@ -235,22 +240,33 @@ impl Ldc {
         // training loop stops or rolls back with a message naming the step.
 
         // 4. Encoder step along +Φ: L_θ = -(1/n) Σ z_j · stopgrad(Φ(z_j)).
+        //    With one particle per image the particle set is the global batch:
+        //    MPI workers gather every particle and score (n × d) and compute Φ
+        //    for their own particles against all of them (Eq. 15).
         let d = self.latent;
-        let (zg, sg) = if m > 1 {
-            (z.view([-1, m, d]), scores.view([-1, m, d]))
+        let zd = z.detach();
+        let z_all = dist::gather_rows(&zd);
+        let scores_all = dist::gather_rows(&scores);
+        let (h, phi, zg) = if m > 1 {
+            // One particle set per image, all on this worker.
+            let (zg, sg) = (z.view([-1, m, d]), scores.view([-1, m, d]));
+            let h = svgd::median_bandwidth(&zg);
+            let phi = svgd::stein_direction(&zg, &sg, &zg, &h);
+            (h, phi, zg)
         } else {
-            (z.unsqueeze(0), scores.unsqueeze(0))
+            let (za, sa) = (z_all.unsqueeze(0), scores_all.unsqueeze(0));
+            let h = svgd::median_bandwidth(&za);
+            let zg = z.unsqueeze(0);
+            let phi = svgd::stein_direction(&za, &sa, &zg, &h);
+            (h, phi, zg)
         };
-        let h = svgd::median_bandwidth(&zg);
-        let phi = svgd::stein_direction(&zg, &sg, &zg, &h);
         let enc_loss = stein_loss(&zg, &phi);
         self.opt_e.backward_step(&enc_loss);
 
         // Bank of recent encoder particles for the aggregate_kde target.
-        let zd = z.detach();
-        self.push_bank(&zd);
+        self.push_bank(&z_all);
 
-        let zs = zd.flatten(0, -2);
+        let zs = z_all.flatten(0, -2);
         stats.push(("loss", rec_v));
         stats.push(("rec_mse", rec_v));
         stats.push(("sigma2", sigma2));
@@ -268,8 +284,8 @@ impl Ldc {
         ));
         Ok(EncoderStepOut {
             x,
-            z: zd,
-            scores,
+            z: z_all,
+            scores: scores_all,
             sigma2,
             h_enc: h,
         })
@@ -294,10 +310,14 @@ impl Ldc {
         kde_scale: f64,
     ) -> Result<Vec<(&'static str, f64)>> {
         reseed(self.seed, Stream::SamplerNoise, step);
+        // Under MPI each worker moves its share of the n_s particles; the kernel
+        // sums run over all of them (gathered).
         let ns = self.cfg.sampler_particles;
-        let eps = image_noise(ns, self.geo, self.device);
+        let ns_local = ns / dist::size() as i64;
+        let eps = dist::draw_shard(ns_local, |n| image_noise(n, self.geo, self.device));
         let y = self.sampler.forward(&eps, None, true);
         let yd = y.detach();
+        let y_all = dist::gather_rows(&yd);
         let mut stats = Vec::new();
         let (scores, h) = match self.target {
             SamplerTarget::AggregateKde => {
@@ -308,12 +328,12 @@ impl Ldc {
                 let tau2 = kde_scale * h_bank.double_value(&[]) / 2.0;
                 let s = svgd::kde_score(&yd, &self.bank, tau2);
                 let h = if self.cfg.sampler_bandwidth == "own" {
-                    svgd::median_bandwidth(&yd)
+                    svgd::median_bandwidth(&y_all)
                 } else {
                     h_bank
                 };
                 stats.push(("kde_tau2", tau2));
-                (s, h)
+                (dist::gather_rows(&s), h)
             }
             SamplerTarget::Mixture | SamplerTarget::Paired => {
                 let enc = enc.ok_or_else(|| anyhow::anyhow!("sampler target `{:?}` needs a batch: it cannot run in a sampler-only phase", self.target))?;
@@ -358,13 +378,15 @@ impl Ldc {
                 let phi = svgd::stein_direction(&enc.z, &enc.scores, &yd, &h);
                 let loss = stein_loss(&y, &phi);
                 self.opt_s.backward_step(&loss);
-                return Ok(self.sampler_stats(stats, &yd, &phi, &h));
+                return Ok(self.sampler_stats(stats, &y_all, &phi, &h));
             }
         };
-        let phi = svgd::stein_direction(&yd, &scores, &yd, &h);
+        // Mixture/paired targets run in one process only (train::for_workers), so
+        // there `scores` and `y_all` are this process's particles.
+        let phi = svgd::stein_direction(&y_all, &scores, &yd, &h);
         let loss = stein_loss(&y, &phi);
         self.opt_s.backward_step(&loss);
-        Ok(self.sampler_stats(stats, &yd, &phi, &h))
+        Ok(self.sampler_stats(stats, &y_all, &phi, &h))
     }
 
     fn sampler_stats(
@@ -406,17 +428,22 @@ impl Ldc {
         kde_scale: f64,
     ) -> Result<StepStats> {
         reseed(self.seed, Stream::EncoderNoise, step);
-        let z = self.encode_eval(x);
-        self.push_bank(&z);
+        let z = {
+            let _g = tch::no_grad_guard();
+            let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
+            self.encoder.forward(x, Some(&eps), false)
+        };
+        let z_all = dist::gather_rows(&z);
+        self.push_bank(&z_all);
         let enc = if self.target == SamplerTarget::AggregateKde {
             None
         } else {
             let (scores, sigma2, _) = self.gibbs_scores(x, &z, None);
-            let h_enc = svgd::median_bandwidth(&z);
+            let h_enc = svgd::median_bandwidth(&z_all);
             Some(EncoderStepOut {
                 x: x.shallow_clone(),
-                z,
-                scores,
+                z: z_all,
+                scores: dist::gather_rows(&scores),
                 sigma2,
                 h_enc,
             })

@@ -122,7 +122,7 @@ impl SnDecoder {
                 1,
                 [1, 1],
             );
-            h = h.apply_t(bn, train).relu();
+            h = crate::nets::batch_norm_forward(bn, &h, train).relu();
         }
         let (w, b) = &self.last;
         let out = h.conv_transpose2d(

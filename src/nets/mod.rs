@@ -64,6 +64,103 @@ fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
     )
 }
 
+/// Number of groups of the global batch over which training-mode BatchNorm
+/// computes its statistics ("ghost" BatchNorm; `train.bn_groups`). 1: the whole batch.
+static BN_GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Set `train.bn_groups` for the nets of this process (set by the training loop).
+pub fn set_bn_groups(groups: usize) {
+    BN_GROUPS.store(groups.max(1), std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn bn_groups() -> usize {
+    BN_GROUPS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// BatchNorm of `x` (`[N, C, H, W]`). In training mode with `bn_groups = G > 1`
+/// each of G consecutive groups of the global batch is normalised with its own
+/// statistics (the exact gradient of that objective), and the running
+/// statistics are updated from the whole global batch. With K MPI workers each
+/// worker's shard holds G/K groups, so a K-worker run normalises exactly as a
+/// single process with `bn_groups = K` (PyTorch DDP without SyncBatchNorm does
+/// the same); the running statistics' sums are all-reduced. With G = 1 and one
+/// process this is libtorch's BatchNorm.
+pub fn batch_norm_forward(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+    let workers = crate::dist::size();
+    let groups = bn_groups();
+    if !train || (groups == 1 && workers == 1) {
+        return x.apply_t(bn, train);
+    }
+    let local_groups = (groups / workers).max(1) as i64;
+    let n = x.size()[0];
+    assert!(
+        n % local_groups == 0,
+        "batch of {n} cannot be split into {local_groups} BatchNorm groups"
+    );
+    let parts: Vec<Tensor> = x
+        .split(n / local_groups, 0)
+        .iter()
+        .map(|p| {
+            Tensor::batch_norm(
+                p,
+                bn.ws.as_ref(),
+                bn.bs.as_ref(),
+                None::<&Tensor>,
+                None::<&Tensor>,
+                true,
+                BN_MOMENTUM,
+                BN_EPS,
+                false,
+            )
+        })
+        .collect();
+    let out = Tensor::cat(&parts, 0);
+    // Running statistics from the global batch: per-channel sums in f64.
+    let _g = tch::no_grad_guard();
+    let xd = x.detach().to_kind(Kind::Double);
+    let c = x.size()[1];
+    let count = (x.numel() as i64 / c) as f64;
+    let mut buf: Vec<f64> = Vec::with_capacity(2 * c as usize + 1);
+    buf.extend(
+        Vec::<f64>::try_from(
+            xd.sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )
+        .unwrap(),
+    );
+    buf.extend(
+        Vec::<f64>::try_from(
+            xd.square()
+                .sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )
+        .unwrap(),
+    );
+    buf.push(count);
+    crate::dist::sum_f64(&mut buf);
+    let total = buf[2 * c as usize];
+    let sums = Tensor::from_slice(&buf[..c as usize]);
+    let sqs = Tensor::from_slice(&buf[c as usize..2 * c as usize]);
+    let mean = &sums / total;
+    let var_unbiased = (sqs - &mean * &sums) / (total - 1.0);
+    let dev = bn.running_mean.device();
+    let mut rm = bn.running_mean.shallow_clone();
+    let mut rv = bn.running_var.shallow_clone();
+    let _ = rm
+        .g_mul_scalar_(1.0 - BN_MOMENTUM)
+        .g_add_(&(mean * BN_MOMENTUM).to_kind(Kind::Float).to_device(dev));
+    let _ = rv.g_mul_scalar_(1.0 - BN_MOMENTUM).g_add_(
+        &(var_unbiased * BN_MOMENTUM)
+            .to_kind(Kind::Float)
+            .to_device(dev),
+    );
+    out
+}
+
+/// libtorch's BatchNorm defaults, which [`batch_norm`] keeps.
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
+
 /// "same" padding for a stride-2 conv of kernel k (k=4 → 1, k=5 → 2).
 fn same_pad(kernel: i64) -> i64 {
     (kernel - 1) / 2
@@ -149,9 +246,9 @@ impl Encoder {
             (None, None, false) => x.apply(&self.first),
             _ => panic!("encoder noise input does not match its construction"),
         };
-        h = h.apply_t(&self.bns[0], train).relu();
+        h = batch_norm_forward(&self.bns[0], &h, train).relu();
         for (conv, bn) in self.convs.iter().zip(&self.bns[1..]) {
-            h = h.apply(conv).apply_t(bn, train).relu();
+            h = batch_norm_forward(bn, &h.apply(conv), train).relu();
         }
         h.flatten(1, -1).apply(&self.fc)
     }
@@ -253,7 +350,7 @@ impl Decoder {
             h = to_channels_last(&h);
         }
         for (up, bn) in self.ups.iter().zip(&self.bns) {
-            h = h.apply(up).apply_t(bn, train).relu();
+            h = batch_norm_forward(bn, &h.apply(up), train).relu();
         }
         let out = h.apply(&self.last);
         let out = if out.size()[2] != self.size {
@@ -383,5 +480,38 @@ mod tests {
             ..b
         };
         assert!(a2.forward(&z, false).allclose(&b_out, 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn ghost_batch_norm_normalises_each_group_and_tracks_the_whole_batch() {
+        let _rng = crate::rng::exclusive();
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let bn = batch_norm(vs.root() / "bn", 3);
+        let x = Tensor::randn([8, 3, 4, 4], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
+        // One group: libtorch's BatchNorm.
+        set_bn_groups(1);
+        let whole = batch_norm_forward(&bn, &x, true);
+        let (rm1, rv1) = (bn.running_mean.copy(), bn.running_var.copy());
+        // Two groups: each half normalised on its own statistics ...
+        let _ = bn.running_mean.shallow_clone().fill_(0.0);
+        let _ = bn.running_var.shallow_clone().fill_(1.0);
+        set_bn_groups(2);
+        let ghost = batch_norm_forward(&bn, &x, true);
+        set_bn_groups(1);
+        let half = batch_norm_forward(&batch_norm(vs.root() / "h", 3), &x.narrow(0, 4, 4), true);
+        assert!(ghost.narrow(0, 4, 4).allclose(&half, 1e-5, 1e-5, false));
+        assert!(
+            !ghost.allclose(&whole, 1e-3, 1e-3, false),
+            "groups must change the output"
+        );
+        // ... while the running statistics follow the whole batch, as with one group.
+        assert!(bn.running_mean.allclose(&rm1, 1e-5, 1e-6, false));
+        assert!(bn.running_var.allclose(&rv1, 1e-5, 1e-6, false));
+        // Inference mode ignores the groups.
+        set_bn_groups(2);
+        let eval = batch_norm_forward(&bn, &x, false);
+        set_bn_groups(1);
+        assert!(eval.allclose(&x.apply_t(&bn, false), 1e-6, 1e-6, false));
     }
 }
