@@ -26,7 +26,7 @@ pub const DEFAULT_PRESET: &str = "mnist-cpu";
 pub struct Config {
     /// Seed for weights, noise and data order. Same seed, same device → same numbers.
     pub seed: u64,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N` or `cuda:local` (one GPU per MPI worker).
     pub device: String,
     /// Intra-op threads for libtorch on CPU; 0 = all cores.
     pub threads: usize,

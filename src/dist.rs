@@ -68,6 +68,15 @@ pub fn size() -> usize {
     world().map_or(1, |w| w.size())
 }
 
+/// This worker's index among the workers on its machine (from the launcher's
+/// environment: Open MPI, MPICH/Hydra, Slurm); 0 when not distributed.
+pub fn local_rank() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Rank 0 writes the run directory, logs and checkpoints.
 pub fn is_root() -> bool {
     rank() == 0

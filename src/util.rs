@@ -10,12 +10,17 @@ pub fn parse_device(s: &str) -> Result<Device> {
     let dev = match s {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
+        // One GPU per MPI worker on each machine: the worker's local rank.
+        "cuda:local" => {
+            let n = tch::Cuda::device_count().max(1) as usize;
+            Device::Cuda(crate::dist::local_rank() % n)
+        }
         s if s.starts_with("cuda:") => Device::Cuda(
             s[5..]
                 .parse()
                 .with_context(|| format!("bad device `{s}` (expected cuda:N)"))?,
         ),
-        s => bail!("unknown device `{s}` (cpu, cuda or cuda:N)"),
+        s => bail!("unknown device `{s}` (cpu, cuda, cuda:N or cuda:local)"),
     };
     if let Device::Cuda(i) = dev {
         if !tch::Cuda::is_available() {

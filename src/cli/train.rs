@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// Run directory (default runs/<model>-<preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// cpu, cuda or cuda:N (overrides the preset).
+    /// cpu, cuda, cuda:N, or cuda:local (under mpirun: the GPU of the worker's local rank); overrides the preset.
     #[arg(long)]
     pub device: Option<String>,
     /// Seed (overrides the preset).
