@@ -71,10 +71,14 @@ pub fn size() -> usize {
 /// This worker's index among the workers on its machine (from the launcher's
 /// environment: Open MPI, MPICH/Hydra, Slurm); 0 when not distributed.
 pub fn local_rank() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .unwrap_or(0)
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
 }
 
 /// Rank 0 writes the run directory, logs and checkpoints.
@@ -156,15 +160,20 @@ fn watched<T>(op: usize, f: impl FnOnce(&dyn Collective) -> T) -> Option<T> {
 
 // ---- tensors ----------------------------------------------------------------
 
-fn to_f32_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(
+/// `t`'s values, flattened, as a host vector of `T` (f32, f64).
+pub(crate) fn to_host<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
+    Vec::<T>::try_from(
         t.detach()
             .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Float)
+            .to_kind(T::KIND)
             .contiguous()
             .view([-1]),
     )
     .expect("tensor to host buffer")
+}
+
+fn to_f32_vec(t: &Tensor) -> Vec<f32> {
+    to_host(t)
 }
 
 /// Rows `[r·n/K, (r+1)·n/K)` of `t` for worker r (the whole of `t` when not distributed).
@@ -280,16 +289,7 @@ pub fn broadcast_state(model: &mut dyn crate::models::Model) -> Result<()> {
     let state = model.state();
     let mut flat: Vec<f64> = Vec::new();
     for (_, t) in &state {
-        flat.extend(
-            Vec::<f64>::try_from(
-                t.detach()
-                    .to_device(tch::Device::Cpu)
-                    .to_kind(Kind::Double)
-                    .contiguous()
-                    .view([-1]),
-            )
-            .expect("state to host buffer"),
-        );
+        flat.extend(to_host::<f64>(t));
     }
     // Every worker built the same model from the same config, so the layouts agree;
     // check the total size first so a mismatch is an error, not garbage.

@@ -121,21 +121,17 @@ pub fn batch_norm_forward(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor
     let c = x.size()[1];
     let count = (x.numel() as i64 / c) as f64;
     let mut buf: Vec<f64> = Vec::with_capacity(2 * c as usize + 1);
-    buf.extend(
-        Vec::<f64>::try_from(
-            xd.sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double)
-                .to_device(tch::Device::Cpu),
-        )
-        .unwrap(),
-    );
-    buf.extend(
-        Vec::<f64>::try_from(
-            xd.square()
-                .sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double)
-                .to_device(tch::Device::Cpu),
-        )
-        .unwrap(),
-    );
+    let dims = &[0i64, 2, 3][..];
+    buf.extend(crate::dist::to_host::<f64>(&xd.sum_dim_intlist(
+        dims,
+        false,
+        Kind::Double,
+    )));
+    buf.extend(crate::dist::to_host::<f64>(&xd.square().sum_dim_intlist(
+        dims,
+        false,
+        Kind::Double,
+    )));
     buf.push(count);
     crate::dist::sum_f64(&mut buf);
     let total = buf[2 * c as usize];
