@@ -105,7 +105,7 @@ const OPS: [&str; 6] = [
     "all-gather (particles)",
     "broadcast (state)",
     "barrier",
-    "all-reduce (BatchNorm statistics)",
+    "all-reduce (sums: BatchNorm statistics, state size)",
 ];
 
 fn epoch() -> Instant {
