@@ -607,10 +607,12 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             }
             if int_now {
                 pb.abandon_with_message("interrupted");
-                eprintln!(
-                    "interrupted: checkpoint saved; continue with `ldc-vae train --resume {}`",
-                    dir.display()
-                );
+                if root {
+                    eprintln!(
+                        "interrupted: checkpoint saved; continue with `ldc-vae train --resume {}`",
+                        dir.display()
+                    );
+                }
                 return Ok(TrainOutcome {
                     progress: prog,
                     complete: false,
