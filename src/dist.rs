@@ -196,6 +196,16 @@ pub fn draw_shard(n_local: i64, draw: impl FnOnce(i64) -> Tensor) -> Tensor {
     shard(&draw(n_local * size() as i64))
 }
 
+/// `Tensor::randn([n_local·K, rest..])` drawn in full and cut to this
+/// worker's rows: the Gaussian noise a single process would give them.
+pub fn randn_rows(n_local: i64, rest: &[i64], options: (Kind, tch::Device)) -> Tensor {
+    draw_shard(n_local, |n| {
+        let mut shape = vec![n];
+        shape.extend_from_slice(rest);
+        Tensor::randn(shape.as_slice(), options)
+    })
+}
+
 /// Every worker's rows of `t` (`[n_local, ...]`, same shape everywhere),
 /// concatenated in rank order: the global set.
 pub fn gather_rows(t: &Tensor) -> Tensor {

@@ -189,9 +189,11 @@ impl Model for TwoStage {
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         reseed(self.core.seed, Stream::EncoderNoise, step);
         // Under MPI: this worker's rows of the global batch's noise.
-        let eps = crate::dist::draw_shard(x.size()[0], |n| {
-            Tensor::randn([n, self.core.latent], (Kind::Float, self.core.device))
-        });
+        let eps = crate::dist::randn_rows(
+            x.size()[0],
+            &[self.core.latent],
+            (Kind::Float, self.core.device),
+        );
         let (loss, kl, nll, xhat) = self.stage1_loss(x, &eps);
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
@@ -242,15 +244,12 @@ impl Model for TwoStage {
         let z = {
             let _g = tch::no_grad_guard();
             let (mu, logsd) = self.posterior1(&x, false);
-            let e = crate::dist::draw_shard(mu.size()[0], |n| {
-                Tensor::randn([n, mu.size()[1]], (mu.kind(), mu.device()))
-            });
+            let e =
+                crate::dist::randn_rows(mu.size()[0], &[mu.size()[1]], (mu.kind(), mu.device()));
             &mu + logsd.exp() * e
         };
         reseed(self.core.seed, Stream::SamplerNoise, STAGE2_OFFSET + i);
-        let eps = crate::dist::draw_shard(z.size()[0], |n| {
-            Tensor::randn([n, z.size()[1]], (z.kind(), z.device()))
-        });
+        let eps = crate::dist::randn_rows(z.size()[0], &[z.size()[1]], (z.kind(), z.device()));
         Ok(StepStats(self.stage2_step(&z, &eps)))
     }
 

@@ -106,9 +106,11 @@ impl Model for Vae {
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         reseed(self.core.seed, Stream::EncoderNoise, step);
         // Under MPI: this worker's rows of the global batch's noise.
-        let eps = crate::dist::draw_shard(x.size()[0], |n| {
-            Tensor::randn([n, self.core.latent], (Kind::Float, self.core.device))
-        });
+        let eps = crate::dist::randn_rows(
+            x.size()[0],
+            &[self.core.latent],
+            (Kind::Float, self.core.device),
+        );
         let (loss, rec, kl, xhat) = self.loss(x, &eps);
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));

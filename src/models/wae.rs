@@ -98,10 +98,7 @@ impl Model for Wae {
         let n = x.size()[0];
         let xin = if self.input_noise {
             reseed(self.core.seed, Stream::EncoderNoise, step);
-            let shape = x.size();
-            let noise = crate::dist::draw_shard(n, |m| {
-                Tensor::randn([m, shape[1], shape[2], shape[3]], (x.kind(), x.device()))
-            });
+            let noise = crate::dist::randn_rows(n, &x.size()[1..], (x.kind(), x.device()));
             x + (noise * 0.01).clamp(-0.01, 0.01)
         } else {
             x.shallow_clone()
@@ -115,9 +112,7 @@ impl Model for Wae {
         reseed(self.core.seed, Stream::SamplerNoise, step);
         // Under MPI each worker compares its shard with its rows of the prior
         // draw: the objective is the mean of per-shard MMDs (gradients averaged).
-        let pz = crate::dist::draw_shard(n, |m| {
-            Tensor::randn([m, self.core.latent], (Kind::Float, self.core.device))
-        });
+        let pz = crate::dist::randn_rows(n, &[self.core.latent], (Kind::Float, self.core.device));
         let mmd = mmd_imq(&z, &pz, 1.0);
         let loss = &rec + &mmd * self.lambda;
         self.core.opt.backward_step(&loss);
