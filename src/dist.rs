@@ -19,7 +19,6 @@
 //! `mpirun` then stops the rest. Without the feature, or with one worker,
 //! every function here is the identity and nothing is sent.
 
-use crate::models::StepStats;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,19 +262,19 @@ pub fn average_grads(params: &[Tensor]) {
     }
 }
 
-/// Mean of each statistic over workers (one small all-reduce), plus whether
-/// any worker raised `flag` (e.g. was interrupted). A NaN on one worker makes
-/// the mean NaN everywhere, so every worker stops at the same step.
-pub fn agree(stats: &mut StepStats, flag: bool) -> bool {
+/// Mean of each value over workers (one small all-reduce), in place, plus
+/// whether any worker raised `flag` (e.g. was interrupted). A NaN on one
+/// worker makes the mean NaN everywhere, so every worker stops at the same step.
+pub fn agree(values: &mut [f64], flag: bool) -> bool {
     let Some(w) = world() else {
         return flag;
     };
-    let mut buf: Vec<f64> = stats.0.iter().map(|(_, v)| *v).collect();
+    let mut buf: Vec<f64> = values.to_vec();
     buf.push(if flag { 1.0 } else { 0.0 });
     watched(1, |w| w.all_reduce_sum_f64(&mut buf));
     let k = w.size() as f64;
-    for (s, v) in stats.0.iter_mut().zip(&buf) {
-        s.1 = v / k;
+    for (s, v) in values.iter_mut().zip(&buf) {
+        *s = v / k;
     }
     buf.last().copied().unwrap_or(0.0) > 0.0
 }
@@ -290,13 +289,13 @@ pub fn barrier() {
     watched(4, |w| w.barrier());
 }
 
-/// Give every worker rank 0's whole model state (weights, optimizer moments,
-/// step counters, banks): one broadcast of one flat buffer.
-pub fn broadcast_state(model: &mut dyn crate::models::Model) -> Result<()> {
+/// Rank 0's values of the named tensors `state` (a model's whole state:
+/// weights, optimizer moments, step counters, banks), for every worker to load:
+/// one broadcast of one flat buffer. `None` in a single process.
+pub fn broadcast_state(state: Vec<(String, Tensor)>) -> Result<Option<HashMap<String, Tensor>>> {
     if world().is_none() {
-        return Ok(());
+        return Ok(None);
     }
-    let state = model.state();
     let mut flat: Vec<f64> = Vec::new();
     for (_, t) in &state {
         flat.extend(to_host::<f64>(t));
@@ -320,7 +319,7 @@ pub fn broadcast_state(model: &mut dyn crate::models::Model) -> Result<()> {
         out.insert(name, v);
         off += n;
     }
-    model.load_state(&out)
+    Ok(Some(out))
 }
 
 // ---- fault injection (tests) -------------------------------------------------

@@ -26,6 +26,7 @@ pub mod models;
 pub mod nets;
 pub mod optim;
 pub mod rng;
+pub mod run_dir;
 pub mod svgd;
 pub mod train;
 pub mod util;

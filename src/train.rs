@@ -1,30 +1,20 @@
 //! The one training pipeline every model uses: data order, steps, metrics,
-//! validation, checkpoints (atomic), resume, NaN handling, Ctrl-C.
-//!
-//! A run directory holds `config.toml` (the effective config), `metrics.jsonl`
-//! (one JSON object per step and per epoch), `checkpoint.safetensors` (the whole
-//! state: weights, BN statistics, optimizer moments, banks, step counters),
-//! `summary.json` and `loss.png`.
+//! validation, checkpoints, resume, NaN handling, Ctrl-C. What the run folder
+//! holds and how each file is written is [`crate::run_dir`]'s business.
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
 use crate::dist;
 use crate::models::{self, BatchSource, Model, StepStats};
 use crate::rng;
+use crate::run_dir::{self, Line, Metrics, Progress, TrainSummary};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const CONFIG: &str = "config.toml";
-pub const METRICS: &str = "metrics.jsonl";
-pub const SUMMARY: &str = "summary.json";
 
 /// Training data split into train and validation (last `val_size` training images).
 pub struct TrainData {
@@ -132,159 +122,6 @@ pub fn reconstruction_mse(model: &dyn Model, set: &ImageSet, batch: i64, seed: u
     total / (set.images.numel() as f64)
 }
 
-/// Counters saved with the weights.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Progress {
-    /// Main-loop steps done.
-    pub step: u64,
-    /// Post-training steps done.
-    pub post_step: u64,
-    /// Validation MSE of the last finished epoch (NaN if none yet).
-    pub val_mse: f64,
-    pub wall_s: f64,
-}
-
-/// Write the whole state atomically: a kill at any moment leaves the previous
-/// checkpoint or the new one, never a torn file. Under MPI rank 0 writes and
-/// every worker waits until it has (they may read it back on a NaN rollback).
-pub fn save_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
-    if dist::is_root() {
-        write_checkpoint(dir, model, p)?;
-    }
-    dist::barrier();
-    Ok(())
-}
-
-fn write_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
-    let mut tensors = model.state();
-    tensors.push(("meta.step".into(), Tensor::from(p.step as i64)));
-    tensors.push(("meta.post_step".into(), Tensor::from(p.post_step as i64)));
-    tensors.push(("meta.val_mse".into(), Tensor::from(p.val_mse)));
-    tensors.push(("meta.wall_s".into(), Tensor::from(p.wall_s)));
-    let cpu: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    let path = dir.join(CHECKPOINT);
-    crate::util::with_atomic_path(&path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp)
-            .with_context(|| format!("cannot write checkpoint {}", tmp.display()))
-    })
-}
-
-/// Read a checkpoint into named tensors, with a clear error on a bad file.
-pub fn read_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, Progress)> {
-    let path = dir.join(CHECKPOINT);
-    if !path.exists() {
-        bail!(
-            "no checkpoint at {} (was this run started?)",
-            path.display()
-        );
-    }
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
-        .with_context(|| format!("{}: unreadable or truncated checkpoint", path.display()))?
-        .into_iter()
-        .collect();
-    let get = |k: &str| {
-        tensors
-            .get(k)
-            .with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()))
-    };
-    let p = Progress {
-        step: get("meta.step")?.int64_value(&[]) as u64,
-        post_step: get("meta.post_step")?.int64_value(&[]) as u64,
-        val_mse: get("meta.val_mse")?.double_value(&[]),
-        wall_s: get("meta.wall_s")?.double_value(&[]),
-    };
-    Ok((tensors, p))
-}
-
-/// Load a finished or partial run: its config and a model with the checkpoint's state.
-pub fn load_run(dir: &Path, device: Option<&str>) -> Result<(Config, Box<dyn Model>, Progress)> {
-    let cfg_path = dir.join(CONFIG);
-    let mut cfg = Config::load(None, Some(&cfg_path), &[])?;
-    if let Some(d) = device {
-        cfg.device = d.to_string();
-    }
-    let dev = crate::util::parse_device(&cfg.device)?;
-    crate::util::set_threads(cfg.threads);
-    let mut model = models::build(&cfg, dev)?;
-    let (tensors, p) = read_checkpoint(dir)?;
-    model
-        .load_state(&tensors)
-        .with_context(|| format!("loading {}", dir.join(CHECKPOINT).display()))?;
-    Ok((cfg, model, p))
-}
-
-/// Append-only metrics log, truncated back to a checkpoint on resume.
-struct Metrics {
-    /// None on MPI workers other than rank 0.
-    file: Option<std::fs::File>,
-}
-
-impl Metrics {
-    fn open(dir: &Path, keep_through_step: Option<u64>, keep_post_through: u64) -> Result<Metrics> {
-        if !dist::is_root() {
-            return Ok(Metrics { file: None });
-        }
-        let path = dir.join(METRICS);
-        if let Some(step) = keep_through_step {
-            // Drop lines written after the checkpoint we resume from.
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let kept: String = text
-                .lines()
-                .filter(|l| {
-                    let v: serde_json::Value = match serde_json::from_str(l) {
-                        Ok(v) => v,
-                        Err(_) => return false,
-                    };
-                    match v["kind"].as_str() {
-                        Some("post") => v["step"].as_u64().is_some_and(|s| s < keep_post_through),
-                        Some("epoch") => v["step"].as_u64().is_some_and(|s| s <= step),
-                        _ => v["step"].as_u64().is_some_and(|s| s < step),
-                    }
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            crate::util::write_atomic(&path, kept.as_bytes())?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Metrics { file: Some(file) })
-    }
-
-    fn write(
-        &mut self,
-        kind: &str,
-        step: u64,
-        epoch: Option<u64>,
-        stats: &[(&str, f64)],
-    ) -> Result<()> {
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
-        };
-        let mut obj = serde_json::Map::new();
-        obj.insert("kind".into(), kind.into());
-        obj.insert("step".into(), step.into());
-        if let Some(e) = epoch {
-            obj.insert("epoch".into(), e.into());
-        }
-        for (k, v) in stats {
-            obj.insert(
-                (*k).into(),
-                serde_json::Number::from_f64(*v)
-                    .map(Into::into)
-                    .unwrap_or(serde_json::Value::Null),
-            );
-        }
-        writeln!(file, "{}", serde_json::Value::Object(obj))
-            .context("cannot append to metrics.jsonl")
-    }
-}
-
 /// Options of one `train` invocation beyond the config.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -379,18 +216,12 @@ pub fn for_workers(cfg: &Config) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Train the model of `cfg` in `dir` (created if needed).
-pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome> {
-    let cfg = &for_workers(cfg)?;
-    crate::nets::set_bn_groups(cfg.train.bn_groups);
-    let root = dist::is_root();
-    let device = crate::util::parse_device(&cfg.device)?;
-    crate::util::set_threads(cfg.threads);
+/// Check the run directory for a new run or a resume, then save the config.
+fn prepare_dir(cfg: &Config, dir: &Path, resume: bool) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    let cfg_path = dir.join(CONFIG);
-    if opts.resume {
-        let saved = Config::load(None, Some(&cfg_path), &[])?;
+    if resume {
+        let saved = run_dir::read_config(dir, &[])?;
         if saved.model != cfg.model
             || saved.net != cfg.net
             || saved.data.dataset != cfg.data.dataset
@@ -400,39 +231,276 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
                 dir.display()
             );
         }
-    } else if dir.join(CHECKPOINT).exists() {
+    } else if dir.join(run_dir::CHECKPOINT).exists() {
         bail!(
             "{} already holds a run; use --resume to continue it, or another --out",
             dir.display()
         );
     }
     dist::barrier(); // every worker has checked before rank 0 writes
-    if root {
-        crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+    if dist::is_root() {
+        run_dir::write_config(dir, cfg)?;
     }
+    Ok(())
+}
+
+/// What the main loop and the post-training loop share: the run folder, its
+/// metrics log, the wall clock (continued across resumes) and Ctrl-C.
+struct Session<'a> {
+    cfg: &'a Config,
+    dir: &'a Path,
+    metrics: Metrics,
+    interrupted: Arc<AtomicBool>,
+    t0: Instant,
+    wall0: f64,
+    /// Hide progress bars (tests, MPI workers other than rank 0).
+    quiet: bool,
+}
+
+impl Session<'_> {
+    /// Checkpoint with the wall clock brought up to date.
+    fn checkpoint(&self, model: &dyn Model, prog: &mut Progress) -> Result<()> {
+        prog.wall_s = self.wall0 + self.t0.elapsed().as_secs_f64();
+        run_dir::save_checkpoint(self.dir, model, prog)
+    }
+
+    fn interrupted_outcome(&self, pb: &ProgressBar, prog: Progress, what: &str) -> TrainOutcome {
+        pb.abandon_with_message("interrupted");
+        if dist::is_root() {
+            eprintln!(
+                "interrupted: checkpoint saved{what}; continue with `ldc-vae train --resume {}`",
+                self.dir.display()
+            );
+        }
+        TrainOutcome {
+            progress: prog,
+            complete: false,
+            interrupted: true,
+        }
+    }
+
+    /// Main-loop steps until `stop_at` (of `total`); `Some` if interrupted.
+    fn main_loop(
+        &mut self,
+        model: &mut dyn Model,
+        data: &TrainData,
+        prog: &mut Progress,
+        stop_at: u64,
+        total: u64,
+    ) -> Result<Option<TrainOutcome>> {
+        let cfg = self.cfg;
+        let device = model.device();
+        let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
+        let spe = batches.per_epoch();
+        let pb = progress_bar(
+            total,
+            prog.step,
+            self.quiet || prog.step >= total,
+            &format!("train {}", model.name()),
+        );
+        let mut rollbacks = 0;
+        let mut best_val = f64::INFINITY;
+        let mut bad_epochs = 0;
+        while prog.step < stop_at {
+            let step = prog.step;
+            let mut x = batches.get(step);
+            dist::inject_fault(step, &mut x);
+            let mut stats = model
+                .train_step(&x, step)
+                .with_context(|| format!("training step {step}"))?;
+            // Workers agree on the step's statistics (a NaN anywhere stops all) and on Ctrl-C.
+            let interrupted_now = agree(&mut stats, self.interrupted.load(Ordering::SeqCst));
+            if let Some((k, v)) = stats.non_finite() {
+                let msg = format!(
+                    "step {step}: `{k}` is {v}; the last good checkpoint is {}",
+                    self.dir.join(run_dir::CHECKPOINT).display()
+                );
+                if cfg.train.on_nan == "rollback" && rollbacks < 5 {
+                    rollbacks += 1;
+                    let p = run_dir::restore(self.dir, model)?;
+                    let factor = cfg.train.nan_lr_factor.powi(rollbacks);
+                    model.scale_lr(factor);
+                    tracing::warn!(
+                        "{msg}; rolled back to step {} with learning rates ×{factor}",
+                        p.step
+                    );
+                    *prog = Progress {
+                        wall_s: prog.wall_s,
+                        ..p
+                    };
+                    self.metrics = Metrics::open(self.dir, Some(prog.step), prog.post_step)?;
+                    continue;
+                }
+                pb.abandon();
+                bail!("training diverged: {msg}");
+            }
+            prog.step += 1;
+            self.metrics
+                .write(Line::Step, step, Some(step / spe), &stats.0)?;
+            pb.set_position(prog.step);
+            if step % 10 == 0 {
+                pb.set_message(fmt_stats(&stats, &["loss", "sigma2", "h", "sampler_h"]));
+            }
+            let epoch_end = prog.step % spe == 0;
+            if epoch_end {
+                prog.val_mse = reconstruction_mse(model, &data.val, cfg.train.batch_size, cfg.seed);
+                self.metrics.write(
+                    Line::Epoch,
+                    prog.step,
+                    Some(prog.step / spe - 1),
+                    &[("val_mse", prog.val_mse)],
+                )?;
+                tracing::info!(
+                    "epoch {} done: validation MSE {:.5}",
+                    prog.step / spe,
+                    prog.val_mse
+                );
+                if cfg.train.plateau_patience > 0 {
+                    if prog.val_mse < best_val {
+                        best_val = prog.val_mse;
+                        bad_epochs = 0;
+                    } else {
+                        bad_epochs += 1;
+                        if bad_epochs >= cfg.train.plateau_patience {
+                            model.scale_lr(0.5);
+                            bad_epochs = 0;
+                            tracing::info!("validation MSE plateaued: learning rates halved");
+                        }
+                    }
+                }
+            }
+            if epoch_end
+                || interrupted_now
+                || prog.step == stop_at
+                || every(cfg.train.checkpoint_every, prog.step)
+            {
+                self.checkpoint(model, prog)?;
+            }
+            if interrupted_now {
+                let at = format!(" at step {}", prog.step);
+                return Ok(Some(self.interrupted_outcome(&pb, *prog, &at)));
+            }
+        }
+        pb.finish_and_clear();
+        if prog.step % spe != 0 || prog.val_mse.is_nan() {
+            // The run did not end on an epoch boundary: measure validation MSE now.
+            prog.val_mse = reconstruction_mse(model, &data.val, cfg.train.batch_size, cfg.seed);
+        }
+        Ok(None)
+    }
+
+    /// Post-training steps (e.g. LDC-VAE's sampler-only refinement) until
+    /// `target`, checkpointed every `train.checkpoint_every` steps and at the
+    /// end; `Some` if interrupted. The one loop of `train` and of
+    /// `train --only sampler`.
+    fn post_loop(
+        &mut self,
+        model: &mut dyn Model,
+        data: &TrainData,
+        prog: &mut Progress,
+        target: u64,
+        label: &str,
+    ) -> Result<Option<TrainOutcome>> {
+        if prog.post_step >= target {
+            return Ok(None);
+        }
+        let cfg = self.cfg;
+        let pb = progress_bar(
+            target,
+            prog.post_step,
+            self.quiet,
+            &format!("{} {label}", model.name()),
+        );
+        let device = model.device();
+        let mut post_batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
+        post_batches.epoch_offset = 1 << 20;
+        while prog.post_step < target {
+            let i = prog.post_step;
+            let mut stats = model
+                .post_training_step(&mut post_batches, i)
+                .with_context(|| format!("post-training step {i}"))?;
+            let int_now = agree(&mut stats, self.interrupted.load(Ordering::SeqCst));
+            if let Some((k, v)) = stats.non_finite() {
+                bail!(
+                    "post-training step {i}: `{k}` is {v}; last good checkpoint kept at {}",
+                    self.dir.join(run_dir::CHECKPOINT).display()
+                );
+            }
+            prog.post_step += 1;
+            self.metrics.write(Line::Post, i, None, &stats.0)?;
+            pb.set_position(prog.post_step);
+            if i % 10 == 0 {
+                pb.set_message(fmt_stats(&stats, &["sampler_std", "sampler_h"]));
+            }
+            if int_now
+                || prog.post_step == target
+                || every(cfg.train.checkpoint_every, prog.post_step)
+            {
+                self.checkpoint(model, prog)?;
+            }
+            if int_now {
+                return Ok(Some(self.interrupted_outcome(&pb, *prog, "")));
+            }
+        }
+        pb.finish_and_clear();
+        Ok(None)
+    }
+}
+
+/// `n > 0` and `step` a multiple of it.
+fn every(n: u64, step: u64) -> bool {
+    n > 0 && step % n == 0
+}
+
+/// [`dist::agree`] on a step's statistics.
+fn agree(stats: &mut StepStats, flag: bool) -> bool {
+    let mut values: Vec<f64> = stats.0.iter().map(|(_, v)| *v).collect();
+    let flag = dist::agree(&mut values, flag);
+    for (s, v) in stats.0.iter_mut().zip(values) {
+        s.1 = v;
+    }
+    flag
+}
+
+/// Train the model of `cfg` in `dir` (created if needed).
+pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let cfg = &for_workers(cfg)?;
+    crate::nets::set_bn_groups(cfg.train.bn_groups);
+    let device = crate::util::parse_device(&cfg.device)?;
+    crate::util::set_threads(cfg.threads);
+    prepare_dir(cfg, dir, opts.resume)?;
 
     let data = load_train_data(cfg)?;
     let mut model = models::build(cfg, device)?;
+    let model = model.as_mut();
     let mut prog = Progress {
         val_mse: f64::NAN,
         ..Default::default()
     };
     if opts.resume {
-        let (tensors, p) = read_checkpoint(dir)?;
-        model.load_state(&tensors)?;
-        prog = p;
+        prog = run_dir::restore(dir, model)?;
         tracing::info!(
             "resuming {} at step {} (post-training step {})",
             dir.display(),
-            p.step,
-            p.post_step
+            prog.step,
+            prog.post_step
         );
     }
     // Every worker starts from rank 0's state (weights, moments, bank).
-    dist::broadcast_state(model.as_mut())?;
-    let mut metrics = Metrics::open(dir, opts.resume.then_some(prog.step), prog.post_step)?;
-    let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
-    let spe = batches.per_epoch();
+    let state = dist::broadcast_state(model.state())?;
+    if let Some(state) = state {
+        model.load_state(&state)?;
+    }
+    let mut s = Session {
+        cfg,
+        dir,
+        metrics: Metrics::open(dir, opts.resume.then_some(prog.step), prog.post_step)?,
+        interrupted: interrupt_flag(),
+        t0: Instant::now(),
+        wall0: prog.wall_s,
+        quiet: opts.quiet || !dist::is_root(),
+    };
+    let spe = data.train.len() as u64 / cfg.train.batch_size as u64;
     let total = if cfg.train.max_steps > 0 {
         cfg.train.max_steps
     } else {
@@ -442,119 +510,11 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         .stop_after
         .map(|n| (prog.step + n).min(total))
         .unwrap_or(total);
-    let interrupted = interrupt_flag();
-    let t0 = Instant::now();
-    let wall0 = prog.wall_s;
-    let wall = |t0: &Instant| wall0 + t0.elapsed().as_secs_f64();
-    let keys = ["loss", "sigma2", "h", "sampler_h"];
-
     if prog.step == 0 && !opts.resume {
-        save_checkpoint(dir, model.as_ref(), &prog)?; // step 0: a rollback target
+        run_dir::save_checkpoint(dir, model, &prog)?; // step 0: a rollback target
     }
-    let quiet = opts.quiet || !root;
-    let pb = progress_bar(
-        total,
-        prog.step,
-        quiet || prog.step >= total,
-        &format!("train {}", model.name()),
-    );
-    let mut rollbacks = 0;
-    let mut best_val = f64::INFINITY;
-    let mut bad_epochs = 0;
-    while prog.step < stop_at {
-        let step = prog.step;
-        let mut x = batches.get(step);
-        dist::inject_fault(step, &mut x);
-        let mut stats = model
-            .train_step(&x, step)
-            .with_context(|| format!("training step {step}"))?;
-        // Workers agree on the step's statistics (a NaN anywhere stops all) and on Ctrl-C.
-        let interrupted_now = dist::agree(&mut stats, interrupted.load(Ordering::SeqCst));
-        if let Some((k, v)) = stats.non_finite() {
-            let msg = format!(
-                "step {step}: `{k}` is {v}; the last good checkpoint is {}",
-                dir.join(CHECKPOINT).display()
-            );
-            if cfg.train.on_nan == "rollback" && rollbacks < 5 {
-                rollbacks += 1;
-                let (tensors, p) = read_checkpoint(dir)?;
-                model.load_state(&tensors)?;
-                model.scale_lr(cfg.train.nan_lr_factor.powi(rollbacks));
-                tracing::warn!(
-                    "{msg}; rolled back to step {} with learning rates ×{}",
-                    p.step,
-                    cfg.train.nan_lr_factor.powi(rollbacks)
-                );
-                prog = Progress {
-                    wall_s: prog.wall_s,
-                    ..p
-                };
-                metrics = Metrics::open(dir, Some(prog.step), prog.post_step)?;
-                continue;
-            }
-            pb.abandon();
-            bail!("training diverged: {msg}");
-        }
-        prog.step += 1;
-        metrics.write("step", step, Some(step / spe), &stats.0)?;
-        pb.set_position(prog.step);
-        if step % 10 == 0 {
-            pb.set_message(fmt_stats(&stats, &keys));
-        }
-        let epoch_end = prog.step % spe == 0;
-        if epoch_end {
-            prog.val_mse =
-                reconstruction_mse(model.as_ref(), &data.val, cfg.train.batch_size, cfg.seed);
-            metrics.write(
-                "epoch",
-                prog.step,
-                Some(prog.step / spe - 1),
-                &[("val_mse", prog.val_mse)],
-            )?;
-            tracing::info!(
-                "epoch {} done: validation MSE {:.5}",
-                prog.step / spe,
-                prog.val_mse
-            );
-            if cfg.train.plateau_patience > 0 {
-                if prog.val_mse < best_val {
-                    best_val = prog.val_mse;
-                    bad_epochs = 0;
-                } else {
-                    bad_epochs += 1;
-                    if bad_epochs >= cfg.train.plateau_patience {
-                        model.scale_lr(0.5);
-                        bad_epochs = 0;
-                        tracing::info!("validation MSE plateaued: learning rates halved");
-                    }
-                }
-            }
-        }
-        if epoch_end
-            || interrupted_now
-            || prog.step == stop_at
-            || (cfg.train.checkpoint_every > 0 && prog.step % cfg.train.checkpoint_every == 0)
-        {
-            prog.wall_s = wall(&t0);
-            save_checkpoint(dir, model.as_ref(), &prog)?;
-        }
-        if interrupted_now {
-            pb.abandon_with_message("interrupted");
-            if root {
-                eprintln!("interrupted: checkpoint saved at step {}; continue with `ldc-vae train --resume {}`", prog.step, dir.display());
-            }
-            return Ok(TrainOutcome {
-                progress: prog,
-                complete: false,
-                interrupted: true,
-            });
-        }
-    }
-    pb.finish_and_clear();
-    if prog.step % spe != 0 || prog.val_mse.is_nan() {
-        // The run did not end on an epoch boundary: measure validation MSE now.
-        prog.val_mse =
-            reconstruction_mse(model.as_ref(), &data.val, cfg.train.batch_size, cfg.seed);
+    if let Some(out) = s.main_loop(model, &data, &mut prog, stop_at, total)? {
+        return Ok(out);
     }
     if prog.step < total {
         return Ok(TrainOutcome {
@@ -563,85 +523,30 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             interrupted: false,
         });
     }
-
-    // Work after the main loop (e.g. LDC-VAE's sampler-only refinement).
     let post_total = if opts.skip_post {
         0
     } else {
         model.post_training_steps()
     };
-    if prog.post_step < post_total {
-        let pb = progress_bar(
-            post_total,
-            prog.post_step,
-            quiet,
-            &format!("{} post-training", model.name()),
-        );
-        let mut post_batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
-        post_batches.epoch_offset = 1 << 20;
-        while prog.post_step < post_total {
-            let i = prog.post_step;
-            let mut stats = model
-                .post_training_step(&mut post_batches, i)
-                .with_context(|| format!("post-training step {i}"))?;
-            let int_now = dist::agree(&mut stats, interrupted.load(Ordering::SeqCst));
-            if let Some((k, v)) = stats.non_finite() {
-                bail!(
-                    "post-training step {i}: `{k}` is {v}; last good checkpoint kept at {}",
-                    dir.join(CHECKPOINT).display()
-                );
-            }
-            prog.post_step += 1;
-            metrics.write("post", i, None, &stats.0)?;
-            pb.set_position(prog.post_step);
-            if i % 10 == 0 {
-                pb.set_message(fmt_stats(&stats, &["sampler_std", "sampler_h"]));
-            }
-            if int_now
-                || prog.post_step == post_total
-                || (cfg.train.checkpoint_every > 0
-                    && prog.post_step % cfg.train.checkpoint_every == 0)
-            {
-                prog.wall_s = wall(&t0);
-                save_checkpoint(dir, model.as_ref(), &prog)?;
-            }
-            if int_now {
-                pb.abandon_with_message("interrupted");
-                if root {
-                    eprintln!(
-                        "interrupted: checkpoint saved; continue with `ldc-vae train --resume {}`",
-                        dir.display()
-                    );
-                }
-                return Ok(TrainOutcome {
-                    progress: prog,
-                    complete: false,
-                    interrupted: true,
-                });
-            }
-        }
-        pb.finish_and_clear();
+    if let Some(out) = s.post_loop(model, &data, &mut prog, post_total, "post-training")? {
+        return Ok(out);
     }
-    prog.wall_s = wall(&t0);
-    save_checkpoint(dir, model.as_ref(), &prog)?;
-    let summary = serde_json::json!({
-        "model": model.name(),
-        "dataset": cfg.data.dataset,
-        "preset": (!cfg.preset.is_empty()).then_some(&cfg.preset),
-        "complete": true,
-        "steps": prog.step,
-        "post_steps": prog.post_step,
-        "epochs": prog.step as f64 / spe as f64,
-        "val_mse": prog.val_mse,
-        "wall_s": prog.wall_s,
-        "device": cfg.device,
-        "workers": dist::size(),
-    });
-    if root {
-        crate::util::write_atomic(
-            &dir.join(SUMMARY),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
+    s.checkpoint(model, &mut prog)?;
+    if dist::is_root() {
+        TrainSummary {
+            model: model.name().into(),
+            dataset: cfg.data.dataset.clone(),
+            preset: (!cfg.preset.is_empty()).then(|| cfg.preset.clone()),
+            complete: true,
+            steps: prog.step,
+            post_steps: prog.post_step,
+            epochs: Some(prog.step as f64 / spe as f64),
+            val_mse: Some(prog.val_mse),
+            wall_s: Some(prog.wall_s),
+            device: Some(cfg.device.clone()),
+            workers: Some(dist::size()),
+        }
+        .write(dir)?;
     }
     Ok(TrainOutcome {
         progress: prog,
@@ -661,37 +566,18 @@ pub fn extend_post_training(
     if dist::size() > 1 {
         bail!("`train --only sampler` runs in one process; start it without mpirun");
     }
-    let (cfg, mut model, mut prog) = load_run(dir, device)?;
+    let (cfg, mut model, mut prog) = run_dir::load_run(dir, device)?;
     let data = load_train_data(&cfg)?;
-    let dev = model.device();
-    let mut post_batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
-    post_batches.epoch_offset = 1 << 20;
-    let mut metrics = Metrics::open(dir, None, 0)?;
-    let target = prog.post_step + extra;
-    let pb = progress_bar(
-        target,
-        prog.post_step,
+    let mut s = Session {
+        cfg: &cfg,
+        dir,
+        metrics: Metrics::open(dir, None, 0)?,
+        interrupted: interrupt_flag(),
+        t0: Instant::now(),
+        wall0: prog.wall_s,
         quiet,
-        &format!("{} sampler", model.name()),
-    );
-    let t0 = Instant::now();
-    let wall0 = prog.wall_s;
-    while prog.post_step < target {
-        let i = prog.post_step;
-        let stats = model.post_training_step(&mut post_batches, i)?;
-        if let Some((k, v)) = stats.non_finite() {
-            bail!("post-training step {i}: `{k}` is {v}");
-        }
-        metrics.write("post", i, None, &stats.0)?;
-        prog.post_step += 1;
-        pb.set_position(prog.post_step);
-        if cfg.train.checkpoint_every > 0 && prog.post_step % cfg.train.checkpoint_every == 0 {
-            prog.wall_s = wall0 + t0.elapsed().as_secs_f64();
-            save_checkpoint(dir, model.as_ref(), &prog)?;
-        }
-    }
-    pb.finish_and_clear();
-    prog.wall_s = wall0 + t0.elapsed().as_secs_f64();
-    save_checkpoint(dir, model.as_ref(), &prog)?;
+    };
+    let target = prog.post_step + extra;
+    s.post_loop(model.as_mut(), &data, &mut prog, target, "sampler")?;
     Ok(prog)
 }

@@ -86,7 +86,7 @@ fn train_args(model: &str, out: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn state(dir: &Path) -> HashMap<String, Tensor> {
-    train::read_checkpoint(dir).unwrap().0
+    ldc_vae::run_dir::read_checkpoint(dir).unwrap().0
 }
 
 /// The tensors a checkpoint entry is compared with in scale: an optimizer's
@@ -271,7 +271,7 @@ fn a_nan_on_one_worker_stops_every_worker() {
         "{out}"
     );
     // The last good checkpoint is intact and loadable.
-    assert_eq!(train::read_checkpoint(&dir).unwrap().1.step, 0);
+    assert_eq!(ldc_vae::run_dir::read_checkpoint(&dir).unwrap().1.step, 0);
 }
 
 /// Two workers where worker 1 meets `fault` at step 2 of 50: the run must

@@ -48,7 +48,7 @@ fn step_lines(dir: &Path) -> Vec<String> {
 }
 
 fn checkpoint(dir: &Path) -> HashMap<String, Tensor> {
-    train::read_checkpoint(dir).unwrap().0
+    ldc_vae::run_dir::read_checkpoint(dir).unwrap().0
 }
 
 fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
@@ -126,7 +126,7 @@ fn refusing_to_overwrite_and_bad_resume_are_clear_errors() {
     let e = train::train(&cfg, &dir, &quiet()).unwrap_err();
     assert!(format!("{e:#}").contains("already holds a run"), "{e:#}");
     // A truncated checkpoint is named in the error.
-    let ck = dir.join(train::CHECKPOINT);
+    let ck = dir.join(ldc_vae::run_dir::CHECKPOINT);
     let bytes = std::fs::read(&ck).unwrap();
     std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
     let e = train::train(
@@ -171,7 +171,7 @@ fn nan_loss_stops_with_step_and_keeps_last_checkpoint() {
     let msg = format!("{e:#}");
     assert!(msg.contains("diverged") && msg.contains("step "), "{msg}");
     // The last good checkpoint is still there and loads.
-    let (_, p) = train::read_checkpoint(&dir).unwrap();
+    let (_, p) = ldc_vae::run_dir::read_checkpoint(&dir).unwrap();
     assert!(p.step < 40);
 
     // rollback: resumes from the checkpoint with a smaller lr instead of stopping.
@@ -228,7 +228,7 @@ fn killed_at_any_moment_leaves_a_loadable_checkpoint() {
         } else {
             cmd.args(args);
         }
-        let before = train::read_checkpoint(&dir)
+        let before = ldc_vae::run_dir::read_checkpoint(&dir)
             .map(|(_, p)| p.step)
             .unwrap_or(0);
         let mut child = cmd
@@ -239,7 +239,7 @@ fn killed_at_any_moment_leaves_a_loadable_checkpoint() {
         // Wait until this process has written checkpoints, then kill it at an
         // arbitrary moment (checkpoints are written every step, so likely mid-write).
         let t0 = std::time::Instant::now();
-        while train::read_checkpoint(&dir)
+        while ldc_vae::run_dir::read_checkpoint(&dir)
             .map(|(_, p)| p.step)
             .unwrap_or(0)
             <= before + 1
@@ -254,7 +254,8 @@ fn killed_at_any_moment_leaves_a_loadable_checkpoint() {
         std::thread::sleep(Duration::from_millis(37 * i + 11));
         child.kill().unwrap(); // SIGKILL: no chance to clean up
         child.wait().unwrap();
-        let (t, p) = train::read_checkpoint(&dir).expect("checkpoint unreadable after kill");
+        let (t, p) =
+            ldc_vae::run_dir::read_checkpoint(&dir).expect("checkpoint unreadable after kill");
         assert!(t.contains_key("encoder.fc.weight"));
         assert!(p.step > before && p.step <= 200);
         resumed = true;

@@ -30,8 +30,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         quiet: false,
     };
     let out = evaluate(&a.run_dir, &opts)?;
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    println!("wrote {}", a.run_dir.join("eval.json").display());
+    println!("{}", crate::run_dir::to_json(&out)?);
+    println!("wrote {}", a.run_dir.join(crate::run_dir::EVAL).display());
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use crate::config::{Config, MODELS};
 use crate::eval::run::{evaluate, EvalOptions};
+use crate::run_dir;
 use crate::train::{self, TrainOptions};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -58,13 +59,13 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         ov.extend(a.overrides.iter().cloned());
         let cfg = Config::load(Some(&a.preset), None, &ov)?;
         let dir = out.join(m);
-        if dir.join(train::SUMMARY).exists() {
+        if dir.join(run_dir::SUMMARY).exists() {
             eprintln!(
                 "[reproduce] {m}: training already complete in {}",
                 dir.display()
             );
         } else {
-            let resume = dir.join(train::CHECKPOINT).exists();
+            let resume = dir.join(run_dir::CHECKPOINT).exists();
             eprintln!(
                 "[reproduce] {m}: {} training in {}",
                 if resume { "resuming" } else { "starting" },
@@ -82,10 +83,10 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
                 bail!("training of {m} was interrupted; rerun the same command to resume");
             }
         }
-        if dir.join("eval.json").exists() {
+        if dir.join(run_dir::EVAL).exists() {
             eprintln!(
                 "[reproduce] {m}: evaluation already done ({})",
-                dir.join("eval.json").display()
+                dir.join(run_dir::EVAL).display()
             );
         } else {
             eprintln!("[reproduce] {m}: evaluating");

@@ -1,6 +1,5 @@
 use crate::eval::grid;
 use crate::rng::{reseed, Stream};
-use crate::train;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -27,7 +26,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
-    let (cfg, model, _) = train::load_run(&a.run_dir, a.device.as_deref())?;
+    let (cfg, model, _) = crate::run_dir::load_run(&a.run_dir, a.device.as_deref())?;
     let _g = tch::no_grad_guard();
     reseed(a.seed, Stream::Eval, 1);
     let ncol = (a.n as f64).sqrt().ceil() as i64;

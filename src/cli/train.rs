@@ -66,7 +66,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 ov.push(format!("device={d}"));
             }
             (
-                Config::load(None, Some(&dir.join(train::CONFIG)), &ov)?,
+                Config::load(None, Some(&dir.join(crate::run_dir::CONFIG)), &ov)?,
                 dir.clone(),
             )
         }

@@ -3,9 +3,9 @@
 //! folders, each holding `config.toml`, `eval.json` (written by `ldc-vae eval`)
 //! and PNG figures.
 
+use crate::run_dir::{self, EvalSummary, TrainCounts};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -88,64 +88,6 @@ pub fn paper_fid(model: &str, dataset: &str) -> Option<(f64, f64)> {
     Some((row.2[2 * col], row.2[2 * col + 1]))
 }
 
-/// Training summary inside `eval.json`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct TrainSummary {
-    #[serde(default)]
-    pub steps: Option<u64>,
-    #[serde(default)]
-    pub epochs: Option<f64>,
-    #[serde(default)]
-    pub wall_s: Option<f64>,
-}
-
-/// `eval.json` as written by `ldc-vae eval`; every field but `model` and
-/// `dataset` may be missing or null.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct EvalSummary {
-    pub model: String,
-    pub dataset: String,
-    #[serde(default)]
-    pub preset: Option<String>,
-    #[serde(default)]
-    pub sampler: Option<String>,
-    #[serde(default)]
-    pub rec_fid: Option<f64>,
-    #[serde(default)]
-    pub sample_fid: Option<f64>,
-    #[serde(default)]
-    pub sample_fid_gmm: Option<f64>,
-    #[serde(default)]
-    pub fid_samples: Option<u64>,
-    #[serde(default)]
-    pub val_mse: Option<f64>,
-    #[serde(default)]
-    pub latent_mmd2: Option<f64>,
-    #[serde(default)]
-    pub latent_mmd2_gaussian: Option<f64>,
-    #[serde(default)]
-    pub latent_mmd2_gmm: Option<f64>,
-    #[serde(default)]
-    pub latent_samples: Option<u64>,
-    #[serde(default)]
-    pub train: Option<TrainSummary>,
-    /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
-    /// name relative to the run folder.
-    #[serde(default, deserialize_with = "figures_map")]
-    pub figures: BTreeMap<String, String>,
-}
-
-/// `figures` with null entries dropped (and a null map read as empty).
-fn figures_map<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<BTreeMap<String, String>, D::Error> {
-    let m: Option<BTreeMap<String, Option<String>>> = Option::deserialize(d)?;
-    Ok(m.unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect())
-}
-
 /// One run folder, read.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -160,17 +102,9 @@ pub struct RunReport {
 
 /// Read `eval.json` and `config.toml` of a run folder.
 pub fn load_run(dir: &Path) -> Result<RunReport> {
-    let ej = dir.join("eval.json");
-    let text = std::fs::read_to_string(&ej).with_context(|| {
-        format!(
-            "cannot read {} (run `ldc-vae eval {}` first)",
-            ej.display(),
-            dir.display()
-        )
-    })?;
-    let eval: EvalSummary = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a valid eval.json", ej.display()))?;
-    let config = std::fs::read_to_string(dir.join("config.toml")).ok();
+    let eval = EvalSummary::read(dir)
+        .with_context(|| format!("run `ldc-vae eval {}` first", dir.display()))?;
+    let config = std::fs::read_to_string(dir.join(run_dir::CONFIG)).ok();
     let name = dir
         .canonicalize()
         .unwrap_or_else(|_| dir.to_path_buf())
@@ -346,7 +280,7 @@ images and latents from the model's generator (the sampler net for LDC-VAE, the 
 columns are the same against an ex-post Gaussian and an ex-post GMM fitted to the encoder latents, the yardsticks \
 a generator should beat. Lower is more consistent. The paper shows only t-SNE pictures of this (Fig. 2).";
 
-fn train_text(t: &Option<TrainSummary>) -> (String, String, String) {
+fn train_text(t: &Option<TrainCounts>) -> (String, String, String) {
     let t = t.clone().unwrap_or_default();
     let wall = t.wall_s.map(|w| {
         if w >= 120.0 {

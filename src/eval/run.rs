@@ -7,9 +7,11 @@ use crate::eval::{classes, fid, grid, mmd, plots};
 use crate::models::gmm::Gmm;
 use crate::models::Model;
 use crate::rng::{reseed, Stream};
+use crate::run_dir::{self, EvalSummary, Progress, TrainCounts, TrainSummary};
 use crate::train;
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -72,21 +74,30 @@ fn data_dir(cfg: &Config) -> Option<PathBuf> {
     (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir))
 }
 
-/// FID fields of an existing `eval.json` made from the same checkpoint
-/// (same step counts), so `eval --no-fid` does not throw them away.
-fn previous_fids(dir: &Path, prog: &train::Progress) -> Option<serde_json::Value> {
-    let prev: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).ok()?).ok()?;
-    let same = prev["train"]["steps"].as_u64() == Some(prog.step)
-        && prev["train"]["post_steps"].as_u64() == Some(prog.post_step);
-    (same && !prev["rec_fid"].is_null()).then(|| {
-        json!({"rec_fid": prev["rec_fid"], "sample_fid": prev["sample_fid"], "sample_fid_gmm": prev["sample_fid_gmm"], "fid_samples": prev["fid_samples"]})
+/// The FIDs of an earlier evaluation of this same checkpoint (same step
+/// counts), so `eval --no-fid` does not throw them away.
+fn previous_fids(dir: &Path, prog: &Progress) -> Option<Fids> {
+    let prev = EvalSummary::read(dir).ok()?;
+    (prev.is_of(prog) && prev.rec_fid.is_some()).then_some(Fids {
+        rec_fid: prev.rec_fid,
+        sample_fid: prev.sample_fid,
+        sample_fid_gmm: prev.sample_fid_gmm,
+        fid_samples: prev.fid_samples,
     })
 }
 
-/// Evaluate the run in `dir`; returns the JSON written to `eval.json`.
-pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
-    let (cfg, model, prog) = train::load_run(dir, opts.device.as_deref())?;
+/// The FID fields of `eval.json`.
+#[derive(Debug, Clone, Default)]
+struct Fids {
+    rec_fid: Option<f64>,
+    sample_fid: Option<f64>,
+    sample_fid_gmm: Option<f64>,
+    fid_samples: Option<u64>,
+}
+
+/// Evaluate the run in `dir`; returns what it wrote to `eval.json`.
+pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
+    let (cfg, model, prog) = run_dir::load_run(dir, opts.device.as_deref())?;
     let model = model.as_ref();
     let test = data::load_split(&cfg.data.dataset, data_dir(&cfg).as_deref(), Split::Test)?;
     let trainset = train::load_train_data(&cfg)?.train;
@@ -136,11 +147,15 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     grid::save_recon_grid(&xr, &rec, 8, &dir.join("recon.png"))?;
     let samples = decode_all(model, &z_model.narrow(0, 0, 100.min(nl)), batch);
     grid::save_grid(&samples, 10, &dir.join("samples.png"))?;
-    let mut figures = json!({"recon": "recon.png", "samples": "samples.png"});
+    let mut figures: BTreeMap<String, String> =
+        [("recon", "recon.png"), ("samples", "samples.png")]
+            .into_iter()
+            .map(|(k, f)| (k.to_string(), f.to_string()))
+            .collect();
     if !model_is_gmm {
         let s = decode_all(model, &z_gmm.narrow(0, 0, 100.min(nl)), batch);
         grid::save_grid(&s, 10, &dir.join("samples_gmm.png"))?;
-        figures["samples_gmm"] = json!("samples_gmm.png");
+        figures.insert("samples_gmm".into(), "samples_gmm.png".into());
     }
     if !opts.no_tsne {
         let t = std::time::Instant::now();
@@ -157,15 +172,15 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
             cfg.seed,
         )?;
         tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
-        figures["tsne"] = json!("tsne.png");
+        figures.insert("tsne".into(), "tsne.png".into());
     }
     let keys: Vec<&str> = if model.name() == "ldc" {
         vec!["loss", "sigma2", "h", "sampler_std"]
     } else {
         vec!["loss"]
     };
-    if plots::loss_curves(&dir.join(train::METRICS), &keys, &dir.join("loss.png")).is_ok() {
-        figures["loss"] = json!("loss.png");
+    if plots::loss_curves(&dir.join(run_dir::METRICS), &keys, &dir.join("loss.png")).is_ok() {
+        figures.insert("loss".into(), "loss.png".into());
     }
 
     // FID as pytorch-fid (DESIGN §4): reconstructions of the first N test images
@@ -174,8 +189,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         .fid_samples
         .unwrap_or(cfg.eval.fid_samples)
         .min(test.len() as usize);
-    let mut fids =
-        json!({"rec_fid": null, "sample_fid": null, "sample_fid_gmm": null, "fid_samples": null});
+    let mut fids = Fids::default();
     if opts.no_fid {
         // Keep the FIDs of an earlier evaluation of this same checkpoint.
         if let Some(prev) = previous_fids(dir, &prog) {
@@ -215,12 +229,17 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
             )?)
         };
         tracing::info!("FID ({nfid} images): rec {rec_fid:.2}, sample {sample_fid:.2}, ex-post GMM {gmm_fid:?}");
-        fids = json!({"rec_fid": rec_fid, "sample_fid": sample_fid, "sample_fid_gmm": gmm_fid, "fid_samples": nfid});
+        fids = Fids {
+            rec_fid: Some(rec_fid),
+            sample_fid: Some(sample_fid),
+            sample_fid_gmm: gmm_fid,
+            fid_samples: Some(nfid as u64),
+        };
     }
 
     // Which classes the generated images fall into (cosine 1-NN on labelled
     // training images): a number for "diverse digits, not one class repeated".
-    let mut class_hist = json!(null);
+    let mut class_hist = None;
     if let Some(labels) = &trainset.labels {
         let k = labels.max().int64_value(&[]) + 1;
         let m = 10_000.min(trainset.len());
@@ -229,49 +248,47 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         let ns = 1000.min(nl);
         let sampler_imgs = decode_all(model, &z_model.narrow(0, 0, ns), batch);
         let gmm_imgs = decode_all(model, &z_gmm.narrow(0, 0, ns), batch);
-        class_hist = json!({
+        let hist = json!({
             "images": ns,
             "sampler": classes::histogram(&classes::nearest_neighbour_labels(&sampler_imgs, &refs, &lab), k),
             "ex_post_gmm": classes::histogram(&classes::nearest_neighbour_labels(&gmm_imgs, &refs, &lab), k),
             "test_images": classes::histogram(&classes::nearest_neighbour_labels(&test.images.narrow(0, 0, ns), &refs, &lab), k),
         });
-        tracing::info!("classes of generated images (cosine 1-NN): {class_hist}");
+        tracing::info!("classes of generated images (cosine 1-NN): {hist}");
+        class_hist = Some(hist);
     }
 
-    let summary: serde_json::Value = std::fs::read_to_string(dir.join(train::SUMMARY))
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(json!({}));
+    let summary = TrainSummary::read(dir).ok();
     let preset = if cfg.preset.is_empty() {
-        summary
-            .get("preset")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
+        summary.as_ref().and_then(|s| s.preset.clone())
     } else {
-        json!(cfg.preset)
+        Some(cfg.preset.clone())
     };
-    let mut out = json!({
-        "model": model.name(),
-        "dataset": cfg.data.dataset,
-        "preset": preset,
-        "sampler": model.sampler_name(),
-        "val_mse": prog.val_mse,
-        "test_mse": test_mse,
-        "latent_mmd2": mmd_model,
-        "latent_mmd2_gaussian": mmd_gauss,
-        "latent_mmd2_gmm": mmd_gmm,
-        "latent_samples": nl,
-        "sample_classes": class_hist,
-        "rec_fid": fids["rec_fid"],
-        "sample_fid": fids["sample_fid"],
-        "sample_fid_gmm": fids["sample_fid_gmm"],
-        "fid_samples": fids["fid_samples"],
-        "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.get("epochs"), "wall_s": prog.wall_s},
-    });
-    out["figures"] = figures;
-    let text = serde_json::to_string_pretty(&out)?;
-    crate::util::write_atomic(&dir.join("eval.json"), text.as_bytes())
-        .context("writing eval.json")?;
+    let out = EvalSummary {
+        model: model.name().into(),
+        dataset: cfg.data.dataset.clone(),
+        preset,
+        sampler: Some(model.sampler_name()),
+        val_mse: Some(prog.val_mse),
+        test_mse: Some(test_mse),
+        latent_mmd2: Some(mmd_model),
+        latent_mmd2_gaussian: Some(mmd_gauss),
+        latent_mmd2_gmm: Some(mmd_gmm),
+        latent_samples: Some(nl as u64),
+        sample_classes: class_hist,
+        rec_fid: fids.rec_fid,
+        sample_fid: fids.sample_fid,
+        sample_fid_gmm: fids.sample_fid_gmm,
+        fid_samples: fids.fid_samples,
+        train: Some(TrainCounts {
+            steps: Some(prog.step),
+            post_steps: Some(prog.post_step),
+            epochs: summary.and_then(|s| s.epochs),
+            wall_s: Some(prog.wall_s),
+        }),
+        figures,
+    };
+    out.write(dir)?;
     Ok(out)
 }
 
@@ -281,20 +298,19 @@ mod tests {
 
     #[test]
     fn no_fid_keeps_fids_of_the_same_checkpoint_only() {
-        let _rng = crate::rng::exclusive();
         let dir = tempfile::tempdir().unwrap();
-        let eval = json!({"rec_fid": 12.5, "sample_fid": 30.0, "sample_fid_gmm": null, "fid_samples": 100,
-                          "train": {"steps": 5, "post_steps": 2}});
-        std::fs::write(dir.path().join("eval.json"), eval.to_string()).unwrap();
-        let same = train::Progress {
+        let eval = json!({"model": "ldc", "dataset": "mnist", "rec_fid": 12.5, "sample_fid": 30.0,
+                          "sample_fid_gmm": null, "fid_samples": 100, "train": {"steps": 5, "post_steps": 2}});
+        std::fs::write(dir.path().join(run_dir::EVAL), eval.to_string()).unwrap();
+        let same = Progress {
             step: 5,
             post_step: 2,
             ..Default::default()
         };
         let kept = previous_fids(dir.path(), &same).expect("same checkpoint keeps its FIDs");
-        assert_eq!(kept["rec_fid"], json!(12.5));
-        assert_eq!(kept["fid_samples"], json!(100));
-        let later = train::Progress {
+        assert_eq!(kept.rec_fid, Some(12.5));
+        assert_eq!(kept.fid_samples, Some(100));
+        let later = Progress {
             step: 5,
             post_step: 3,
             ..Default::default()

@@ -10,6 +10,7 @@ use crate::models::ldc::{Ldc, SamplerTarget};
 use crate::models::Model;
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
+use crate::run_dir;
 use crate::train::{self, Batches};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,7 +34,7 @@ pub fn compare(
     out: &Path,
     quiet: bool,
 ) -> Result<Vec<TargetResult>> {
-    let (mut cfg, _, _) = train::load_run(run_dir, None)?;
+    let (mut cfg, _, _) = run_dir::load_run(run_dir, None)?;
     if cfg.model != "ldc" {
         bail!(
             "{} is a `{}` run; sampler targets exist only for ldc",
@@ -43,7 +44,7 @@ pub fn compare(
     }
     std::fs::create_dir_all(out)?;
     let dev = crate::util::parse_device(&cfg.device)?;
-    let (tensors, _) = train::read_checkpoint(run_dir)?;
+    let (tensors, _) = run_dir::read_checkpoint(run_dir)?;
     let data = train::load_train_data(&cfg)?;
     let test = data::load_split(
         &cfg.data.dataset,
