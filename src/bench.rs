@@ -5,7 +5,6 @@
 //! measured matmul peak.
 
 use crate::config::Config;
-use crate::models;
 use crate::nets::{scaled, Geometry};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,7 +34,7 @@ pub fn summarize(mut ms: Vec<f64>) -> Timing {
 pub fn train_step_times(cfg: &Config, warmup: usize, steps: usize) -> Result<Vec<f64>> {
     let device = crate::util::parse_device(&cfg.device)?;
     let geo = Geometry::for_dataset(&cfg.data.dataset);
-    let mut model = models::build(cfg, device)?;
+    let mut model = cfg.build_model(device)?;
     tch::manual_seed(0);
     let x = Tensor::rand(
         [cfg.train.batch_size, geo.channels, geo.size, geo.size],
@@ -65,7 +64,7 @@ pub fn time_train_steps(cfg: &Config, warmup: usize, steps: usize) -> Result<Tim
 /// Number of trainable parameters of the model in `cfg` (weights and biases;
 /// BatchNorm running statistics and optimizer state excluded).
 pub fn param_count(cfg: &Config) -> Result<i64> {
-    let model = models::build(cfg, Device::Cpu)?;
+    let model = cfg.build_model(Device::Cpu)?;
     Ok(model
         .state()
         .iter()

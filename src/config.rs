@@ -5,9 +5,18 @@
 //! states what differs. Unknown keys and out-of-range values are errors that
 //! name the key. The effective config is written into every run directory.
 
+use crate::models::{self, BaselineConfig, Spec};
+use crate::util::{in_range, positive};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+pub use crate::models::ldc::{
+    LdcConfig, SamplerBandwidth, SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
+};
+pub use crate::models::reference::BASELINE_REFERENCE;
+pub use crate::models::vae::{VaeEncode, VaeSampler};
+pub use crate::nets::{NetConfig, NoiseInput};
 
 /// Presets shipped with the binary (the files in `configs/`).
 pub const PRESETS: &[(&str, &str)] = &[
@@ -30,7 +39,8 @@ pub struct Config {
     pub device: String,
     /// Intra-op threads for libtorch on CPU; 0 = all cores.
     pub threads: usize,
-    /// Which model `train` builds: ldc, vae, cv-vae, wae-mmd, two-stage-vae, rae-l2, rae-gp, rae-sn.
+    /// Which model `train` builds: a key of [`models::REGISTRY`] (ldc, vae,
+    /// cv-vae, wae-mmd, two-stage-vae, rae-l2, rae-gp, rae-sn).
     pub model: String,
     /// The preset this config started from (set by `--preset`; shown in reports).
     pub preset: String,
@@ -58,19 +68,6 @@ pub struct DataConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct NetConfig {
-    /// Channel multiplier on the RAE widths (128, 256, 512, 1024); 1 = paper.
-    pub width: f64,
-    /// Latent dimension (paper: 16 MNIST, 64 CelebA, 128 CIFAR-10).
-    pub latent_dim: i64,
-    /// How the LDC encoder joins its noise conv to the image conv: add | concat.
-    pub noise_join: String,
-    /// Run the decoder in channels-last memory format (faster transposed convs on CPU).
-    pub channels_last: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many steps (0 = run all epochs).
@@ -83,7 +80,7 @@ pub struct TrainConfig {
     /// Checkpoint every N steps (0 = only at the end of each epoch and of the run).
     pub checkpoint_every: u64,
     /// stop | rollback: what a NaN/Inf loss does.
-    pub on_nan: String,
+    pub on_nan: OnNan,
     /// Learning-rate factor applied on each rollback.
     pub nan_lr_factor: f64,
     /// ReduceLROnPlateau on validation MSE (factor 0.5, patience below); 0 = off.
@@ -94,102 +91,6 @@ pub struct TrainConfig {
     /// records it (docs/DISTRIBUTED.md).
     pub bn_groups: usize,
 }
-
-/// How σ² of the Gibbs posterior is set each step (DESIGN §1.3).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum Sigma2 {
-    Fixed(f64),
-    Rule(Sigma2Rule),
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Sigma2Rule {
-    /// Paper: variance over the batch of the residual norms ||x_j - D(z_j)||.
-    BatchNormVar,
-    /// Mean over the batch of ||x_j - D(z_j)||².
-    BatchSqMean,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LdcConfig {
-    /// w in log p(z|x) = -||x-D(z)||²/σ² - (w/2)||z||²; 0 = the paper's literal form.
-    pub prior_weight: f64,
-    pub sigma2: Sigma2,
-    pub sigma2_min: f64,
-    /// inference | batch: BN mode of the decoder pass that gives the scores.
-    pub score_bn: String,
-    /// Noise draws per image (1 = the batch is the particle set).
-    pub particles_per_x: i64,
-    /// aggregate_kde | mixture | paired | encoder_particles.
-    pub sampler_target: String,
-    /// FIFO bank of recent encoder particles for the aggregate_kde target.
-    pub kde_bank: i64,
-    /// τ² = kde_scale · h_bank / 2.
-    pub kde_scale: f64,
-    /// target | own: bandwidth of the sampler's SVGD kernel.
-    pub sampler_bandwidth: String,
-    /// n_s, particles per sampler step.
-    pub sampler_particles: i64,
-    /// Sampler learning rate (default = train.lr).
-    pub sampler_lr: f64,
-    /// Sampler-only steps on the frozen encoder/decoder after joint training.
-    pub sampler_refine_steps: u64,
-    pub sampler_refine_kde_scale: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaselineConfig {
-    /// The weights below default to −1 (= [`BASELINE_REFERENCE`]): the RAE reference
-    /// implementation's value for the run's data set and model, listed with its
-    /// source in `src/models/reference.rs`. Any value ≥ 0 overrides it.
-    ///
-    /// VAE / CV-VAE KL weight β (reference `embedding_weight`; the two models have
-    /// different reference values).
-    pub vae_beta: f64,
-    /// CV-VAE fixed encoder standard deviation (reference `constant_sigma`).
-    pub cv_vae_std: f64,
-    /// WAE-MMD weight λ (reference `embedding_weight` of the WAE entries).
-    pub wae_lambda: f64,
-    /// RAE latent penalty β·mean_d(z²) (reference `embedding_weight`; differs
-    /// between RAE-L2, RAE-GP and RAE-SN).
-    pub rae_beta: f64,
-    /// RAE-L2 decoder weight decay (Keras `l2(w)` on the decoder kernels);
-    /// RAE-GP gradient-penalty weight.
-    pub rae_l2_decay: f64,
-    pub rae_gp_weight: f64,
-    /// Two-stage VAE: steps of the second stage, its hidden width and number of
-    /// hidden layers (Dai & Wipf's `--second-dim 1024`, `--second-depth 3`).
-    pub two_stage_steps: u64,
-    pub two_stage_hidden: i64,
-    pub two_stage_depth: i64,
-    /// Ex-post GMM components.
-    pub gmm_components: usize,
-    /// Ex-post GMM: EM iteration limit and tolerance on the change of the mean
-    /// log-likelihood (reference: sklearn `max_iter=2000, tol=1e-3`).
-    pub gmm_max_iter: usize,
-    pub gmm_tol: f64,
-    /// Fit the ex-post GMM on at most this many training latents (a seeded
-    /// random subset; 0 = all, as the reference). EM costs O(N·K·d²) per
-    /// iteration: ~8 s per iteration for 50,000 CIFAR latents (d = 128) on one
-    /// CPU core.
-    pub gmm_max_points: usize,
-    /// What `encode` returns for the Gaussian-encoder models (VAE, CV-VAE,
-    /// 2-stage VAE): `mean` (μ, as the reference's `encoder.predict`) or
-    /// `sample` (μ + σ·ε, a draw of the aggregate posterior).
-    pub vae_encode: String,
-    /// Generation route of VAE, CV-VAE and WAE-MMD: `prior` (N(0, I), the
-    /// models' own) or `gmm` (the ex-post GMM of the RAE baselines, fitted on
-    /// the training latents μ(x) / E(x) in the post-training phase; the RAE
-    /// reference evaluates its VAE-family models this way too).
-    pub vae_sampler: String,
-}
-
-/// Value of a baseline weight that means "the RAE reference's value".
-pub const BASELINE_REFERENCE: f64 = -1.0;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -231,17 +132,6 @@ impl Default for DataConfig {
     }
 }
 
-impl Default for NetConfig {
-    fn default() -> Self {
-        NetConfig {
-            width: 1.0,
-            latent_dim: 16,
-            noise_join: "add".into(),
-            channels_last: false,
-        }
-    }
-}
-
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -252,7 +142,7 @@ impl Default for TrainConfig {
             beta1: 0.9,
             beta2: 0.999,
             checkpoint_every: 0,
-            on_nan: "stop".into(),
+            on_nan: OnNan::Stop,
             nan_lr_factor: 0.5,
             plateau_patience: 0,
             bn_groups: 1,
@@ -260,46 +150,14 @@ impl Default for TrainConfig {
     }
 }
 
-impl Default for LdcConfig {
-    fn default() -> Self {
-        LdcConfig {
-            prior_weight: 1.0,
-            sigma2: Sigma2::Rule(Sigma2Rule::BatchNormVar),
-            sigma2_min: 1e-4,
-            score_bn: "inference".into(),
-            particles_per_x: 1,
-            sampler_target: "aggregate_kde".into(),
-            kde_bank: 1000,
-            kde_scale: 1.0,
-            sampler_bandwidth: "target".into(),
-            sampler_particles: 400,
-            sampler_lr: 0.0,
-            sampler_refine_steps: 0,
-            sampler_refine_kde_scale: 0.5,
-        }
-    }
-}
-
-impl Default for BaselineConfig {
-    fn default() -> Self {
-        BaselineConfig {
-            vae_beta: BASELINE_REFERENCE,
-            cv_vae_std: BASELINE_REFERENCE,
-            wae_lambda: BASELINE_REFERENCE,
-            rae_beta: BASELINE_REFERENCE,
-            rae_l2_decay: BASELINE_REFERENCE,
-            rae_gp_weight: BASELINE_REFERENCE,
-            two_stage_steps: 2000,
-            two_stage_hidden: 1024,
-            two_stage_depth: 3,
-            gmm_components: 10,
-            gmm_max_iter: 2000,
-            gmm_tol: 1e-3,
-            gmm_max_points: 0,
-            vae_encode: "mean".into(),
-            vae_sampler: "prior".into(),
-        }
-    }
+/// `train.on_nan`: what a NaN/Inf loss does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    /// Stop with an error naming the last good checkpoint.
+    Stop,
+    /// Reload the last checkpoint and scale the learning rates by `nan_lr_factor`.
+    Rollback,
 }
 
 impl Default for EvalConfig {
@@ -312,37 +170,12 @@ impl Default for EvalConfig {
     }
 }
 
-pub const MODELS: &[&str] = &[
-    "ldc",
-    "vae",
-    "cv-vae",
-    "wae-mmd",
-    "two-stage-vae",
-    "rae-l2",
-    "rae-gp",
-    "rae-sn",
-];
-
 fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
     if !allowed.contains(&value) {
         bail!(
             "config key `{key}`: `{value}` is not one of {}",
             allowed.join(", ")
         );
-    }
-    Ok(())
-}
-
-fn positive(key: &str, value: f64) -> Result<()> {
-    if !(value.is_finite() && value > 0.0) {
-        bail!("config key `{key}` must be a finite number > 0 (got {value})");
-    }
-    Ok(())
-}
-
-fn in_range(key: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
-    if !(value.is_finite() && value >= lo && value <= hi) {
-        bail!("config key `{key}` must be in [{lo}, {hi}] (got {value})");
     }
     Ok(())
 }
@@ -407,7 +240,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        one_of("model", &self.model, MODELS)?;
+        let model = models::info(&self.model).context("config key `model`")?;
         one_of(
             "data.dataset",
             &self.data.dataset,
@@ -419,14 +252,7 @@ impl Config {
                 self.device
             );
         }
-        positive("net.width", self.net.width)?;
-        if self.net.latent_dim < 1 {
-            bail!(
-                "config key `net.latent_dim` must be >= 1 (got {})",
-                self.net.latent_dim
-            );
-        }
-        one_of("net.noise_join", &self.net.noise_join, &["add", "concat"])?;
+        self.net.validate()?;
         if self.train.batch_size < 2 {
             bail!(
                 "config key `train.batch_size` must be >= 2 (SVGD needs two particles), got {}",
@@ -443,103 +269,20 @@ impl Config {
                 self.train.batch_size
             );
         }
-        if self.model == "ldc" && self.ldc.sampler_particles % self.train.bn_groups as i64 != 0 {
-            bail!(
-                "config key `train.bn_groups` ({}) must divide `ldc.sampler_particles` ({})",
-                self.train.bn_groups,
-                self.ldc.sampler_particles
-            );
-        }
         positive("train.lr", self.train.lr)?;
         in_range("train.beta1", self.train.beta1, 0.0, 0.999_999)?;
         in_range("train.beta2", self.train.beta2, 0.0, 0.999_999)?;
-        one_of("train.on_nan", &self.train.on_nan, &["stop", "rollback"])?;
         positive("train.nan_lr_factor", self.train.nan_lr_factor)?;
         in_range("train.nan_lr_factor", self.train.nan_lr_factor, 0.0, 1.0)?;
-        let l = &self.ldc;
-        in_range("ldc.prior_weight", l.prior_weight, 0.0, 1e6)?;
-        if let Sigma2::Fixed(v) = l.sigma2 {
-            positive("ldc.sigma2", v)?;
-        }
-        positive("ldc.sigma2_min", l.sigma2_min)?;
-        one_of("ldc.score_bn", &l.score_bn, &["inference", "batch"])?;
-        if l.particles_per_x < 1 {
+        self.ldc.validate()?;
+        let ppx = self.ldc.particles_per_x;
+        if ppx > 1 && self.train.batch_size % ppx != 0 {
             bail!(
-                "config key `ldc.particles_per_x` must be >= 1 (got {})",
-                l.particles_per_x
-            );
-        }
-        if l.particles_per_x > 1 && self.train.batch_size % l.particles_per_x != 0 {
-            bail!(
-                "config key `ldc.particles_per_x` ({}) must divide `train.batch_size` ({})",
-                l.particles_per_x,
+                "config key `ldc.particles_per_x` ({ppx}) must divide `train.batch_size` ({})",
                 self.train.batch_size
             );
         }
-        one_of(
-            "ldc.sampler_target",
-            &l.sampler_target,
-            &["aggregate_kde", "mixture", "paired", "encoder_particles"],
-        )?;
-        if l.kde_bank < 2 {
-            bail!(
-                "config key `ldc.kde_bank` must be >= 2 (got {})",
-                l.kde_bank
-            );
-        }
-        positive("ldc.kde_scale", l.kde_scale)?;
-        positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
-        one_of(
-            "ldc.sampler_bandwidth",
-            &l.sampler_bandwidth,
-            &["target", "own"],
-        )?;
-        if l.sampler_particles < 2 {
-            bail!(
-                "config key `ldc.sampler_particles` must be >= 2 (got {})",
-                l.sampler_particles
-            );
-        }
-        in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
-        let b = &self.baselines;
-        let weight = |key: &str, v: f64| -> Result<()> {
-            if v == BASELINE_REFERENCE {
-                return Ok(());
-            }
-            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
-                bail!("config key `{key}` must be in [0, 1e6], or -1 for the RAE reference value (got {v})");
-            }
-            Ok(())
-        };
-        weight("baselines.vae_beta", b.vae_beta)?;
-        if b.cv_vae_std != BASELINE_REFERENCE {
-            positive("baselines.cv_vae_std", b.cv_vae_std)?;
-        }
-        weight("baselines.wae_lambda", b.wae_lambda)?;
-        weight("baselines.rae_beta", b.rae_beta)?;
-        weight("baselines.rae_l2_decay", b.rae_l2_decay)?;
-        weight("baselines.rae_gp_weight", b.rae_gp_weight)?;
-        if b.gmm_components < 1 {
-            bail!("config key `baselines.gmm_components` must be >= 1");
-        }
-        if b.two_stage_hidden < 1 {
-            bail!(
-                "config key `baselines.two_stage_hidden` must be >= 1 (got {})",
-                b.two_stage_hidden
-            );
-        }
-        if b.two_stage_depth < 0 {
-            bail!(
-                "config key `baselines.two_stage_depth` must be >= 0 (got {})",
-                b.two_stage_depth
-            );
-        }
-        if b.gmm_max_iter < 1 {
-            bail!("config key `baselines.gmm_max_iter` must be >= 1");
-        }
-        positive("baselines.gmm_tol", b.gmm_tol)?;
-        one_of("baselines.vae_encode", &b.vae_encode, &["mean", "sample"])?;
-        one_of("baselines.vae_sampler", &b.vae_sampler, &["prior", "gmm"])?;
+        self.baselines.validate()?;
         if self.eval.fid_samples < 2 {
             bail!(
                 "config key `eval.fid_samples` must be >= 2 (got {})",
@@ -555,16 +298,33 @@ impl Config {
         if self.eval.fid_batch < 1 {
             bail!("config key `eval.fid_batch` must be >= 1");
         }
-        Ok(())
+        (model.check)(&self.spec(), 1)
+    }
+
+    /// What the model of this config is built from.
+    pub fn spec(&self) -> Spec<'_> {
+        Spec {
+            model: &self.model,
+            seed: self.seed,
+            dataset: &self.data.dataset,
+            net: &self.net,
+            lr: self.train.lr,
+            beta1: self.train.beta1,
+            beta2: self.train.beta2,
+            bn_groups: self.train.bn_groups,
+            ldc: &self.ldc,
+            baselines: &self.baselines,
+        }
+    }
+
+    /// The model of this config, freshly initialised, on `device`.
+    pub fn build_model(&self, device: tch::Device) -> Result<Box<dyn models::Model>> {
+        models::build(&self.spec(), device)
     }
 
     /// Sampler learning rate, defaulting to the encoder/decoder one.
     pub fn sampler_lr(&self) -> f64 {
-        if self.ldc.sampler_lr > 0.0 {
-            self.ldc.sampler_lr
-        } else {
-            self.train.lr
-        }
+        self.ldc.sampler_lr(self.train.lr)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod gmm;
 pub mod models;
 pub mod nets;
 pub mod optim;

@@ -18,7 +18,7 @@
 
 use crate::config::Config;
 use crate::dist;
-use crate::models::{self, Model};
+use crate::models::Model;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -129,7 +129,7 @@ pub fn load_run(dir: &Path, device: Option<&str>) -> Result<(Config, Box<dyn Mod
     }
     let dev = crate::util::parse_device(&cfg.device)?;
     crate::util::set_threads(cfg.threads);
-    let mut model = models::build(&cfg, dev)?;
+    let mut model = cfg.build_model(dev)?;
     let p = restore(dir, model.as_mut())?;
     Ok((cfg, model, p))
 }

@@ -2,7 +2,7 @@
 //! validation, checkpoints, resume, NaN handling, Ctrl-C. What the run folder
 //! holds and how each file is written is [`crate::run_dir`]'s business.
 
-use crate::config::Config;
+use crate::config::{Config, OnNan};
 use crate::data::{self, ImageSet, Split};
 use crate::dist;
 use crate::models::{self, BatchSource, Model, StepStats};
@@ -206,13 +206,8 @@ pub fn for_workers(cfg: &Config) -> Result<Config> {
             cfg.train.batch_size
         );
     }
-    if cfg.model == "ldc" && matches!(cfg.ldc.sampler_target.as_str(), "mixture" | "paired") {
-        bail!(
-            "`ldc.sampler_target = {}` needs every image of the batch on every worker; on MPI use aggregate_kde or encoder_particles",
-            cfg.ldc.sampler_target
-        );
-    }
     cfg.validate()?;
+    (models::info(&cfg.model)?.check)(&cfg.spec(), k)?;
     Ok(cfg)
 }
 
@@ -315,7 +310,7 @@ impl Session<'_> {
                     "step {step}: `{k}` is {v}; the last good checkpoint is {}",
                     self.dir.join(run_dir::CHECKPOINT).display()
                 );
-                if cfg.train.on_nan == "rollback" && rollbacks < 5 {
+                if cfg.train.on_nan == OnNan::Rollback && rollbacks < 5 {
                     rollbacks += 1;
                     let p = run_dir::restore(self.dir, model)?;
                     let factor = cfg.train.nan_lr_factor.powi(rollbacks);
@@ -465,13 +460,12 @@ fn agree(stats: &mut StepStats, flag: bool) -> bool {
 /// Train the model of `cfg` in `dir` (created if needed).
 pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome> {
     let cfg = &for_workers(cfg)?;
-    crate::nets::set_bn_groups(cfg.train.bn_groups);
     let device = crate::util::parse_device(&cfg.device)?;
     crate::util::set_threads(cfg.threads);
     prepare_dir(cfg, dir, opts.resume)?;
 
     let data = load_train_data(cfg)?;
-    let mut model = models::build(cfg, device)?;
+    let mut model = cfg.build_model(device)?;
     let model = model.as_mut();
     let mut prog = Progress {
         val_mse: f64::NAN,

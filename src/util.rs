@@ -43,6 +43,22 @@ pub fn set_threads(n: usize) {
     }
 }
 
+/// Error unless `value` is finite and > 0, naming the config key.
+pub fn positive(key: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("config key `{key}` must be a finite number > 0 (got {value})");
+    }
+    Ok(())
+}
+
+/// Error unless `value` is finite and in `[lo, hi]`, naming the config key.
+pub fn in_range(key: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(value.is_finite() && value >= lo && value <= hi) {
+        bail!("config key `{key}` must be in [{lo}, {hi}] (got {value})");
+    }
+    Ok(())
+}
+
 /// Write `bytes` to `path` through a temp file in the same folder and a rename,
 /// so readers never see a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -5,7 +5,6 @@
 //! --test distributed`.
 #![cfg(feature = "mpi")]
 
-use ldc_vae::train;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -234,8 +233,7 @@ fn stage2_excluded(model: &str) -> Box<dyn Fn(&str) -> bool> {
 #[test]
 fn every_baseline_trains_on_two_workers() {
     let root = tempfile::tempdir().unwrap();
-    for model in ldc_vae::config::MODELS.iter().filter(|m| **m != "ldc") {
-        let model = *model;
+    for model in ldc_vae::models::keys().filter(|m| *m != "ldc") {
         let one = root.path().join(format!("{model}-one"));
         let two = root.path().join(format!("{model}-two"));
         let o = single(&train_args(model, &one, &["train.bn_groups=2"]));

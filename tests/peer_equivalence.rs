@@ -78,7 +78,7 @@ fn compare(python: &Path, dir: &Path, adam: &str, steps: u64) {
         ],
     )
     .unwrap();
-    let mut m = models::build(&cfg, Device::Cpu).unwrap();
+    let mut m = cfg.build_model(Device::Cpu).unwrap();
     let init = nets_state(m.as_ref());
     let init_list: Vec<(String, Tensor)> = init
         .iter()

@@ -5,7 +5,9 @@
 //! that measurement's alone.
 
 use crate::bench::{self, summarize};
-use crate::config::{Config, Sigma2, Sigma2Rule};
+use crate::config::{
+    Config, NoiseInput, SamplerBandwidth, SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
+};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
@@ -215,12 +217,12 @@ impl Ctx {
 fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
     let l = &cfg.ldc;
     let ok = cfg.data.dataset == "mnist"
-        && cfg.net.noise_join == "add"
-        && l.sampler_target == "aggregate_kde"
-        && l.score_bn == "inference"
+        && cfg.net.noise_join == NoiseInput::Add
+        && l.sampler_target == SamplerTarget::AggregateKde
+        && l.score_bn == ScoreBn::Inference
         && l.particles_per_x == 1
         && matches!(l.sigma2, Sigma2::Rule(Sigma2Rule::BatchNormVar))
-        && l.sampler_bandwidth == "target"
+        && l.sampler_bandwidth == SamplerBandwidth::Target
         && cfg.sampler_lr() == cfg.train.lr
         && cfg.train.beta1 == 0.9
         && cfg.train.beta2 == 0.999;
@@ -261,7 +263,7 @@ fn peer_args(cfg: &Config, params: i64, steps: usize, warmup: usize) -> Result<V
             if cfg.data.dataset != "mnist" {
                 bail!("the pythae peer is set up for MNIST geometry only");
             }
-            let w = crate::models::reference::resolve(cfg)?;
+            let w = crate::models::reference::resolve(&cfg.spec())?;
             v.extend([
                 format!("--reg-weight={}", w.l2_decay),
                 format!("--embedding-weight={}", w.latent),

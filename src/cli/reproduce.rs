@@ -2,8 +2,9 @@
 //! seed, each evaluated, then one report. Resumable: finished runs and
 //! evaluations are kept.
 
-use crate::config::{Config, MODELS};
+use crate::config::Config;
 use crate::eval::run::{evaluate, EvalOptions};
+use crate::models;
 use crate::run_dir;
 use crate::train::{self, TrainOptions};
 use anyhow::{bail, Result};
@@ -37,14 +38,12 @@ pub struct ReproduceArgs {
 
 pub fn run(a: ReproduceArgs) -> Result<()> {
     let models: Vec<String> = if a.models.is_empty() {
-        MODELS.iter().map(|s| s.to_string()).collect()
+        models::keys().map(String::from).collect()
     } else {
         a.models.clone()
     };
     for m in &models {
-        if !MODELS.contains(&m.as_str()) {
-            bail!("unknown model `{m}`; models: {}", MODELS.join(", "));
-        }
+        models::info(m)?;
     }
     let out = a
         .out

@@ -3,6 +3,7 @@
 //! folders, each holding `config.toml`, `eval.json` (written by `ldc-vae eval`)
 //! and PNG figures.
 
+use crate::models;
 use crate::run_dir::{self, EvalSummary, TrainCounts};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -20,72 +21,36 @@ pub const PAPER_DATASETS: [(&str, &str); 3] = [
     ("cifar10", "CIFAR10"),
 ];
 
-/// The paper's Table 1: (model key, row title, [Rec, Sample] FID for MNIST,
-/// CELEBA, CIFAR10).
-pub const PAPER_TABLE1: [(&str, &str, [f64; 6]); 8] = [
-    ("vae", "VAE", [18.26, 19.21, 39.12, 48.12, 57.94, 106.37]),
-    (
-        "cv-vae",
-        "CV-VAE",
-        [15.15, 33.79, 40.41, 48.87, 37.74, 94.75],
-    ),
-    (
-        "wae-mmd",
-        "WAE-MMD",
-        [10.03, 20.42, 34.81, 53.67, 35.97, 117.44],
-    ),
-    (
-        "two-stage-vae",
-        "2sAE",
-        [20.31, 18.81, 42.04, 49.70, 62.54, 109.77],
-    ),
-    (
-        "rae-l2",
-        "RAE-L2",
-        [10.53, 8.69, 43.52, 47.97, 32.24, 74.16],
-    ),
-    (
-        "rae-sn",
-        "RAE-SN",
-        [15.65, 11.74, 36.01, 40.95, 27.61, 75.30],
-    ),
-    (
-        "rae-gp",
-        "RAE-GP",
-        [14.04, 11.54, 39.71, 45.63, 32.17, 76.33],
-    ),
-    ("ldc", "LDC-VAE", [1.02, 4.73, 34.82, 36.84, 49.18, 101.24]),
-];
+/// The models of the paper's Table 1 in its row order, as (key, row title,
+/// [Rec, Sample] FID for MNIST, CELEBA, CIFAR10): the registry's Table-1 rows.
+pub fn paper_table1() -> Vec<(&'static str, &'static str, [f64; 6])> {
+    let mut rows: Vec<_> = models::REGISTRY
+        .iter()
+        .filter_map(|m| m.table1.map(|r| (r.position, (m.key, m.title, r.fid))))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows.into_iter().map(|r| r.1).collect()
+}
 
-/// Canonical model key of a name written in `eval.json` (accepts a few aliases).
+/// Canonical model key of a name written in `eval.json` (accepts the registry's aliases).
 pub fn model_key(model: &str) -> String {
-    let m = model.trim().to_lowercase().replace('_', "-");
-    match m.as_str() {
-        "ldc-vae" | "ldcvae" => "ldc".into(),
-        "2sae" | "2s-vae" | "two-stage" | "twostage" | "2svae" => "two-stage-vae".into(),
-        "cvvae" => "cv-vae".into(),
-        "wae" => "wae-mmd".into(),
-        _ => m,
-    }
+    models::canonical_key(model)
 }
 
 /// Row title of a model key (the paper's name where it has one).
 pub fn model_title(key: &str) -> String {
-    PAPER_TABLE1
-        .iter()
-        .find(|r| r.0 == key)
-        .map(|r| r.1.to_string())
-        .unwrap_or_else(|| key.to_string())
+    models::info(key)
+        .map(|m| m.title.to_string())
+        .unwrap_or_else(|_| key.to_string())
 }
 
 /// The paper's (Rec, Sample) FID of a model on a data set, if Table 1 has it.
 pub fn paper_fid(model: &str, dataset: &str) -> Option<(f64, f64)> {
-    let key = model_key(model);
-    let row = PAPER_TABLE1.iter().find(|r| r.0 == key)?;
+    let row = models::info(&model_key(model)).ok()?.table1?;
     let col = PAPER_DATASETS
         .iter()
         .position(|d| d.0 == dataset.to_lowercase())?;
-    Some((row.2[2 * col], row.2[2 * col + 1]))
+    Some((row.fid[2 * col], row.fid[2 * col + 1]))
 }
 
 /// One run folder, read.
@@ -218,7 +183,7 @@ fn datasets_of(runs: &[RunReport]) -> Vec<(String, String)> {
 
 /// Rows of the main table: the paper's models, then any other model a run used.
 fn models_of(runs: &[RunReport]) -> Vec<String> {
-    let mut rows: Vec<String> = PAPER_TABLE1.iter().map(|r| r.0.to_string()).collect();
+    let mut rows: Vec<String> = paper_table1().iter().map(|r| r.0.to_string()).collect();
     for r in runs {
         let k = model_key(&r.eval.model);
         if !rows.contains(&k) {

@@ -4,8 +4,8 @@
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
 use crate::eval::{classes, fid, grid, mmd, plots};
-use crate::models::gmm::Gmm;
-use crate::models::Model;
+use crate::gmm::Gmm;
+use crate::models::{self, Generation, Model};
 use crate::rng::{reseed, Stream};
 use crate::run_dir::{self, EvalSummary, Progress, TrainCounts, TrainSummary};
 use crate::train;
@@ -121,7 +121,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let mmd_model = mmd::mmd2_rbf(&z_test, &z_model);
     let mmd_gauss = mmd::mmd2_rbf(&z_test, &z_gauss);
     // Ex-post GMM (the RAE route), fitted on the same training latents.
-    let b = &cfg.baselines;
+    let b = &cfg.baselines.gmm;
     let gmm = Gmm::fit_with_tol(
         &z_train,
         b.gmm_components,
@@ -137,7 +137,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "latent MMD² to encoder test latents: {} {mmd_model:.4}, ex-post Gaussian {mmd_gauss:.4}, ex-post GMM {mmd_gmm:.4}",
         model.sampler_name()
     );
-    let model_is_gmm = model.sampler_name().contains("GMM");
+    let model_is_gmm = model.generation() == Generation::ExPostGmm;
 
     // Figures: reconstructions and samples (Fig. 3), latent t-SNE (Fig. 2), curves.
     let nrec = 32.min(test.len());
@@ -174,12 +174,8 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
         figures.insert("tsne".into(), "tsne.png".into());
     }
-    let keys: Vec<&str> = if model.name() == "ldc" {
-        vec!["loss", "sigma2", "h", "sampler_std"]
-    } else {
-        vec!["loss"]
-    };
-    if plots::loss_curves(&dir.join(run_dir::METRICS), &keys, &dir.join("loss.png")).is_ok() {
+    let keys = models::info(model.name())?.loss_curves;
+    if plots::loss_curves(&dir.join(run_dir::METRICS), keys, &dir.join("loss.png")).is_ok() {
         figures.insert("loss".into(), "loss.png".into());
     }
 

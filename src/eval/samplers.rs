@@ -35,7 +35,7 @@ pub fn compare(
     quiet: bool,
 ) -> Result<Vec<TargetResult>> {
     let (mut cfg, _, _) = run_dir::load_run(run_dir, None)?;
-    if cfg.model != "ldc" {
+    if !crate::models::info(&cfg.model)?.sampler_net {
         bail!(
             "{} is a `{}` run; sampler targets exist only for ldc",
             run_dir.display(),
@@ -55,7 +55,7 @@ pub fn compare(
     let mut results = Vec::new();
 
     // Reference sets, the same for every target.
-    let mut base = Ldc::new(&cfg, Geometry::for_dataset(&cfg.data.dataset), dev)?;
+    let mut base = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
     base.load_state(&tensors)?;
     reseed(cfg.seed, Stream::Eval, 10);
     let z_test = encode_set(&base, &test, nl, 250);
@@ -79,8 +79,8 @@ pub fn compare(
 
     for t in targets {
         let target = SamplerTarget::parse(t)?;
-        cfg.ldc.sampler_target = t.clone();
-        let mut m = Ldc::new(&cfg, Geometry::for_dataset(&cfg.data.dataset), dev)?;
+        cfg.ldc.sampler_target = target;
+        let mut m = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
         m.load_state(&tensors)?;
         m.reset_sampler(target, cfg.seed, cfg.sampler_lr());
         let scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);

@@ -1,17 +1,103 @@
 //! Pieces shared by the baseline autoencoders: one var store holding the
 //! encoder and decoder (names `encoder.*`, `decoder.*`), one saveable Adam over
-//! both, reconstruction losses in the reference's scalings, and the state
-//! helpers.
+//! both, reconstruction losses in the reference's scalings, the state
+//! helpers, and the [`Baseline`] trait that makes a [`Model`] of them.
 
-use super::sn::SnDecoder;
-use super::{load_var_store, var_store_state};
-use crate::config::Config;
+use super::expost::ExPost;
+use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
+use crate::nets::sn::SnDecoder;
 use crate::nets::{Decoder, Encoder, Geometry, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
 use anyhow::Result;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// A baseline autoencoder: an encoder/decoder [`Core`] and a generation route
+/// ([`PriorOrExPost`]). It states its name, its training step and its
+/// encoding; every other [`Model`] method comes from the defaults below.
+pub trait Baseline {
+    /// The registry key (`vae`, `rae-l2`, ...).
+    fn key(&self) -> &'static str;
+    fn core(&self) -> &Core;
+    fn core_mut(&mut self) -> &mut Core;
+    fn latents(&self) -> &PriorOrExPost;
+    /// The core and the route together (to restore both from a checkpoint).
+    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost);
+    /// One training step on `x` ([`Model::train_step`]).
+    fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats>;
+    /// [`Model::encode`] of `x`, already on the model's device, without gradient.
+    fn encode_here(&self, x: &Tensor) -> Tensor;
+    /// The latents an ex-post density is fitted on (default: [`Baseline::encode_here`]).
+    fn fit_latents(&self, x: &Tensor) -> Tensor {
+        self.encode_here(x)
+    }
+}
+
+impl<T: Baseline> Model for T {
+    fn name(&self) -> &'static str {
+        self.key()
+    }
+    fn latent_dim(&self) -> i64 {
+        self.core().latent
+    }
+    fn device(&self) -> Device {
+        self.core().device
+    }
+    fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
+        self.step(x, step)
+    }
+    fn encode(&self, x: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.encode_here(&x.to_device(self.core().device))
+    }
+    fn decode(&self, z: &Tensor) -> Tensor {
+        self.core().decode(z)
+    }
+    fn sample_latents(&self, n: i64) -> Result<Tensor> {
+        let c = self.core();
+        self.latents().sample(n, c.latent, c.device, self.key())
+    }
+    fn sampler_name(&self) -> String {
+        self.latents().name()
+    }
+    fn generation(&self) -> Generation {
+        self.latents().generation()
+    }
+    fn post_training_steps(&self) -> u64 {
+        self.latents().post_training_steps()
+    }
+    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+        let key = self.key();
+        if self.latents().0.is_none() {
+            anyhow::bail!("{key} samples from its prior: it has no post-training phase");
+        }
+        let z = encode_all(data, self.core().device, |x| {
+            let _g = tch::no_grad_guard();
+            self.fit_latents(x)
+        });
+        let (_, latents) = self.parts_mut();
+        latents.0.as_mut().expect("checked above").fit(&z)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut v = self.core().state();
+        if let Some(e) = &self.latents().0 {
+            v.extend(e.state());
+        }
+        v
+    }
+    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        let (core, latents) = self.parts_mut();
+        core.load_state(t)?;
+        if let Some(e) = &mut latents.0 {
+            e.load_state(t)?;
+        }
+        Ok(())
+    }
+    fn scale_lr(&mut self, factor: f64) {
+        self.core_mut().opt.lr *= factor;
+    }
+}
 
 /// The RAE reference decoder (DESIGN §2), plain or spectrally normalised.
 pub enum AnyDecoder {
@@ -28,16 +114,22 @@ impl AnyDecoder {
     }
 }
 
-/// Where a VAE-style model draws latents: `N(0, I)`, or (`baselines.vae_sampler
-/// = gmm`) an ex-post density fitted on the encoder's latents after training.
-pub struct PriorOrExPost(pub Option<super::gmm::ExPost>);
+/// Where a baseline draws latents: `N(0, I)`, or an ex-post density fitted on
+/// the encoder's latents after training (the RAEs; VAE, CV-VAE and WAE-MMD
+/// with `baselines.vae_sampler = gmm`).
+pub struct PriorOrExPost(pub Option<ExPost>);
 
 impl PriorOrExPost {
-    pub fn new(cfg: &Config) -> PriorOrExPost {
-        PriorOrExPost(
-            (cfg.baselines.vae_sampler == "gmm")
-                .then(|| super::gmm::ExPost::new(&cfg.baselines, cfg.seed)),
-        )
+    /// Always the ex-post GMM.
+    pub fn ex_post(spec: &Spec) -> PriorOrExPost {
+        PriorOrExPost(Some(ExPost::new(&spec.baselines.gmm, spec.seed)))
+    }
+
+    pub fn generation(&self) -> Generation {
+        match self.0 {
+            Some(_) => Generation::ExPostGmm,
+            None => Generation::Prior,
+        }
     }
 
     pub fn sample(&self, n: i64, latent: i64, device: Device, model: &str) -> Result<Tensor> {
@@ -58,20 +150,6 @@ impl PriorOrExPost {
     pub fn post_training_steps(&self) -> u64 {
         u64::from(self.0.is_some())
     }
-
-    /// Fit the ex-post density on `encode`'s latents of the training data.
-    pub fn fit(
-        &mut self,
-        data: &mut dyn super::BatchSource,
-        device: Device,
-        model: &str,
-        encode: impl Fn(&Tensor) -> Tensor,
-    ) -> Result<super::StepStats> {
-        match &mut self.0 {
-            Some(e) => e.fit(data, device, encode),
-            None => anyhow::bail!("{model} samples from its prior: it has no post-training phase"),
-        }
-    }
 }
 
 /// Encoder + decoder in one var store, one Adam over both.
@@ -87,33 +165,11 @@ pub struct Core {
 }
 
 impl Core {
-    /// This core's state plus an optional ex-post density's (VAE, WAE).
-    pub fn state_with(&self, expost: Option<&super::gmm::ExPost>) -> Vec<(String, Tensor)> {
-        let mut v = self.state();
-        if let Some(e) = expost {
-            v.extend(e.state());
-        }
-        v
-    }
-
-    /// Inverse of [`Core::state_with`].
-    pub fn load_state_with(
-        &mut self,
-        expost: Option<&mut super::gmm::ExPost>,
-        t: &HashMap<String, Tensor>,
-    ) -> Result<()> {
-        self.load_state(t)?;
-        if let Some(e) = expost {
-            e.load_state(t)?;
-        }
-        Ok(())
-    }
-
     /// Encoder with `enc_out` outputs (latent, or 2·latent for mean and
     /// log-variance heads), decoder from the latent; weights drawn from the
     /// run's `Init` stream.
     pub fn new(
-        cfg: &Config,
+        cfg: &Spec,
         geo: Geometry,
         device: Device,
         enc_out: i64,
@@ -123,20 +179,18 @@ impl Core {
         let w = cfg.net.width;
         reseed(cfg.seed, Stream::Init, 0);
         let vs = VarStore::new(device);
-        let encoder = Encoder::new(&(vs.root() / "encoder"), geo, w, enc_out, NoiseJoin::None);
+        let g = cfg.bn_groups;
+        let encoder =
+            Encoder::new(&(vs.root() / "encoder"), geo, w, enc_out, NoiseJoin::None).bn_groups(g);
         let decoder = if spectral_norm {
-            AnyDecoder::Sn(SnDecoder::new(&(vs.root() / "decoder"), geo, w, d))
+            AnyDecoder::Sn(SnDecoder::new(&(vs.root() / "decoder"), geo, w, d).bn_groups(g))
         } else {
-            AnyDecoder::Plain(Decoder::new(
-                &(vs.root() / "decoder"),
-                geo,
-                w,
-                d,
-                cfg.net.channels_last,
-            ))
+            AnyDecoder::Plain(
+                Decoder::new(&(vs.root() / "decoder"), geo, w, d, cfg.net.channels_last)
+                    .bn_groups(g),
+            )
         };
-        let t = &cfg.train;
-        let opt = Adam::new(&vs, t.lr, t.beta1, t.beta2);
+        let opt = Adam::new(&vs, cfg.lr, cfg.beta1, cfg.beta2);
         Core {
             geo,
             device,
@@ -201,7 +255,7 @@ pub fn val(t: &Tensor) -> f64 {
 
 /// Encode a whole training set in chunks (inference mode) with `enc`.
 pub fn encode_all(
-    data: &mut dyn super::BatchSource,
+    data: &mut dyn BatchSource,
     device: Device,
     mut enc: impl FnMut(&Tensor) -> Tensor,
 ) -> Tensor {
@@ -222,7 +276,7 @@ pub fn encode_all(
 pub mod testing {
     //! Helpers for the models' tests: a tiny config and synthetic data.
     use super::*;
-    use crate::models::BatchSource;
+    use crate::config::Config;
 
     /// MNIST geometry, width 1/16, latent 4, batch of 16. Also sets libtorch
     /// to one intra-op thread: on a shared 2-core machine its thread pool spins

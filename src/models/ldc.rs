@@ -7,14 +7,15 @@
 //! - The encoder follows the SVGD direction Φ (Eq. 15–16) toward it.
 //! - The sampler `S_ω(ε_s)` follows Φ toward the chosen target (DESIGN §1.8).
 
-use super::{load_var_store, var_store_state, BatchSource, Model, StepStats};
-use crate::config::{Config, LdcConfig, Sigma2, Sigma2Rule};
+use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
 use crate::dist;
 use crate::nets::{image_noise, Decoder, Encoder, Geometry, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
 use crate::svgd;
+use crate::util::{in_range, positive};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -42,8 +43,74 @@ fn mean_std(t: &Tensor) -> f64 {
         .double_value(&[])
 }
 
+/// How σ² of the Gibbs posterior is set each step (DESIGN §1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Sigma2 {
+    Fixed(f64),
+    Rule(Sigma2Rule),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sigma2Rule {
+    /// Paper: variance over the batch of the residual norms ||x_j - D(z_j)||.
+    BatchNormVar,
+    /// Mean over the batch of ||x_j - D(z_j)||².
+    BatchSqMean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdcConfig {
+    /// w in log p(z|x) = -||x-D(z)||²/σ² - (w/2)||z||²; 0 = the paper's literal form.
+    pub prior_weight: f64,
+    pub sigma2: Sigma2,
+    pub sigma2_min: f64,
+    /// inference | batch: BN mode of the decoder pass that gives the scores.
+    pub score_bn: ScoreBn,
+    /// Noise draws per image (1 = the batch is the particle set).
+    pub particles_per_x: i64,
+    /// aggregate_kde | mixture | paired | encoder_particles.
+    pub sampler_target: SamplerTarget,
+    /// FIFO bank of recent encoder particles for the aggregate_kde target.
+    pub kde_bank: i64,
+    /// τ² = kde_scale · h_bank / 2.
+    pub kde_scale: f64,
+    /// target | own: bandwidth of the sampler's SVGD kernel.
+    pub sampler_bandwidth: SamplerBandwidth,
+    /// n_s, particles per sampler step.
+    pub sampler_particles: i64,
+    /// Sampler learning rate (default = train.lr).
+    pub sampler_lr: f64,
+    /// Sampler-only steps on the frozen encoder/decoder after joint training.
+    pub sampler_refine_steps: u64,
+    pub sampler_refine_kde_scale: f64,
+}
+
+impl Default for LdcConfig {
+    fn default() -> Self {
+        LdcConfig {
+            prior_weight: 1.0,
+            sigma2: Sigma2::Rule(Sigma2Rule::BatchNormVar),
+            sigma2_min: 1e-4,
+            score_bn: ScoreBn::Inference,
+            particles_per_x: 1,
+            sampler_target: SamplerTarget::AggregateKde,
+            kde_bank: 1000,
+            kde_scale: 1.0,
+            sampler_bandwidth: SamplerBandwidth::Target,
+            sampler_particles: 400,
+            sampler_lr: 0.0,
+            sampler_refine_steps: 0,
+            sampler_refine_kde_scale: 0.5,
+        }
+    }
+}
+
 /// Which density the sampler net is trained toward (DESIGN §1.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SamplerTarget {
     AggregateKde,
     Mixture,
@@ -52,15 +119,127 @@ pub enum SamplerTarget {
 }
 
 impl SamplerTarget {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "aggregate_kde" => Self::AggregateKde,
-            "mixture" => Self::Mixture,
-            "paired" => Self::Paired,
-            "encoder_particles" => Self::EncoderParticles,
-            o => bail!("unknown ldc.sampler_target `{o}`"),
-        })
+    pub const ALL: [SamplerTarget; 4] = [
+        Self::AggregateKde,
+        Self::Mixture,
+        Self::Paired,
+        Self::EncoderParticles,
+    ];
+
+    /// The name in configs (`aggregate_kde`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AggregateKde => "aggregate_kde",
+            Self::Mixture => "mixture",
+            Self::Paired => "paired",
+            Self::EncoderParticles => "encoder_particles",
+        }
     }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match Self::ALL.into_iter().find(|t| t.as_str() == s) {
+            Some(t) => Ok(t),
+            None => bail!(
+                "unknown ldc.sampler_target `{s}`; one of {}",
+                Self::ALL.map(Self::as_str).join(", ")
+            ),
+        }
+    }
+
+    /// Whether the target needs every image of the batch on every worker.
+    pub fn needs_whole_batch(self) -> bool {
+        matches!(self, Self::Mixture | Self::Paired)
+    }
+}
+
+impl std::fmt::Display for SamplerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `ldc.score_bn`: BatchNorm mode of the decoder pass that gives the scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreBn {
+    Inference,
+    Batch,
+}
+
+/// `ldc.sampler_bandwidth`: the RBF bandwidth of the sampler's SVGD kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerBandwidth {
+    /// The target particles' median bandwidth.
+    Target,
+    /// The sampler particles' own.
+    Own,
+}
+
+impl LdcConfig {
+    /// Checks of the `[ldc]` section on its own.
+    pub fn validate(&self) -> Result<()> {
+        let l = self;
+        in_range("ldc.prior_weight", l.prior_weight, 0.0, 1e6)?;
+        if let Sigma2::Fixed(v) = l.sigma2 {
+            positive("ldc.sigma2", v)?;
+        }
+        positive("ldc.sigma2_min", l.sigma2_min)?;
+        if l.particles_per_x < 1 {
+            bail!(
+                "config key `ldc.particles_per_x` must be >= 1 (got {})",
+                l.particles_per_x
+            );
+        }
+        if l.kde_bank < 2 {
+            bail!(
+                "config key `ldc.kde_bank` must be >= 2 (got {})",
+                l.kde_bank
+            );
+        }
+        positive("ldc.kde_scale", l.kde_scale)?;
+        positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
+        if l.sampler_particles < 2 {
+            bail!(
+                "config key `ldc.sampler_particles` must be >= 2 (got {})",
+                l.sampler_particles
+            );
+        }
+        in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)
+    }
+
+    /// Sampler learning rate, defaulting to the encoder/decoder one.
+    pub fn sampler_lr(&self, train_lr: f64) -> f64 {
+        if self.sampler_lr > 0.0 {
+            self.sampler_lr
+        } else {
+            train_lr
+        }
+    }
+}
+
+/// The registry's checks of an `ldc` run on `workers` MPI workers.
+pub fn check(spec: &Spec, workers: usize) -> Result<()> {
+    let l = spec.ldc;
+    if l.sampler_particles % spec.bn_groups as i64 != 0 {
+        bail!(
+            "config key `train.bn_groups` ({}) must divide `ldc.sampler_particles` ({})",
+            spec.bn_groups,
+            l.sampler_particles
+        );
+    }
+    if workers > 1 && l.sampler_target.needs_whole_batch() {
+        bail!(
+            "`ldc.sampler_target = {}` needs every image of the batch on every worker; on MPI use aggregate_kde or encoder_particles",
+            l.sampler_target
+        );
+    }
+    Ok(())
+}
+
+/// The registry's build function.
+pub fn build(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Ldc::new(spec, geo, device)?))
 }
 
 pub struct Ldc {
@@ -70,6 +249,8 @@ pub struct Ldc {
     seed: u64,
     latent: i64,
     width: f64,
+    /// `train.bn_groups` of every net.
+    bn_groups: usize,
     target: SamplerTarget,
     enc_vs: VarStore,
     dec_vs: VarStore,
@@ -97,27 +278,25 @@ struct EncoderStepOut {
 }
 
 impl Ldc {
-    pub fn new(cfg: &Config, geo: Geometry, device: Device) -> Result<Ldc> {
-        let join = match cfg.net.noise_join.as_str() {
-            "concat" => NoiseJoin::Concat,
-            _ => NoiseJoin::Add,
-        };
+    pub fn new(cfg: &Spec, geo: Geometry, device: Device) -> Result<Ldc> {
+        let join = NoiseJoin::from(cfg.net.noise_join);
         let d = cfg.net.latent_dim;
         let w = cfg.net.width;
         reseed(cfg.seed, Stream::Init, 0);
         let enc_vs = VarStore::new(device);
-        let encoder = Encoder::new(&enc_vs.root(), geo, w, d, join);
+        let encoder = Encoder::new(&enc_vs.root(), geo, w, d, join).bn_groups(cfg.bn_groups);
         let dec_vs = VarStore::new(device);
-        let decoder = Decoder::new(&dec_vs.root(), geo, w, d, cfg.net.channels_last);
+        let decoder =
+            Decoder::new(&dec_vs.root(), geo, w, d, cfg.net.channels_last).bn_groups(cfg.bn_groups);
         // The sampler's init has its own stream, so sampler options never move the
         // encoder/decoder trajectory.
         reseed(cfg.seed, Stream::SamplerInit, 0);
         let smp_vs = VarStore::new(device);
-        let sampler = Encoder::new(&smp_vs.root(), geo, w, d, NoiseJoin::None);
-        let t = &cfg.train;
-        let opt_e = Adam::new(&enc_vs, t.lr, t.beta1, t.beta2);
-        let opt_d = Adam::new(&dec_vs, t.lr, t.beta1, t.beta2);
-        let opt_s = Adam::new(&smp_vs, cfg.sampler_lr(), t.beta1, t.beta2);
+        let sampler =
+            Encoder::new(&smp_vs.root(), geo, w, d, NoiseJoin::None).bn_groups(cfg.bn_groups);
+        let opt_e = Adam::new(&enc_vs, cfg.lr, cfg.beta1, cfg.beta2);
+        let opt_d = Adam::new(&dec_vs, cfg.lr, cfg.beta1, cfg.beta2);
+        let opt_s = Adam::new(&smp_vs, cfg.ldc.sampler_lr(cfg.lr), cfg.beta1, cfg.beta2);
         Ok(Ldc {
             cfg: cfg.ldc.clone(),
             geo,
@@ -125,7 +304,8 @@ impl Ldc {
             seed: cfg.seed,
             latent: d,
             width: w,
-            target: SamplerTarget::parse(&cfg.ldc.sampler_target)?,
+            bn_groups: cfg.bn_groups,
+            target: cfg.ldc.sampler_target,
             enc_vs,
             dec_vs,
             smp_vs,
@@ -210,7 +390,7 @@ impl Ldc {
 
         // 2. Decoder MSE on detached particles. With score_bn = batch the same pass
         //    also yields the scores (z as a leaf that requires grad).
-        let batch_scores = self.cfg.score_bn == "batch";
+        let batch_scores = self.cfg.score_bn == ScoreBn::Batch;
         let zl = z.detach().set_requires_grad(batch_scores);
         let xhat = self.decoder.forward(&zl, true);
         let rec = xhat.mse_loss(&x, tch::Reduction::Mean);
@@ -327,7 +507,7 @@ impl Ldc {
                 let h_bank = svgd::median_bandwidth_subset(&self.bank, 1000);
                 let tau2 = kde_scale * h_bank.double_value(&[]) / 2.0;
                 let s = svgd::kde_score(&yd, &self.bank, tau2);
-                let h = if self.cfg.sampler_bandwidth == "own" {
+                let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
                     svgd::median_bandwidth(&y_all)
                 } else {
                     h_bank
@@ -360,7 +540,7 @@ impl Ldc {
                 let g = Tensor::run_backward(&[logp], &[&yl], false, false)
                     .pop()
                     .unwrap();
-                let h = if self.cfg.sampler_bandwidth == "own" {
+                let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
                     svgd::median_bandwidth(&yd)
                 } else {
                     svgd::median_bandwidth(&enc.z)
@@ -469,18 +649,13 @@ impl Ldc {
             self.width,
             self.latent,
             NoiseJoin::None,
-        );
+        )
+        .bn_groups(self.bn_groups);
         self.opt_s = Adam::new(&vs, lr, self.opt_s.beta1, self.opt_s.beta2);
         self.smp_vs = vs;
         self.sampler = sampler;
         self.target = target;
-        self.cfg.sampler_target = match target {
-            SamplerTarget::AggregateKde => "aggregate_kde",
-            SamplerTarget::Mixture => "mixture",
-            SamplerTarget::Paired => "paired",
-            SamplerTarget::EncoderParticles => "encoder_particles",
-        }
-        .into();
+        self.cfg.sampler_target = target;
     }
 
     /// The LDC options in force (after `reset_sampler`, the new target).
@@ -525,6 +700,10 @@ impl Model for Ldc {
 
     fn sampler_name(&self) -> String {
         format!("sampler net ({})", self.cfg.sampler_target)
+    }
+
+    fn generation(&self) -> Generation {
+        Generation::SamplerNet
     }
 
     fn post_training_steps(&self) -> u64 {
@@ -572,6 +751,7 @@ impl Model for Ldc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn tiny_config() -> Config {
         Config::load(
@@ -597,7 +777,7 @@ mod tests {
         cfg.ldc.particles_per_x = 8;
         cfg.ldc.sigma2 = Sigma2::Fixed(0.05);
         cfg.train.lr = 2e-3;
-        let mut m = Ldc::new(&cfg, Geometry::MNIST, Device::Cpu).unwrap();
+        let mut m = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
         m.freeze_decoder = true;
         tch::manual_seed(99);
         let ztrue = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
@@ -637,8 +817,8 @@ mod tests {
         let x = Tensor::rand([20, 1, 32, 32], (Kind::Float, Device::Cpu));
         for target in ["aggregate_kde", "mixture", "paired", "encoder_particles"] {
             let mut cfg = tiny_config();
-            cfg.ldc.sampler_target = target.into();
-            let mut m = Ldc::new(&cfg, Geometry::MNIST, Device::Cpu).unwrap();
+            cfg.ldc.sampler_target = SamplerTarget::parse(target).unwrap();
+            let mut m = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
             for step in 0..3 {
                 let s = m.train_step(&x, step).unwrap();
                 assert!(s.non_finite().is_none(), "{target}: {s:?}");
@@ -646,7 +826,7 @@ mod tests {
             }
             let state: HashMap<String, Tensor> =
                 m.state().into_iter().map(|(k, v)| (k, v.copy())).collect();
-            let mut m2 = Ldc::new(&cfg, Geometry::MNIST, Device::Cpu).unwrap();
+            let mut m2 = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
             m2.load_state(&state).unwrap();
             tch::manual_seed(1);
             let a = m.decode(&m.sample_latents(4).unwrap());
@@ -664,8 +844,8 @@ mod tests {
         let x = Tensor::rand([20, 1, 32, 32], (Kind::Float, Device::Cpu));
         let run = |target: &str| {
             let mut cfg = tiny_config();
-            cfg.ldc.sampler_target = target.into();
-            let mut m = Ldc::new(&cfg, Geometry::MNIST, Device::Cpu).unwrap();
+            cfg.ldc.sampler_target = SamplerTarget::parse(target).unwrap();
+            let mut m = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
             let mut rec = Vec::new();
             for step in 0..4 {
                 rec.push(m.train_step(&x, step).unwrap().get("rec_mse").unwrap());

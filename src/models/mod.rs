@@ -1,5 +1,6 @@
 //! Models behind one trait, so one training pipeline, one evaluation and one
-//! report serve them all. One file per model.
+//! report serve them all. One file per model, each with its knobs (a config
+//! struct at the top of the file) and one line in [`REGISTRY`].
 //!
 //! - [`ldc`] — LDC-VAE.
 //! - [`vae`] — VAE and CV-VAE (`vae`, `cv-vae`), samples from N(0, I) (or an
@@ -7,27 +8,272 @@
 //! - [`wae`] — WAE-MMD (`wae-mmd`, IMQ kernel), samples from N(0, I) (ditto).
 //! - [`two_stage`] — two-stage VAE (`two-stage-vae`); the second stage is the
 //!   post-training phase.
-//! - [`rae`] — RAE-L2, RAE-GP, RAE-SN (`rae-l2`, `rae-gp`, `rae-sn`; [`sn`] has
-//!   the spectral normalisation); samples from the ex-post [`gmm`], fitted in
-//!   the post-training phase.
+//! - [`rae`] — RAE-L2, RAE-GP, RAE-SN (`rae-l2`, `rae-gp`, `rae-sn`; the
+//!   spectral normalisation is [`crate::nets::sn`]); samples from the ex-post
+//!   GMM of [`expost`], fitted in the post-training phase.
 //! - [`reference`] — the baselines' per-data-set weights and where each comes from.
 //! - [`common`] — what the baselines share (encoder/decoder/optimizer core,
-//!   reconstruction losses in the reference's scalings).
+//!   reconstruction losses in the reference's scalings, the [`Baseline`] trait).
+//!
+//! Models do not read the run config ([`crate::config::Config`]) itself: they
+//! are built from a [`Spec`], the parts of it a model reads, so the config can
+//! be assembled from the models' sections and check them against the registry.
 
-use crate::config::Config;
+use crate::nets::{Geometry, NetConfig};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{Device, Tensor};
 
 pub mod common;
-pub mod gmm;
+pub mod expost;
 pub mod ldc;
 pub mod rae;
 pub mod reference;
-pub mod sn;
 pub mod two_stage;
 pub mod vae;
 pub mod wae;
+
+pub use common::Baseline;
+
+/// One model of the registry.
+pub struct ModelInfo {
+    /// The name on the command line, in configs and in `eval.json`.
+    pub key: &'static str,
+    /// Row title in reports (the paper's name where it has one).
+    pub title: &'static str,
+    /// Other spellings a report accepts for `key`.
+    pub aliases: &'static [&'static str],
+    pub build: fn(&Spec, Geometry, Device) -> Result<Box<dyn Model>>,
+    /// The model's row of the paper's Table 1, if it has one.
+    pub table1: Option<Table1Row>,
+    /// Generates through a trained sampler net (`train --only sampler`,
+    /// `compare-samplers`).
+    pub sampler_net: bool,
+    /// Metrics drawn in `loss.png`.
+    pub loss_curves: &'static [&'static str],
+    /// Checks of the config this model needs beyond each section's own, for
+    /// a run on `workers` MPI workers.
+    pub check: fn(&Spec, usize) -> Result<()>,
+}
+
+/// A row of the paper's Table 1.
+#[derive(Debug, Clone, Copy)]
+pub struct Table1Row {
+    /// Position of the row in the paper's table.
+    pub position: u8,
+    /// [Rec, Sample] FID for MNIST, CELEBA, CIFAR10.
+    pub fid: [f64; 6],
+}
+
+fn no_check(_: &Spec, _: usize) -> Result<()> {
+    Ok(())
+}
+
+const fn table1(position: u8, fid: [f64; 6]) -> Option<Table1Row> {
+    Some(Table1Row { position, fid })
+}
+
+/// Every model: a new model is a new file and one line here.
+pub const REGISTRY: &[ModelInfo] = &[
+    ModelInfo {
+        key: "ldc",
+        title: "LDC-VAE",
+        aliases: &["ldc-vae", "ldcvae"],
+        build: ldc::build,
+        table1: table1(7, [1.02, 4.73, 34.82, 36.84, 49.18, 101.24]),
+        sampler_net: true,
+        loss_curves: &["loss", "sigma2", "h", "sampler_std"],
+        check: ldc::check,
+    },
+    ModelInfo {
+        key: "vae",
+        title: "VAE",
+        aliases: &[],
+        build: vae::build_vae,
+        table1: table1(0, [18.26, 19.21, 39.12, 48.12, 57.94, 106.37]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "cv-vae",
+        title: "CV-VAE",
+        aliases: &["cvvae"],
+        build: vae::build_cv_vae,
+        table1: table1(1, [15.15, 33.79, 40.41, 48.87, 37.74, 94.75]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "wae-mmd",
+        title: "WAE-MMD",
+        aliases: &["wae"],
+        build: wae::build,
+        table1: table1(2, [10.03, 20.42, 34.81, 53.67, 35.97, 117.44]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "two-stage-vae",
+        title: "2sAE",
+        aliases: &["2sae", "2s-vae", "two-stage", "twostage", "2svae"],
+        build: two_stage::build,
+        table1: table1(3, [20.31, 18.81, 42.04, 49.70, 62.54, 109.77]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "rae-l2",
+        title: "RAE-L2",
+        aliases: &[],
+        build: rae::build_l2,
+        table1: table1(4, [10.53, 8.69, 43.52, 47.97, 32.24, 74.16]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "rae-gp",
+        title: "RAE-GP",
+        aliases: &[],
+        build: rae::build_gp,
+        table1: table1(6, [14.04, 11.54, 39.71, 45.63, 32.17, 76.33]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+    ModelInfo {
+        key: "rae-sn",
+        title: "RAE-SN",
+        aliases: &[],
+        build: rae::build_sn,
+        table1: table1(5, [15.65, 11.74, 36.01, 40.95, 27.61, 75.30]),
+        sampler_net: false,
+        loss_curves: &["loss"],
+        check: no_check,
+    },
+];
+
+/// The registry entry of `key`, or an error listing the models.
+pub fn info(key: &str) -> Result<&'static ModelInfo> {
+    REGISTRY.iter().find(|m| m.key == key).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown model `{key}`; models: {}",
+            keys().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// The model keys, in registry order.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|m| m.key)
+}
+
+/// Canonical key of a model name as written in an `eval.json` (a key or an
+/// alias, any case, `_` for `-`); unknown names come back normalised.
+pub fn canonical_key(name: &str) -> String {
+    let m = name.trim().to_lowercase().replace('_', "-");
+    REGISTRY
+        .iter()
+        .find(|i| i.key == m || i.aliases.contains(&m.as_str()))
+        .map(|i| i.key.to_string())
+        .unwrap_or(m)
+}
+
+/// What a model is built from: the parts of the run config it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// Registry key.
+    pub model: &'a str,
+    pub seed: u64,
+    /// Data set name (geometry and the baselines' reference weights).
+    pub dataset: &'a str,
+    pub net: &'a NetConfig,
+    /// Adam settings of every optimizer (`train.lr`, `train.beta1`, `train.beta2`).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Training-mode BatchNorm groups (`train.bn_groups`, ghost BatchNorm).
+    pub bn_groups: usize,
+    pub ldc: &'a ldc::LdcConfig,
+    pub baselines: &'a BaselineConfig,
+}
+
+/// The baselines' knobs (TOML section `[baselines]`), each model's beside it.
+/// One flat section, as it always was: each key belongs to one model's struct.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BaselineConfig {
+    #[serde(flatten)]
+    pub vae: vae::VaeConfig,
+    #[serde(flatten)]
+    pub wae: wae::WaeConfig,
+    #[serde(flatten)]
+    pub rae: rae::RaeConfig,
+    #[serde(flatten)]
+    pub two_stage: two_stage::TwoStageConfig,
+    #[serde(flatten)]
+    pub gmm: expost::GmmConfig,
+    #[serde(flatten)]
+    pub route: vae::RouteConfig,
+}
+
+impl<'de> Deserialize<'de> for BaselineConfig {
+    /// Each model's keys into its struct, so that a bad value is reported
+    /// with its key (`#[serde(flatten)]` would name only the section).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        Ok(BaselineConfig {
+            vae: section_part(&table)?,
+            wae: section_part(&table)?,
+            rae: section_part(&table)?,
+            two_stage: section_part(&table)?,
+            gmm: section_part(&table)?,
+            route: section_part(&table)?,
+        })
+    }
+}
+
+/// The keys of `[baselines]` that belong to `T`, deserialized, with the
+/// failing key named in an error.
+fn section_part<T, E>(table: &toml::Table) -> std::result::Result<T, E>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+    E: serde::de::Error,
+{
+    let known = toml::Table::try_from(T::default()).map_err(E::custom)?;
+    let mine: toml::Table = table
+        .iter()
+        .filter(|(k, _)| known.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    T::deserialize(toml::Value::Table(mine.clone())).map_err(|e| {
+        let key = mine.iter().find(|(k, v)| {
+            let one = toml::Table::from_iter([((*k).clone(), (*v).clone())]);
+            T::deserialize(toml::Value::Table(one)).is_err()
+        });
+        match key {
+            Some((k, _)) => E::custom(format!(
+                "config key `baselines.{k}`: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )),
+            None => E::custom(e),
+        }
+    })
+}
+
+impl BaselineConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.vae.validate()?;
+        self.wae.validate()?;
+        self.rae.validate()?;
+        self.two_stage.validate()?;
+        self.gmm.validate()
+    }
+}
 
 /// Named scalar statistics of one training step (`loss` first: it is the
 /// value checked for NaN/Inf and shown in the progress bar).
@@ -54,6 +300,20 @@ pub trait BatchSource {
     fn chunk(&mut self, start: i64, len: i64) -> Tensor;
 }
 
+/// How a model generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// A trained sampler net (LDC-VAE).
+    SamplerNet,
+    /// The N(0, I) prior.
+    Prior,
+    /// An ex-post GMM fitted on the training latents (RAEs; VAEs and WAE with
+    /// `baselines.vae_sampler = gmm`).
+    ExPostGmm,
+    /// A second-stage VAE on the latents (two-stage VAE).
+    SecondStage,
+}
+
 /// A trainable generative autoencoder.
 pub trait Model {
     /// Short name (`ldc`, `vae`, ...), as on the command line.
@@ -72,12 +332,13 @@ pub trait Model {
     fn sample_latents(&self, n: i64) -> Result<Tensor>;
     /// Name of the generation route (`sampler net`, `N(0, I) prior`, `ex-post GMM`).
     fn sampler_name(&self) -> String;
-    /// Steps run by [`Model::post_training`] (0 if none), for progress bars.
+    /// The generation route.
+    fn generation(&self) -> Generation;
+    /// Steps run by [`Model::post_training_step`] (0 if none), for progress bars.
     fn post_training_steps(&self) -> u64 {
         0
     }
-    /// Work after the main loop, resumable from `done` steps; calls `progress`
-    /// with stats after each step. Checkpointing happens in the caller.
+    /// Step `i` of the work after the main loop. Checkpointing happens in the caller.
     fn post_training_step(&mut self, _data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
         bail!("{} has no post-training phase", self.name())
     }
@@ -89,20 +350,10 @@ pub trait Model {
     fn scale_lr(&mut self, factor: f64);
 }
 
-/// Build the model named in `cfg.model` for data of geometry `geo`.
-pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
-    let geo = crate::nets::Geometry::for_dataset(&cfg.data.dataset);
-    match cfg.model.as_str() {
-        "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),
-        "vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, false)?)),
-        "cv-vae" => Ok(Box::new(vae::Vae::new(cfg, geo, device, true)?)),
-        "wae-mmd" => Ok(Box::new(wae::Wae::new(cfg, geo, device)?)),
-        "two-stage-vae" => Ok(Box::new(two_stage::TwoStage::new(cfg, geo, device)?)),
-        "rae-l2" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::L2)?)),
-        "rae-gp" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Gp)?)),
-        "rae-sn" => Ok(Box::new(rae::Rae::new(cfg, geo, device, rae::RaeKind::Sn)?)),
-        other => bail!("unknown model `{other}`"),
-    }
+/// Build the model named in `spec.model`.
+pub fn build(spec: &Spec, device: Device) -> Result<Box<dyn Model>> {
+    let geo = Geometry::for_dataset(spec.dataset);
+    (info(spec.model)?.build)(spec, geo, device)
 }
 
 /// Copy checkpoint tensors into a var store's variables, with clear errors
@@ -141,15 +392,14 @@ pub fn var_store_state(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Ten
 mod tests {
     use super::common::testing::tiny_config;
     use super::*;
-    use crate::nets::Geometry;
 
     #[test]
     fn build_knows_every_baseline_and_each_takes_a_step() {
         let _rng = crate::rng::exclusive();
-        for name in crate::config::MODELS.iter().filter(|m| **m != "ldc") {
+        for name in keys().filter(|m| *m != "ldc") {
             let c = tiny_config(name);
-            let mut m = build(&c, Device::Cpu).unwrap();
-            assert_eq!(m.name(), *name);
+            let mut m = build(&c.spec(), Device::Cpu).unwrap();
+            assert_eq!(m.name(), name);
             let x = Tensor::rand([4, 1, 32, 32], (tch::Kind::Float, Device::Cpu));
             let st = m.train_step(&x, 0).unwrap();
             assert_eq!(st.0[0].0, "loss", "{name}: loss first");
@@ -165,7 +415,7 @@ mod tests {
         for name in ["wae-mmd", "rae-sn"] {
             let mut c = tiny_config(name);
             c.data.dataset = "celeba".into();
-            let mut m = build(&c, Device::Cpu).unwrap();
+            let mut m = build(&c.spec(), Device::Cpu).unwrap();
             let g = Geometry::CELEBA;
             let x = Tensor::rand(
                 [2, g.channels, g.size, g.size],
@@ -200,13 +450,13 @@ mod tests {
         let base = test
             .mse_loss(&mean_img.expand_as(&test), tch::Reduction::Mean)
             .double_value(&[]);
-        for name in crate::config::MODELS.iter().filter(|m| **m != "ldc") {
+        for name in keys().filter(|m| *m != "ldc") {
             let mut c = tiny_config(name);
             c.net.width = 0.125;
             c.net.latent_dim = 16;
-            c.baselines.two_stage_steps = 300;
-            c.baselines.two_stage_hidden = 256;
-            let mut m = build(&c, Device::Cpu).unwrap();
+            c.baselines.two_stage.two_stage_steps = 300;
+            c.baselines.two_stage.two_stage_hidden = 256;
+            let mut m = build(&c.spec(), Device::Cpu).unwrap();
             let t = std::time::Instant::now();
             let mut last = StepStats::default();
             for s in 0..300u64 {

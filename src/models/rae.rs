@@ -18,22 +18,68 @@
 //!   `create_graph`, and back-propagated through (double backward) into the
 //!   decoder and, through z, the encoder, as in the Keras graph.
 //! - RAE-SN: no loss term; the decoder's weights are spectrally normalised
-//!   ([`super::sn`]).
+//!   ([`crate::nets::sn`]).
 //!
 //! Weights per data set: `reference.rs`. Samples come from the ex-post
-//! full-covariance GMM ([`super::gmm`], `baselines.gmm_components`, 10 as in
+//! full-covariance GMM ([`super::expost`], `baselines.gmm_components`, 10 as in
 //! the reference) fitted on the training latents in the post-training phase
 //! (one post-training "step" = the whole fit).
 
-use super::common::{per_pixel_mse, val, Core};
-use super::gmm::{ExPost, Gmm};
-use super::reference::{self, Weights};
-use super::{BatchSource, Model, StepStats};
-use crate::config::Config;
+use super::common::{per_pixel_mse, val, Core, PriorOrExPost};
+use super::reference::{self, check_weight, Weights, BASELINE_REFERENCE};
+use super::{Baseline, Model, Spec, StepStats};
+use crate::gmm::Gmm;
 use crate::nets::Geometry;
 use anyhow::Result;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+/// The RAEs' knobs (TOML section `[baselines]`); −1 = the reference value
+/// ([`super::reference`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RaeConfig {
+    /// RAE latent penalty β·mean_d(z²) (reference `embedding_weight`; differs
+    /// between RAE-L2, RAE-GP and RAE-SN).
+    pub rae_beta: f64,
+    /// RAE-L2 decoder weight decay (Keras `l2(w)` on the decoder kernels).
+    pub rae_l2_decay: f64,
+    /// RAE-GP gradient-penalty weight.
+    pub rae_gp_weight: f64,
+}
+
+impl Default for RaeConfig {
+    fn default() -> Self {
+        RaeConfig {
+            rae_beta: BASELINE_REFERENCE,
+            rae_l2_decay: BASELINE_REFERENCE,
+            rae_gp_weight: BASELINE_REFERENCE,
+        }
+    }
+}
+
+impl RaeConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_weight("baselines.rae_beta", self.rae_beta)?;
+        check_weight("baselines.rae_l2_decay", self.rae_l2_decay)?;
+        check_weight("baselines.rae_gp_weight", self.rae_gp_weight)
+    }
+}
+
+/// The registry's build function of `rae-l2`.
+pub fn build_l2(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Rae::new(spec, geo, device, RaeKind::L2)?))
+}
+
+/// The registry's build function of `rae-gp`.
+pub fn build_gp(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Rae::new(spec, geo, device, RaeKind::Gp)?))
+}
+
+/// The registry's build function of `rae-sn`.
+pub fn build_sn(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Rae::new(spec, geo, device, RaeKind::Sn)?))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RaeKind {
@@ -48,7 +94,8 @@ pub struct Rae {
     w: Weights,
     /// Decoder transposed-conv kernels (RAE-L2's regularised weights).
     dec_kernels: Vec<Tensor>,
-    expost: ExPost,
+    /// Always the ex-post GMM.
+    latents: PriorOrExPost,
 }
 
 /// `(mean over batch and latent dims of g², g)` with `g = ∂ Σ out² / ∂z`,
@@ -60,7 +107,7 @@ pub fn grad_penalty(z: &Tensor, out: &Tensor) -> (Tensor, Tensor) {
 }
 
 impl Rae {
-    pub fn new(cfg: &Config, geo: Geometry, device: Device, kind: RaeKind) -> Result<Rae> {
+    pub fn new(cfg: &Spec, geo: Geometry, device: Device, kind: RaeKind) -> Result<Rae> {
         let w = reference::resolve(cfg)?;
         let core = Core::new(cfg, geo, device, cfg.net.latent_dim, kind == RaeKind::Sn);
         let mut dec_kernels: Vec<(String, Tensor)> = core
@@ -75,7 +122,7 @@ impl Rae {
             core,
             w,
             dec_kernels: dec_kernels.into_iter().map(|(_, t)| t).collect(),
-            expost: ExPost::new(&cfg.baselines, cfg.seed),
+            latents: PriorOrExPost::ex_post(cfg),
         })
     }
 
@@ -84,33 +131,32 @@ impl Rae {
     }
 
     pub fn gmm(&self) -> Option<&Gmm> {
-        self.expost.gmm.as_ref()
-    }
-
-    fn encode_eval(&self, x: &Tensor) -> Tensor {
-        let _g = tch::no_grad_guard();
-        self.core
-            .encoder
-            .forward(&x.to_device(self.core.device), None, false)
+        self.latents.0.as_ref().and_then(|e| e.gmm.as_ref())
     }
 }
 
-impl Model for Rae {
-    fn name(&self) -> &'static str {
+impl Baseline for Rae {
+    fn key(&self) -> &'static str {
         match self.kind {
             RaeKind::L2 => "rae-l2",
             RaeKind::Gp => "rae-gp",
             RaeKind::Sn => "rae-sn",
         }
     }
-    fn latent_dim(&self) -> i64 {
-        self.core.latent
+    fn core(&self) -> &Core {
+        &self.core
     }
-    fn device(&self) -> Device {
-        self.core.device
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+    fn latents(&self) -> &PriorOrExPost {
+        &self.latents
+    }
+    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
+        (&mut self.core, &mut self.latents)
     }
 
-    fn train_step(&mut self, x: &Tensor, _step: u64) -> Result<StepStats> {
+    fn step(&mut self, x: &Tensor, _step: u64) -> Result<StepStats> {
         // Nothing random happens in a step (deterministic encoder, no noise).
         let z = self.core.encoder.forward(x, None, true);
         let xhat = self.core.decoder.forward(&z, true);
@@ -146,47 +192,8 @@ impl Model for Rae {
         Ok(StepStats(out))
     }
 
-    fn encode(&self, x: &Tensor) -> Tensor {
-        self.encode_eval(x)
-    }
-
-    fn decode(&self, z: &Tensor) -> Tensor {
-        self.core.decode(z)
-    }
-
-    fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        self.expost.sample(n, self.core.device, self.name())
-    }
-
-    fn sampler_name(&self) -> String {
-        self.expost.name()
-    }
-
-    fn post_training_steps(&self) -> u64 {
-        1
-    }
-
-    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
-        let core = &self.core;
-        self.expost.fit(data, core.device, |x| {
-            let _g = tch::no_grad_guard();
-            core.encoder.forward(x, None, false)
-        })
-    }
-
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut v = self.core.state();
-        v.extend(self.expost.state());
-        v
-    }
-
-    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state(t)?;
-        self.expost.load_state(t)
-    }
-
-    fn scale_lr(&mut self, factor: f64) {
-        self.core.opt.lr *= factor;
+    fn encode_here(&self, x: &Tensor) -> Tensor {
+        self.core.encoder.forward(x, None, false)
     }
 }
 
@@ -264,7 +271,7 @@ mod tests {
             "rae-gp" => RaeKind::Gp,
             _ => RaeKind::Sn,
         };
-        Rae::new(&c, Geometry::MNIST, Device::Cpu, k).unwrap()
+        Rae::new(&c.spec(), Geometry::MNIST, Device::Cpu, k).unwrap()
     }
 
     #[test]
@@ -288,8 +295,8 @@ mod tests {
             assert!(a.sample_latents(3).is_err(), "no GMM before post-training");
             let mut src = Fixed(x.shallow_clone());
             let mut c = tiny_config(kind);
-            c.baselines.gmm_components = 3;
-            a.expost.components = 3;
+            c.baselines.gmm.gmm_components = 3;
+            a.latents.0.as_mut().unwrap().components = 3;
             let st = a.post_training_step(&mut src, 0).unwrap();
             assert!(st.get("gmm_log_likelihood").unwrap().is_finite());
             reseed(0, Stream::Eval, 0);
@@ -297,7 +304,7 @@ mod tests {
             assert_eq!(z.size(), vec![7, 4]);
             assert_eq!(a.decode(&z).size(), vec![7, 1, 32, 32]);
             assert_eq!(a.encode(&x.narrow(0, 0, 5)).size(), vec![5, 4]);
-            let mut b = Rae::new(&c, Geometry::MNIST, Device::Cpu, a.kind).unwrap();
+            let mut b = Rae::new(&c.spec(), Geometry::MNIST, Device::Cpu, a.kind).unwrap();
             assert_round_trip(&mut a, &mut b, &x.narrow(0, 0, 16));
             reseed(0, Stream::Eval, 1);
             let za = a.sample_latents(5).unwrap();

@@ -50,8 +50,24 @@
 //! The two-stage VAE (Dai & Wipf 2019) is not in the RAE reference; its
 //! settings are documented in `two_stage.rs`.
 
-use crate::config::{Config, BASELINE_REFERENCE};
+use super::Spec;
 use anyhow::{bail, Result};
+
+/// Value of a baseline weight that means "the RAE reference's value".
+pub const BASELINE_REFERENCE: f64 = -1.0;
+
+/// A baseline weight: −1 (the reference value) or a number in [0, 1e6].
+pub fn check_weight(key: &str, v: f64) -> Result<()> {
+    if v == BASELINE_REFERENCE {
+        return Ok(());
+    }
+    if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+        bail!(
+            "config key `{key}` must be in [0, 1e6], or -1 for the RAE reference value (got {v})"
+        );
+    }
+    Ok(())
+}
 
 /// Data-set family for the table above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,52 +145,53 @@ pub fn reference(family: Family, model: &str) -> Result<Weights> {
     Ok(w)
 }
 
-/// Weights for `cfg.model` on `cfg.data.dataset`, with config overrides.
-pub fn resolve(cfg: &Config) -> Result<Weights> {
-    let mut w = reference(Family::of(&cfg.data.dataset), &cfg.model)?;
-    let b = &cfg.baselines;
+/// Weights for `spec.model` on `spec.dataset`, with config overrides.
+pub fn resolve(spec: &Spec) -> Result<Weights> {
+    let mut w = reference(Family::of(spec.dataset), spec.model)?;
+    let b = spec.baselines;
     let pick = |v: f64, default: f64| if v == BASELINE_REFERENCE { default } else { v };
-    w.latent = match cfg.model.as_str() {
-        "vae" | "cv-vae" => pick(b.vae_beta, w.latent),
-        "wae-mmd" => pick(b.wae_lambda, w.latent),
-        "rae-l2" | "rae-gp" | "rae-sn" => pick(b.rae_beta, w.latent),
+    w.latent = match spec.model {
+        "vae" | "cv-vae" => pick(b.vae.vae_beta, w.latent),
+        "wae-mmd" => pick(b.wae.wae_lambda, w.latent),
+        "rae-l2" | "rae-gp" | "rae-sn" => pick(b.rae.rae_beta, w.latent),
         _ => w.latent,
     };
-    if cfg.model == "rae-l2" {
-        w.l2_decay = pick(b.rae_l2_decay, w.l2_decay);
+    if spec.model == "rae-l2" {
+        w.l2_decay = pick(b.rae.rae_l2_decay, w.l2_decay);
     }
-    if cfg.model == "rae-gp" {
-        w.gp_weight = pick(b.rae_gp_weight, w.gp_weight);
+    if spec.model == "rae-gp" {
+        w.gp_weight = pick(b.rae.rae_gp_weight, w.gp_weight);
     }
-    w.cv_std = pick(b.cv_vae_std, w.cv_std);
+    w.cv_std = pick(b.vae.cv_vae_std, w.cv_std);
     Ok(w)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn defaults_take_reference_values_and_overrides_win() {
         let c = Config::load(None, None, &["model=rae-sn".into()]).unwrap();
-        assert_eq!(resolve(&c).unwrap().latent, 0.009);
+        assert_eq!(resolve(&c.spec()).unwrap().latent, 0.009);
         let c = Config::load(
             None,
             None,
             &["model=rae-sn".into(), "baselines.rae_beta=0.5".into()],
         )
         .unwrap();
-        assert_eq!(resolve(&c).unwrap().latent, 0.5);
+        assert_eq!(resolve(&c.spec()).unwrap().latent, 0.5);
         let c = Config::load(
             None,
             None,
             &["model=rae-l2".into(), "data.dataset=cifar10".into()],
         )
         .unwrap();
-        let w = resolve(&c).unwrap();
+        let w = resolve(&c.spec()).unwrap();
         assert_eq!((w.latent, w.l2_decay, w.gp_weight), (1e-3, 1e-6, 0.0));
         let c = Config::load(None, None, &["model=cv-vae".into()]).unwrap();
-        assert_eq!(resolve(&c).unwrap().cv_std, 0.7);
+        assert_eq!(resolve(&c.spec()).unwrap().cv_std, 0.7);
         let e = Config::load(None, None, &["baselines.vae_beta=-2".into()]).unwrap_err();
         assert!(format!("{e:#}").contains("baselines.vae_beta"), "{e:#}");
     }

@@ -24,12 +24,13 @@
 
 use super::common::{val, Core};
 use super::vae::kl_std_normal;
-use super::{load_var_store, var_store_state, BatchSource, Model, StepStats};
-use crate::config::Config;
+use super::vae::VaeEncode;
+use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
 use crate::nets::Geometry;
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -98,6 +99,50 @@ impl SkipMlp {
     }
 }
 
+/// The two-stage VAE's knobs (TOML section `[baselines]`): steps of the
+/// second stage, its hidden width and number of hidden layers (Dai & Wipf's
+/// `--second-dim 1024`, `--second-depth 3`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TwoStageConfig {
+    pub two_stage_steps: u64,
+    pub two_stage_hidden: i64,
+    pub two_stage_depth: i64,
+}
+
+impl Default for TwoStageConfig {
+    fn default() -> Self {
+        TwoStageConfig {
+            two_stage_steps: 2000,
+            two_stage_hidden: 1024,
+            two_stage_depth: 3,
+        }
+    }
+}
+
+impl TwoStageConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.two_stage_hidden < 1 {
+            bail!(
+                "config key `baselines.two_stage_hidden` must be >= 1 (got {})",
+                self.two_stage_hidden
+            );
+        }
+        if self.two_stage_depth < 0 {
+            bail!(
+                "config key `baselines.two_stage_depth` must be >= 0 (got {})",
+                self.two_stage_depth
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The registry's build function.
+pub fn build(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(TwoStage::new(spec, geo, device)?))
+}
+
 pub struct TwoStage {
     core: Core,
     loggamma_x: Tensor,
@@ -111,20 +156,19 @@ pub struct TwoStage {
 }
 
 impl TwoStage {
-    pub fn new(cfg: &Config, geo: Geometry, device: Device) -> Result<TwoStage> {
+    pub fn new(cfg: &Spec, geo: Geometry, device: Device) -> Result<TwoStage> {
         let d = cfg.net.latent_dim;
-        let b = &cfg.baselines;
+        let b = &cfg.baselines.two_stage;
         let mut core = Core::new(cfg, geo, device, 2 * d, false);
         let loggamma_x = core.vs.root().var("loggamma_x", &[], nn::Init::Const(0.0));
-        let t = &cfg.train;
-        core.opt = Adam::new(&core.vs, t.lr, t.beta1, t.beta2);
+        core.opt = Adam::new(&core.vs, cfg.lr, cfg.beta1, cfg.beta2);
         reseed(cfg.seed, Stream::Init, 2);
         let vs2 = VarStore::new(device);
         let (h, depth) = (b.two_stage_hidden, b.two_stage_depth);
         let enc2 = SkipMlp::new(&(vs2.root() / "encoder"), d, h, depth, 2 * d);
         let dec2 = SkipMlp::new(&(vs2.root() / "decoder"), d, h, depth, d);
         let loggamma_z = vs2.root().var("loggamma_z", &[], nn::Init::Const(0.0));
-        let opt2 = Adam::new(&vs2, t.lr, t.beta1, t.beta2);
+        let opt2 = Adam::new(&vs2, cfg.lr, cfg.beta1, cfg.beta2);
         Ok(TwoStage {
             core,
             loggamma_x,
@@ -134,7 +178,7 @@ impl TwoStage {
             loggamma_z,
             opt2,
             stage2_steps: b.two_stage_steps,
-            encode_mean: b.vae_encode == "mean",
+            encode_mean: cfg.baselines.route.vae_encode == VaeEncode::Mean,
         })
     }
 
@@ -234,6 +278,10 @@ impl Model for TwoStage {
         "N(0, I) → second-stage VAE decoder".into()
     }
 
+    fn generation(&self) -> Generation {
+        Generation::SecondStage
+    }
+
     fn post_training_steps(&self) -> u64 {
         self.stage2_steps
     }
@@ -296,9 +344,9 @@ mod tests {
         let _rng = crate::rng::exclusive();
         let x = blobs(48, 4);
         let mut c = tiny_config("two-stage-vae");
-        c.baselines.two_stage_hidden = 32;
-        c.baselines.two_stage_steps = 40;
-        let mut a = TwoStage::new(&c, Geometry::MNIST, Device::Cpu).unwrap();
+        c.baselines.two_stage.two_stage_hidden = 32;
+        c.baselines.two_stage.two_stage_steps = 40;
+        let mut a = TwoStage::new(&c.spec(), Geometry::MNIST, Device::Cpu).unwrap();
         // The NLL is dominated by its constant (½ log 2π per pixel) until γ_x
         // has shrunk, so check the loss falls and the reconstruction error
         // falls clearly.
@@ -338,7 +386,7 @@ mod tests {
         assert_eq!(z.size(), vec![6, 4]);
         assert_eq!(a.decode(&z).size(), vec![6, 1, 32, 32]);
         assert_eq!(a.encode(&x.narrow(0, 0, 2)).size(), vec![2, 4]);
-        let mut b = TwoStage::new(&c, Geometry::MNIST, Device::Cpu).unwrap();
+        let mut b = TwoStage::new(&c.spec(), Geometry::MNIST, Device::Cpu).unwrap();
         assert_round_trip(&mut a, &mut b, &x.narrow(0, 0, 16));
         reseed(1, Stream::Eval, 0);
         let za = a.sample_latents(3).unwrap();

@@ -22,13 +22,108 @@
 //!   `encoder.predict`) or a posterior draw (`sample`).
 
 use super::common::{pixel_sum_channel_mean, val, Core, PriorOrExPost};
-use super::{BatchSource, Model, StepStats};
-use crate::config::Config;
+use super::reference::check_weight;
+use super::{Baseline, Model, Spec, StepStats};
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
 use anyhow::Result;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+/// VAE and CV-VAE weights (TOML section `[baselines]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct VaeConfig {
+    /// VAE / CV-VAE KL weight β (reference `embedding_weight`; the two models
+    /// have different reference values). −1 (the default,
+    /// [`super::reference::BASELINE_REFERENCE`]): the RAE reference
+    /// implementation's value for the run's data set and model; any value ≥ 0
+    /// overrides it.
+    pub vae_beta: f64,
+    /// CV-VAE fixed encoder standard deviation (reference `constant_sigma`; −1 = reference).
+    pub cv_vae_std: f64,
+}
+
+/// How the VAE-family models encode and generate (TOML section `[baselines]`,
+/// after the other baselines' keys): `vae_encode` is VAE, CV-VAE and 2-stage
+/// VAE's, `vae_sampler` VAE, CV-VAE and WAE-MMD's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RouteConfig {
+    /// What `encode` returns for the Gaussian-encoder models (VAE, CV-VAE,
+    /// 2-stage VAE): `mean` (μ, as the reference's `encoder.predict`) or
+    /// `sample` (μ + σ·ε, a draw of the aggregate posterior).
+    pub vae_encode: VaeEncode,
+    /// Generation route of VAE, CV-VAE and WAE-MMD: `prior` (N(0, I), the
+    /// models' own) or `gmm` (the ex-post GMM of the RAE baselines, fitted on
+    /// the training latents μ(x) / E(x) in the post-training phase; the RAE
+    /// reference evaluates its VAE-family models this way too).
+    pub vae_sampler: VaeSampler,
+}
+
+/// `baselines.vae_encode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VaeEncode {
+    Mean,
+    Sample,
+}
+
+/// `baselines.vae_sampler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VaeSampler {
+    Prior,
+    Gmm,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig {
+            vae_beta: super::reference::BASELINE_REFERENCE,
+            cv_vae_std: super::reference::BASELINE_REFERENCE,
+        }
+    }
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            vae_encode: VaeEncode::Mean,
+            vae_sampler: VaeSampler::Prior,
+        }
+    }
+}
+
+impl VaeSampler {
+    /// The generation route this option names.
+    pub fn route(self, spec: &Spec) -> PriorOrExPost {
+        match self {
+            VaeSampler::Prior => PriorOrExPost(None),
+            VaeSampler::Gmm => PriorOrExPost::ex_post(spec),
+        }
+    }
+}
+
+impl VaeConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_weight("baselines.vae_beta", self.vae_beta)?;
+        if self.cv_vae_std != super::reference::BASELINE_REFERENCE {
+            crate::util::positive("baselines.cv_vae_std", self.cv_vae_std)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry's build function of `vae`.
+pub fn build_vae(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Vae::new(spec, geo, device, false)?))
+}
+
+/// The registry's build function of `cv-vae`.
+pub fn build_cv_vae(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Vae::new(spec, geo, device, true)?))
+}
 
 /// `KL(N(μ, exp(logvar)) ‖ N(0, I))` per row, `[N]`.
 pub fn kl_std_normal(mu: &Tensor, logvar: &Tensor) -> Tensor {
@@ -54,7 +149,7 @@ pub struct Vae {
 
 impl Vae {
     /// `cv = true` builds the CV-VAE.
-    pub fn new(cfg: &Config, geo: Geometry, device: Device, cv: bool) -> Result<Vae> {
+    pub fn new(cfg: &Spec, geo: Geometry, device: Device, cv: bool) -> Result<Vae> {
         let w = super::reference::resolve(cfg)?;
         let d = cfg.net.latent_dim;
         let core = Core::new(cfg, geo, device, if cv { d } else { 2 * d }, false);
@@ -63,8 +158,8 @@ impl Vae {
             core,
             beta: w.latent,
             fixed_std: cv.then_some(w.cv_std),
-            encode_mean: cfg.baselines.vae_encode == "mean",
-            latents: PriorOrExPost::new(cfg),
+            encode_mean: cfg.baselines.route.vae_encode == VaeEncode::Mean,
+            latents: cfg.baselines.route.vae_sampler.route(cfg),
         })
     }
 
@@ -92,18 +187,24 @@ impl Vae {
     }
 }
 
-impl Model for Vae {
-    fn name(&self) -> &'static str {
+impl Baseline for Vae {
+    fn key(&self) -> &'static str {
         self.name
     }
-    fn latent_dim(&self) -> i64 {
-        self.core.latent
+    fn core(&self) -> &Core {
+        &self.core
     }
-    fn device(&self) -> Device {
-        self.core.device
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+    fn latents(&self) -> &PriorOrExPost {
+        &self.latents
+    }
+    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
+        (&mut self.core, &mut self.latents)
     }
 
-    fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
+    fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         reseed(self.core.seed, Stream::EncoderNoise, step);
         // Under MPI: this worker's rows of the global batch's noise.
         let eps = crate::dist::randn_rows(
@@ -122,9 +223,8 @@ impl Model for Vae {
         ]))
     }
 
-    fn encode(&self, x: &Tensor) -> Tensor {
-        let _g = tch::no_grad_guard();
-        let (mu, logvar) = self.posterior(&x.to_device(self.core.device), false);
+    fn encode_here(&self, x: &Tensor) -> Tensor {
+        let (mu, logvar) = self.posterior(x, false);
         if self.encode_mean {
             mu
         } else {
@@ -132,44 +232,12 @@ impl Model for Vae {
         }
     }
 
-    fn decode(&self, z: &Tensor) -> Tensor {
-        self.core.decode(z)
-    }
-
-    fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        self.latents
-            .sample(n, self.core.latent, self.core.device, self.name())
-    }
-
-    fn sampler_name(&self) -> String {
-        self.latents.name()
-    }
-
-    fn post_training_steps(&self) -> u64 {
-        self.latents.post_training_steps()
-    }
-
-    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
-        let name = self.name();
-        let core = &self.core;
-        self.latents.fit(data, core.device, name, |x| {
-            let _g = tch::no_grad_guard();
-            core.encoder
-                .forward(x, None, false)
-                .narrow(1, 0, core.latent)
-        })
-    }
-
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state_with(self.latents.0.as_ref())
-    }
-
-    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state_with(self.latents.0.as_mut(), t)
-    }
-
-    fn scale_lr(&mut self, factor: f64) {
-        self.core.opt.lr *= factor;
+    /// The ex-post density is fitted on the means μ(x).
+    fn fit_latents(&self, x: &Tensor) -> Tensor {
+        self.core
+            .encoder
+            .forward(x, None, false)
+            .narrow(1, 0, self.core.latent)
     }
 }
 
@@ -177,6 +245,7 @@ impl Model for Vae {
 mod tests {
     use super::super::common::testing::*;
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn kl_matches_the_closed_form_by_hand() {
@@ -222,7 +291,7 @@ mod tests {
         let x = blobs(16, 2);
         for cv in [false, true] {
             let c = tiny_config(if cv { "cv-vae" } else { "vae" });
-            let mut a = Vae::new(&c, Geometry::MNIST, Device::Cpu, cv).unwrap();
+            let mut a = Vae::new(&c.spec(), Geometry::MNIST, Device::Cpu, cv).unwrap();
             assert_eq!(a.beta, if cv { 0.039 } else { 0.312 });
             let (first, last) = train_fixed(&mut a, &x, 30);
             assert!(last < 0.7 * first, "cv={cv}: {first} -> {last}");
@@ -235,7 +304,7 @@ mod tests {
                 e1.equal(&a.encode(&x.narrow(0, 0, 3))),
                 "mean encoding is deterministic"
             );
-            let mut b = Vae::new(&c, Geometry::MNIST, Device::Cpu, cv).unwrap();
+            let mut b = Vae::new(&c.spec(), Geometry::MNIST, Device::Cpu, cv).unwrap();
             assert_round_trip(&mut a, &mut b, &x);
         }
     }
@@ -245,9 +314,9 @@ mod tests {
         let _rng = crate::rng::exclusive();
         let x = blobs(48, 5);
         let mut c = tiny_config("cv-vae");
-        c.baselines.vae_sampler = "gmm".into();
-        c.baselines.gmm_components = 2;
-        let mut a = Vae::new(&c, Geometry::MNIST, Device::Cpu, true).unwrap();
+        c.baselines.route.vae_sampler = VaeSampler::Gmm;
+        c.baselines.gmm.gmm_components = 2;
+        let mut a = Vae::new(&c.spec(), Geometry::MNIST, Device::Cpu, true).unwrap();
         assert_eq!(a.post_training_steps(), 1);
         train_fixed(&mut a, &x.narrow(0, 0, 16), 5);
         assert!(a.sample_latents(2).is_err(), "not fitted yet");
@@ -256,7 +325,7 @@ mod tests {
             .unwrap();
         assert_eq!(st.get("gmm_points"), Some(48.0));
         assert!(a.sampler_name().contains("GMM"));
-        let mut b = Vae::new(&c, Geometry::MNIST, Device::Cpu, true).unwrap();
+        let mut b = Vae::new(&c.spec(), Geometry::MNIST, Device::Cpu, true).unwrap();
         let state: HashMap<String, Tensor> = a.state().into_iter().collect();
         b.load_state(&state).unwrap();
         crate::rng::reseed(2, Stream::Eval, 0);
@@ -265,7 +334,13 @@ mod tests {
         assert!(za.equal(&b.sample_latents(4).unwrap()));
         assert_eq!(za.size(), vec![4, 4]);
         // The prior route has no post-training phase.
-        let p = Vae::new(&tiny_config("vae"), Geometry::MNIST, Device::Cpu, false).unwrap();
+        let p = Vae::new(
+            &tiny_config("vae").spec(),
+            Geometry::MNIST,
+            Device::Cpu,
+            false,
+        )
+        .unwrap();
         assert_eq!(p.post_training_steps(), 0);
     }
 }

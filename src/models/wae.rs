@@ -20,13 +20,40 @@
 
 use super::common::{per_pixel_mse, sse, val, Core, PriorOrExPost};
 use super::reference::{self, Family};
-use super::{BatchSource, Model, StepStats};
-use crate::config::Config;
+use super::{Baseline, Model, Spec, StepStats};
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
 use anyhow::Result;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+/// WAE-MMD's knob (TOML section `[baselines]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct WaeConfig {
+    /// WAE-MMD weight λ (reference `embedding_weight` of the WAE entries; −1 =
+    /// the reference value, see [`super::reference`]).
+    pub wae_lambda: f64,
+}
+
+impl Default for WaeConfig {
+    fn default() -> Self {
+        WaeConfig {
+            wae_lambda: reference::BASELINE_REFERENCE,
+        }
+    }
+}
+
+impl WaeConfig {
+    pub fn validate(&self) -> Result<()> {
+        reference::check_weight("baselines.wae_lambda", self.wae_lambda)
+    }
+}
+
+/// The registry's build function.
+pub fn build(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Wae::new(spec, geo, device)?))
+}
 
 /// Scales of the IMQ kernel constant (reference: `[.1, .2, .5, 1., 2., 5., 10.]`).
 pub const IMQ_SCALES: [f64; 7] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
@@ -70,31 +97,37 @@ pub struct Wae {
 }
 
 impl Wae {
-    pub fn new(cfg: &Config, geo: Geometry, device: Device) -> Result<Wae> {
+    pub fn new(cfg: &Spec, geo: Geometry, device: Device) -> Result<Wae> {
         let w = reference::resolve(cfg)?;
         let core = Core::new(cfg, geo, device, cfg.net.latent_dim, false);
         Ok(Wae {
             core,
             lambda: w.latent,
             recon_sum_scale: w.wae_recon_sum_scale,
-            input_noise: Family::of(&cfg.data.dataset) == Family::Celeba,
-            latents: PriorOrExPost::new(cfg),
+            input_noise: Family::of(cfg.dataset) == Family::Celeba,
+            latents: cfg.baselines.route.vae_sampler.route(cfg),
         })
     }
 }
 
-impl Model for Wae {
-    fn name(&self) -> &'static str {
+impl Baseline for Wae {
+    fn key(&self) -> &'static str {
         "wae-mmd"
     }
-    fn latent_dim(&self) -> i64 {
-        self.core.latent
+    fn core(&self) -> &Core {
+        &self.core
     }
-    fn device(&self) -> Device {
-        self.core.device
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+    fn latents(&self) -> &PriorOrExPost {
+        &self.latents
+    }
+    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
+        (&mut self.core, &mut self.latents)
     }
 
-    fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
+    fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         let n = x.size()[0];
         let xin = if self.input_noise {
             reseed(self.core.seed, Stream::EncoderNoise, step);
@@ -125,49 +158,8 @@ impl Model for Wae {
         ]))
     }
 
-    fn encode(&self, x: &Tensor) -> Tensor {
-        let _g = tch::no_grad_guard();
-        self.core
-            .encoder
-            .forward(&x.to_device(self.core.device), None, false)
-    }
-
-    fn decode(&self, z: &Tensor) -> Tensor {
-        self.core.decode(z)
-    }
-
-    fn sample_latents(&self, n: i64) -> Result<Tensor> {
-        self.latents
-            .sample(n, self.core.latent, self.core.device, self.name())
-    }
-
-    fn sampler_name(&self) -> String {
-        self.latents.name()
-    }
-
-    fn post_training_steps(&self) -> u64 {
-        self.latents.post_training_steps()
-    }
-
-    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
-        let name = self.name();
-        let core = &self.core;
-        self.latents.fit(data, core.device, name, |x| {
-            let _g = tch::no_grad_guard();
-            core.encoder.forward(x, None, false)
-        })
-    }
-
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.core.state_with(self.latents.0.as_ref())
-    }
-
-    fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
-        self.core.load_state_with(self.latents.0.as_mut(), t)
-    }
-
-    fn scale_lr(&mut self, factor: f64) {
-        self.core.opt.lr *= factor;
+    fn encode_here(&self, x: &Tensor) -> Tensor {
+        self.core.encoder.forward(x, None, false)
     }
 }
 
@@ -224,14 +216,14 @@ mod tests {
         let _rng = crate::rng::exclusive();
         let x = blobs(16, 3);
         let c = tiny_config("wae-mmd");
-        let mut a = Wae::new(&c, Geometry::MNIST, Device::Cpu).unwrap();
+        let mut a = Wae::new(&c.spec(), Geometry::MNIST, Device::Cpu).unwrap();
         assert_eq!(a.lambda, 3e-2);
         let (first, last) = train_fixed(&mut a, &x, 30);
         assert!(last < 0.7 * first, "{first} -> {last}");
         let z = a.sample_latents(6).unwrap();
         assert_eq!(a.decode(&z).size(), vec![6, 1, 32, 32]);
         assert_eq!(a.encode(&x).size(), vec![16, 4]);
-        let mut b = Wae::new(&c, Geometry::MNIST, Device::Cpu).unwrap();
+        let mut b = Wae::new(&c.spec(), Geometry::MNIST, Device::Cpu).unwrap();
         assert_round_trip(&mut a, &mut b, &x);
     }
 }

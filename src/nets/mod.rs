@@ -2,6 +2,10 @@
 //! multiplier: the deterministic encoder (also the sampler net), the decoder,
 //! and the LDC encoder with its extra noise conv layer (paper Fig. 1(b)).
 
+mod config;
+pub mod sn;
+
+pub use config::{NetConfig, NoiseInput};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -64,20 +68,10 @@ fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
     )
 }
 
-/// Number of groups of the global batch over which training-mode BatchNorm
-/// computes its statistics ("ghost" BatchNorm; `train.bn_groups`). 1: the whole batch.
-static BN_GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-/// Set `train.bn_groups` for the nets of this process (set by the training loop).
-pub fn set_bn_groups(groups: usize) {
-    BN_GROUPS.store(groups.max(1), std::sync::atomic::Ordering::SeqCst);
-}
-
-pub fn bn_groups() -> usize {
-    BN_GROUPS.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// BatchNorm of `x` (`[N, C, H, W]`). In training mode with `bn_groups = G > 1`
+/// BatchNorm of `x` (`[N, C, H, W]`). `groups` (`train.bn_groups`, a net's
+/// [`Encoder::bn_groups`] / [`Decoder::bn_groups`]) is the number of groups of
+/// the global batch over which training-mode BatchNorm computes its statistics
+/// ("ghost" BatchNorm; 1: the whole batch). In training mode with `G > 1`
 /// each of G consecutive groups of the global batch is normalised with its own
 /// statistics (the exact gradient of that objective), and the running
 /// statistics are updated from the whole global batch. With K MPI workers each
@@ -85,9 +79,9 @@ pub fn bn_groups() -> usize {
 /// single process with `bn_groups = K` (PyTorch DDP without SyncBatchNorm does
 /// the same); the running statistics' sums are all-reduced. With G = 1 and one
 /// process this is libtorch's BatchNorm.
-pub fn batch_norm_forward(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+pub fn batch_norm_forward(bn: &nn::BatchNorm, x: &Tensor, train: bool, groups: usize) -> Tensor {
     let workers = crate::dist::size();
-    let groups = bn_groups();
+    let groups = groups.max(1);
     if !train || (groups == 1 && workers == 1) {
         return x.apply_t(bn, train);
     }
@@ -173,6 +167,7 @@ pub struct Encoder {
     convs: Vec<nn::Conv2D>,
     fc: nn::Linear,
     concat_noise: bool,
+    bn_groups: usize,
 }
 
 /// How the LDC encoder joins its noise branch (DESIGN §1.1).
@@ -231,7 +226,14 @@ impl Encoder {
             convs,
             fc,
             concat_noise: join == NoiseJoin::Concat,
+            bn_groups: 1,
         }
+    }
+
+    /// Training-mode BatchNorm over `groups` groups of the batch (see [`batch_norm_forward`]).
+    pub fn bn_groups(mut self, groups: usize) -> Encoder {
+        self.bn_groups = groups;
+        self
     }
 
     /// `x`: images `[N,C,H,W]`; `noise`: image-shaped noise for the LDC encoder.
@@ -242,9 +244,9 @@ impl Encoder {
             (None, None, false) => x.apply(&self.first),
             _ => panic!("encoder noise input does not match its construction"),
         };
-        h = batch_norm_forward(&self.bns[0], &h, train).relu();
+        h = batch_norm_forward(&self.bns[0], &h, train, self.bn_groups).relu();
         for (conv, bn) in self.convs.iter().zip(&self.bns[1..]) {
-            h = batch_norm_forward(bn, &h.apply(conv), train).relu();
+            h = batch_norm_forward(bn, &h.apply(conv), train, self.bn_groups).relu();
         }
         h.flatten(1, -1).apply(&self.fc)
     }
@@ -263,6 +265,7 @@ pub struct Decoder {
     pub(crate) last: nn::ConvTranspose2D,
     pub(crate) size: i64,
     channels_last: bool,
+    pub(crate) bn_groups: usize,
 }
 
 /// Padding of the decoder's stride-2 ConvT for kernel `k` doubling the size:
@@ -337,7 +340,14 @@ impl Decoder {
             last,
             size: geo.size,
             channels_last,
+            bn_groups: 1,
         }
+    }
+
+    /// Training-mode BatchNorm over `groups` groups of the batch (see [`batch_norm_forward`]).
+    pub fn bn_groups(mut self, groups: usize) -> Decoder {
+        self.bn_groups = groups;
+        self
     }
 
     pub fn forward(&self, z: &Tensor, train: bool) -> Tensor {
@@ -346,7 +356,7 @@ impl Decoder {
             h = to_channels_last(&h);
         }
         for (up, bn) in self.ups.iter().zip(&self.bns) {
-            h = batch_norm_forward(bn, &h.apply(up), train).relu();
+            h = batch_norm_forward(bn, &h.apply(up), train, self.bn_groups).relu();
         }
         let out = h.apply(&self.last);
         let out = if out.size()[2] != self.size {
@@ -486,16 +496,13 @@ mod tests {
         let bn = batch_norm(vs.root() / "bn", 3);
         let x = Tensor::randn([8, 3, 4, 4], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
         // One group: libtorch's BatchNorm.
-        set_bn_groups(1);
-        let whole = batch_norm_forward(&bn, &x, true);
+        let whole = batch_norm_forward(&bn, &x, true, 1);
         let (rm1, rv1) = (bn.running_mean.copy(), bn.running_var.copy());
         // Two groups: each half normalised on its own statistics ...
         let _ = bn.running_mean.shallow_clone().fill_(0.0);
         let _ = bn.running_var.shallow_clone().fill_(1.0);
-        set_bn_groups(2);
-        let ghost = batch_norm_forward(&bn, &x, true);
-        set_bn_groups(1);
-        let half = batch_norm_forward(&batch_norm(vs.root() / "h", 3), &x.narrow(0, 4, 4), true);
+        let ghost = batch_norm_forward(&bn, &x, true, 2);
+        let half = batch_norm_forward(&batch_norm(vs.root() / "h", 3), &x.narrow(0, 4, 4), true, 1);
         assert!(ghost.narrow(0, 4, 4).allclose(&half, 1e-5, 1e-5, false));
         assert!(
             !ghost.allclose(&whole, 1e-3, 1e-3, false),
@@ -505,9 +512,7 @@ mod tests {
         assert!(bn.running_mean.allclose(&rm1, 1e-5, 1e-6, false));
         assert!(bn.running_var.allclose(&rv1, 1e-5, 1e-6, false));
         // Inference mode ignores the groups.
-        set_bn_groups(2);
-        let eval = batch_norm_forward(&bn, &x, false);
-        set_bn_groups(1);
+        let eval = batch_norm_forward(&bn, &x, false, 2);
         assert!(eval.allclose(&x.apply_t(&bn, false), 1e-6, 1e-6, false));
     }
 }

@@ -12,7 +12,7 @@
 //! too; DESIGN §3 names the decoder only, and so does this implementation).
 //! BatchNorm layers are left as they are, as in the reference.
 
-use crate::nets::{convt_last_padding, convt_stride2_padding, Decoder, Geometry};
+use super::{convt_last_padding, convt_stride2_padding, Decoder, Geometry};
 use tch::nn;
 use tch::{Kind, Tensor};
 
@@ -81,6 +81,7 @@ pub struct SnDecoder {
     stride2: (i64, i64),
     last_pad: i64,
     size: i64,
+    bn_groups: usize,
 }
 
 impl SnDecoder {
@@ -88,6 +89,7 @@ impl SnDecoder {
     /// Linear/ConvT weight wrapped for spectral normalisation.
     pub fn new(p: &nn::Path, geo: Geometry, width: f64, latent: i64) -> SnDecoder {
         let d = Decoder::new(p, geo, width, latent, false);
+        let bn_groups = d.bn_groups;
         let ups = d
             .ups
             .into_iter()
@@ -104,7 +106,14 @@ impl SnDecoder {
             stride2: convt_stride2_padding(geo.kernel),
             last_pad: convt_last_padding(geo.kernel),
             size: d.size,
+            bn_groups,
         }
+    }
+
+    /// Training-mode BatchNorm over `groups` groups of the batch.
+    pub fn bn_groups(mut self, groups: usize) -> SnDecoder {
+        self.bn_groups = groups;
+        self
     }
 
     pub fn forward(&self, z: &Tensor, train: bool) -> Tensor {
@@ -122,7 +131,7 @@ impl SnDecoder {
                 1,
                 [1, 1],
             );
-            h = crate::nets::batch_norm_forward(bn, &h, train).relu();
+            h = super::batch_norm_forward(bn, &h, train, self.bn_groups).relu();
         }
         let (w, b) = &self.last;
         let out = h.conv_transpose2d(
