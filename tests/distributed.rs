@@ -5,11 +5,14 @@
 //! --test distributed`.
 #![cfg(feature = "mpi")]
 
+mod common;
+
+use common::tiny_overrides;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ldc-vae");
 
@@ -20,24 +23,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_ldc-vae");
 /// lr = 1e-5 those steps stay under the 1e-4 tolerance; everything else agrees
 /// to ~1e-6 whatever the rate.
 fn sets(model: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "net.width=0.0625",
-        "net.channels_last=false",
-        "data.train_limit=400",
-        "data.val_size=100",
-        "train.batch_size=20",
-        "train.epochs=1",
+    let mut v = tiny_overrides(&[
         "train.max_steps=2",
         "train.lr=1e-5",
-        "ldc.sampler_particles=40",
-        "ldc.kde_bank=100",
         "ldc.sampler_refine_steps=2",
         "baselines.two_stage_steps=2",
-        "threads=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     v.push(format!("model={model}"));
     v.extend(extra.iter().map(|s| s.to_string()));
     v.into_iter().flat_map(|s| ["--set".into(), s]).collect()
@@ -84,9 +75,7 @@ fn train_args(model: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     a
 }
 
-fn state(dir: &Path) -> HashMap<String, Tensor> {
-    ldc_vae::run_dir::read_checkpoint(dir).unwrap().0
-}
+use common::checkpoint as state;
 
 /// The tensors a checkpoint entry is compared with in scale: an optimizer's
 /// moments together (`adam_encoder.m`), else one net (`encoder`). A pre-BatchNorm

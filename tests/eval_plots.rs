@@ -110,28 +110,3 @@ fn loss_curves_from_metrics_jsonl() {
     assert_eq!((img.width(), img.height()), (900, 5 * 260));
     assert!(loss_curves(&m, &["missing"], &dir.path().join("x.png")).is_err());
 }
-
-/// Timing of the paper's setting (2,000 + 2,000 16-d latents):
-/// `cargo test --release --test eval_plots -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn tsne_2000_plus_2000_timing() {
-    let _rng = ldc_vae::rng::exclusive();
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_clouds(2000, 16);
-    let t0 = std::time::Instant::now();
-    tsne_scatter(
-        &a,
-        &b,
-        "encoder",
-        "prior",
-        "timing",
-        &dir.path().join("t.png"),
-        1,
-    )
-    .unwrap();
-    eprintln!(
-        "t-SNE scatter of 2000 + 2000 points: {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
-}

@@ -138,75 +138,92 @@ fn report_from_two_runs() {
     assert!(write_report(&[dir.path().join("nope")], &out).is_err());
 }
 
-/// A report with real figures (MNIST grids, a t-SNE scatter, loss curves) for
-/// looking at: `LDC_VAE_REPORT_DEMO=/tmp/demo cargo test --release --test
-/// eval_report -- --ignored demo_report`, then open /tmp/demo/out/report.html.
+/// The report with real figures as `ldc-vae eval` makes them (image grids, a
+/// t-SNE scatter, loss curves from a metrics log): every figure embedded as a
+/// PNG data URI, grids shown at twice their size unsmoothed, the loss plot
+/// wide, nothing missing. Set `LDC_VAE_REPORT_DEMO=DIR` to keep it for looking
+/// at (DIR/out/report.html).
 #[test]
-#[ignore]
-fn demo_report() {
+fn report_with_real_figures() {
     let _rng = ldc_vae::rng::exclusive();
     use ldc_vae::eval::{grid, plots};
     use tch::{Device, Kind, Tensor};
-    let root = std::path::PathBuf::from(
-        std::env::var("LDC_VAE_REPORT_DEMO").expect("set LDC_VAE_REPORT_DEMO"),
-    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::env::var_os("LDC_VAE_REPORT_DEMO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let (ldc, vae) = fake_runs(&root);
-    let test = ldc_vae::data::load_split("mnist", None, ldc_vae::data::Split::Test).unwrap();
-    let x = test.images.narrow(0, 0, 32);
-    grid::save_grid(
-        &Tensor::cat(&[x.narrow(0, 0, 16), x.narrow(0, 16, 16)], 0),
+    // 32×32 grey images: grids of 8 columns are 8·32 + borders wide.
+    tch::manual_seed(5);
+    let imgs = Tensor::rand([64, 1, 32, 32], (Kind::Float, Device::Cpu));
+    grid::save_recon_grid(
+        &imgs.narrow(0, 0, 16),
+        &imgs.narrow(0, 16, 16),
         8,
         &ldc.join("recon.png"),
     )
     .unwrap();
-    grid::save_grid(&test.images.narrow(0, 100, 64), 8, &ldc.join("samples.png")).unwrap();
-    grid::save_grid(
-        &test.images.narrow(0, 200, 64),
-        8,
-        &ldc.join("samples_gmm.png"),
-    )
-    .unwrap();
-    tch::manual_seed(5);
-    let a = Tensor::randn([300, 16], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([300, 16], (Kind::Float, Device::Cpu)) * 0.7 + 0.5;
+    grid::save_grid(&imgs, 8, &ldc.join("samples.png")).unwrap();
+    grid::save_grid(&imgs.narrow(0, 0, 40), 8, &ldc.join("samples_gmm.png")).unwrap();
+    let a = Tensor::randn([100, 16], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([100, 16], (Kind::Float, Device::Cpu)) * 0.7 + 0.5;
     plots::tsne_scatter(
         &a,
         &b,
         "encoder q(z)",
         "sampler net",
-        "LDC-VAE latents, MNIST test",
+        "LDC-VAE latents",
         &ldc.join("tsne.png"),
         1,
     )
     .unwrap();
-    plots::tsne_scatter(
-        &a,
-        &(&b * 2.0),
-        "encoder q(z)",
-        "prior N(0, I)",
-        "VAE latents",
-        &vae.join("tsne.png"),
-        1,
-    )
-    .unwrap();
     let mut lines = String::new();
-    for step in 0..1200 {
+    for step in 0..200 {
         let l = 0.06 / (1.0 + step as f64 * 0.01) + 0.005;
-        lines += &format!("{{\"kind\":\"step\",\"step\":{step},\"epoch\":0,\"loss\":{l},\"rec_mse\":{},\"sigma2\":0.3}}\n", l * 0.9);
-        if step % 600 == 599 {
-            lines += &format!(
-                "{{\"kind\":\"epoch\",\"epoch\":0,\"step\":{},\"val_mse\":0.02}}\n",
-                step + 1
-            );
-        }
+        lines += &format!(
+            "{{\"kind\":\"step\",\"step\":{step},\"epoch\":0,\"loss\":{l},\"sigma2\":0.3}}\n"
+        );
     }
+    lines += "{\"kind\":\"epoch\",\"epoch\":0,\"step\":200,\"val_mse\":0.02}\n";
     std::fs::write(ldc.join("metrics.jsonl"), lines).unwrap();
     plots::loss_curves(
         &ldc.join("metrics.jsonl"),
-        &["loss", "rec_mse", "sigma2", "val_mse"],
+        &["loss", "sigma2", "val_mse"],
         &ldc.join("loss.png"),
     )
     .unwrap();
-    let (html, _) = write_report(&[ldc, vae], &root.join("out")).unwrap();
-    eprintln!("{}", html.display());
+
+    let out = root.join("out");
+    let (html, md) = write_report(&[ldc.clone(), vae], &out).unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(!md.contains("is missing") && !html.contains("is missing"));
+    // Five figures of the LDC run and the VAE's t-SNE, each a decodable PNG.
+    let uris: Vec<&str> = html
+        .split("src=\"data:image/png;base64,")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
+    assert_eq!(uris.len(), 6);
+    use base64::Engine;
+    for u in &uris {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(u).unwrap();
+        image::load_from_memory(&bytes).expect("embedded figure is a PNG");
+    }
+    for (f, kind) in [("recon.png", "recon"), ("samples.png", "samples")] {
+        let (w, _) = image::image_dimensions(ldc.join(f)).unwrap();
+        assert!(w > 8 * 32, "{f}: {w} px");
+        let shown = format!(
+            "alt=\"{kind}\" class=\"grid\" width=\"{}\"",
+            (2 * w).min(520)
+        );
+        assert!(html.contains(&shown), "{shown}");
+        assert_eq!(
+            std::fs::read(out.join("ldc-mnist").join(f)).unwrap(),
+            std::fs::read(ldc.join(f)).unwrap(),
+            "{f} copied for the Markdown report"
+        );
+    }
+    assert!(html.contains("alt=\"loss\" class=\"wide\""));
+    assert!(md.contains("![loss](ldc-mnist/loss.png)"));
 }

@@ -2,6 +2,9 @@
 //! sizes: resume equals an uninterrupted run, a kill at any moment leaves a
 //! loadable checkpoint, same seed → same numbers, NaN stops the run clearly.
 
+mod common;
+
+use common::{checkpoint, tiny_overrides};
 use ldc_vae::config::Config;
 use ldc_vae::train::{self, TrainOptions};
 use std::collections::HashMap;
@@ -11,23 +14,11 @@ use std::time::Duration;
 use tch::Tensor;
 
 fn tiny(extra: &[&str]) -> Config {
-    let mut ov: Vec<String> = [
-        "net.width=0.0625",
-        "net.channels_last=false",
-        "data.train_limit=400",
-        "data.val_size=100",
-        "train.batch_size=20",
-        "train.epochs=1",
+    let mut ov = tiny_overrides(&[
         "train.max_steps=12",
         "train.checkpoint_every=4",
-        "ldc.sampler_particles=40",
-        "ldc.kde_bank=100",
         "ldc.sampler_refine_steps=5",
-        "threads=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     ov.extend(extra.iter().map(|s| s.to_string()));
     Config::load(Some("mnist-cpu"), None, &ov).unwrap()
 }
@@ -45,10 +36,6 @@ fn step_lines(dir: &Path) -> Vec<String> {
         .lines()
         .map(String::from)
         .collect()
-}
-
-fn checkpoint(dir: &Path) -> HashMap<String, Tensor> {
-    ldc_vae::run_dir::read_checkpoint(dir).unwrap().0
 }
 
 fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
