@@ -216,6 +216,35 @@ pub fn load_run(dir: &Path, device: Option<&str>) -> Result<(Config, Box<dyn Mod
     Ok((cfg, model, p))
 }
 
+/// `--set` overrides for more sampler-only steps on a finished run: only
+/// `ldc.*` keys that leave the saved nets loadable (not `ldc.sampler_net` and
+/// its sizes) and `threads`; applied to the run's `config.toml`, so the run
+/// records the settings its later steps used.
+fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<()> {
+    const FIXED: [&str; 4] = [
+        "ldc.sampler_net",
+        "ldc.sampler_noise_dim",
+        "ldc.sampler_hidden",
+        "ldc.particles_per_x",
+    ];
+    for o in overrides {
+        let key = o.split('=').next().unwrap_or("").trim();
+        if !(key.starts_with("ldc.") || key == "threads") || FIXED.contains(&key) {
+            bail!(
+                "--set {o}: with `--only sampler` only `ldc.*` sampler keys (not {}) and `threads` can change; \
+                 the run's nets and data are fixed",
+                FIXED.join(", ")
+            );
+        }
+    }
+    let cfg_path = dir.join(CONFIG);
+    let cfg = Config::load(None, Some(&cfg_path), overrides)
+        .with_context(|| format!("applying --set to {}", cfg_path.display()))?;
+    crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+    tracing::info!("{}: {} recorded", cfg_path.display(), overrides.join(", "));
+    Ok(())
+}
+
 /// Append-only metrics log, truncated back to a checkpoint on resume.
 struct Metrics {
     /// None on MPI workers other than rank 0.
@@ -656,10 +685,14 @@ pub fn extend_post_training(
     dir: &Path,
     extra: u64,
     device: Option<&str>,
+    overrides: &[String],
     quiet: bool,
 ) -> Result<Progress> {
     if dist::size() > 1 {
         bail!("`train --only sampler` runs in one process; start it without mpirun");
+    }
+    if !overrides.is_empty() {
+        apply_sampler_overrides(dir, overrides)?;
     }
     let (cfg, mut model, mut prog) = load_run(dir, device)?;
     let data = load_train_data(&cfg)?;

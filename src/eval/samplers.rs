@@ -6,7 +6,7 @@
 use crate::data::{self, Split};
 use crate::eval::run::{decode_all, encode_set};
 use crate::eval::{grid, mmd};
-use crate::models::ldc::{Ldc, SamplerTarget};
+use crate::models::ldc::{Ldc, SamplerPhase, SamplerTarget};
 use crate::models::Model;
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
@@ -79,10 +79,10 @@ pub fn compare(
     for t in targets {
         let target = SamplerTarget::parse(t)?;
         cfg.ldc.sampler_target = t.clone();
+        cfg.ldc.kde_scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
         let mut m = Ldc::new(&cfg, Geometry::for_dataset(&cfg.data.dataset), dev)?;
         m.load_state(&tensors)?;
         m.reset_sampler(target, cfg.seed, cfg.sampler_lr());
-        let scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
         let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
         batches.epoch_offset = 1 << 21;
         let pb = if quiet {
@@ -100,7 +100,7 @@ pub fn compare(
         let mut last_std = f64::NAN;
         for i in 0..steps {
             let x = batches.get(i);
-            let s = m.sampler_only_step(&x, (1u64 << 41) + i, scale)?;
+            let s = m.sampler_only_step(&x, (1u64 << 41) + i, SamplerPhase::Joint)?;
             if let Some((k, v)) = s.non_finite() {
                 bail!("target {t}, step {i}: `{k}` is {v}");
             }

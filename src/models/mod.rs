@@ -91,6 +91,15 @@ pub trait Model {
 
 /// Build the model named in `cfg.model` for data of geometry `geo`.
 pub fn build(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
+    let model = build_with_tch_init(cfg, device)?;
+    if cfg.net.init == "pytorch" {
+        crate::nets::init_like_pytorch(&model.state(), cfg.seed);
+    }
+    Ok(model)
+}
+
+/// The model with tch's default initialisation (`net.init = tch`).
+fn build_with_tch_init(cfg: &Config, device: Device) -> Result<Box<dyn Model>> {
     let geo = crate::nets::Geometry::for_dataset(&cfg.data.dataset);
     match cfg.model.as_str() {
         "ldc" => Ok(Box::new(ldc::Ldc::new(cfg, geo, device)?)),

@@ -394,6 +394,47 @@ impl Module for Mlp {
     }
 }
 
+/// Re-initialise, in place, every conv, transposed-conv and linear layer among
+/// the named `tensors` (a model's [`crate::models::Model::state`]) as PyTorch's
+/// defaults do: weight and bias ~ U(±1/√fan_in), fan_in = `weight.size(1)` ×
+/// kernel area (PyTorch's rule for all three layer kinds, transposed convs
+/// included). tch's defaults are Kaiming-uniform with the ReLU gain (bounds
+/// √6 ≈ 2.45× wider) and zero conv biases; with BatchNorm after a conv, Adam's
+/// fixed-size steps on 2.45× larger weights train ~2.45× more slowly, which
+/// made our reconstructions lag a PyTorch implementation of the same
+/// method (issue 14: validation MSE 0.0163 vs its 0.0093 at 1,200 steps).
+/// Layers are recognised by their variables: `*.weight` of rank ≥ 2 and the
+/// `*.bias` beside it; BatchNorm (rank-1 weights), spectral-norm vectors and
+/// optimizer state (`adam*`) are left alone. Each tensor draws from its own
+/// stream, seeded by (`seed`, its name), so nets never shift each other's init.
+pub fn init_like_pytorch(tensors: &[(String, Tensor)], seed: u64) {
+    use crate::rng::{reseed, Stream};
+    let _g = tch::no_grad_guard();
+    let fan_in = |w: &Tensor| -> i64 { w.size()[1..].iter().product() };
+    let weights: std::collections::HashMap<&str, i64> = tensors
+        .iter()
+        .filter(|(n, t)| !n.starts_with("adam") && n.ends_with(".weight") && t.dim() >= 2)
+        .map(|(n, t)| (n.trim_end_matches(".weight"), fan_in(t)))
+        .collect();
+    for (name, t) in tensors {
+        if name.starts_with("adam") {
+            continue;
+        }
+        let layer = name
+            .strip_suffix(".weight")
+            .or_else(|| name.strip_suffix(".bias"));
+        let Some(fan) = layer.and_then(|l| weights.get(l)) else {
+            continue;
+        };
+        let bound = 1.0 / (*fan as f64).sqrt();
+        let name_hash = name
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        reseed(seed, Stream::Init, name_hash);
+        let _ = t.shallow_clone().uniform_(-bound, bound);
+    }
+}
+
 /// Standard normal noise shaped like a batch of images.
 pub fn image_noise(n: i64, geo: Geometry, device: tch::Device) -> Tensor {
     Tensor::randn([n, geo.channels, geo.size, geo.size], (Kind::Float, device))
