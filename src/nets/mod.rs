@@ -476,6 +476,46 @@ mod tests {
         }
     }
 
+    /// PyTorch's rule: every conv / transposed-conv / linear weight and bias
+    /// ~ U(±1/√fan_in) with fan_in = size(1) × kernel area; BatchNorm untouched;
+    /// the same seed gives the same weights.
+    #[test]
+    fn pytorch_init_bounds_and_spread() {
+        let _rng = crate::rng::exclusive();
+        let build = || {
+            let vs = VarStore::new(Device::Cpu);
+            let _e = Encoder::new(&(vs.root() / "e"), Geometry::MNIST, 0.25, 16, NoiseJoin::Add);
+            let _d = Decoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.25, 16, false);
+            let state: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            init_like_pytorch(&state, 7);
+            vs
+        };
+        let vs = build();
+        let vars = vs.variables();
+        let check = |name: &str, fan_in: i64| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            for p in ["weight", "bias"] {
+                let t = &vars[&format!("{name}.{p}")];
+                let max = t.abs().max().double_value(&[]);
+                assert!(max <= bound + 1e-7, "{name}.{p}: {max} > {bound}");
+                if t.numel() > 200 {
+                    // std of U(-b, b) is b/√3
+                    let sd = t.std(true).double_value(&[]);
+                    assert!((sd / (bound / 3f64.sqrt()) - 1.0).abs() < 0.1, "{name}.{p}: std {sd}");
+                }
+            }
+        };
+        check("e.conv0", 16); // 1 input channel × 4×4
+        check("e.conv1", 32 * 16); // 32 channels × 4×4
+        check("e.fc", 256 * 4);
+        check("d.fc", 16);
+        check("d.convt0", 128 * 16); // ConvT weight [in=256, out=128, 4, 4]: size(1) = 128
+        assert!(vars["e.conv1.bias"].abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert_eq!(vars["e.bn0.weight"].double_value(&[0]), 1.0);
+        let again = build();
+        assert!(vars["d.convt1.weight"].equal(&again.variables()["d.convt1.weight"]));
+    }
+
     #[test]
     fn paper_width_matches_rae_layer_sizes() {
         let _rng = crate::rng::exclusive();
