@@ -658,6 +658,19 @@ impl Ldc {
         .into();
     }
 
+    /// Load the frozen encoder, decoder and KDE bank of a checkpoint, leaving
+    /// the sampler as it is (a study of fresh samplers, possibly of another
+    /// architecture, on trained nets).
+    pub fn load_frozen_nets(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        load_var_store(&mut self.enc_vs, "encoder", t)?;
+        load_var_store(&mut self.dec_vs, "decoder", t)?;
+        let bank = t
+            .get("kde_bank")
+            .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
+        self.bank = bank.to_device(self.device).to_kind(Kind::Float);
+        Ok(())
+    }
+
     /// The LDC options in force (after `reset_sampler`, the new target).
     pub fn options(&self) -> &LdcConfig {
         &self.cfg
