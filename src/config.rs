@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub use crate::models::ldc::{
-    LdcConfig, SamplerBandwidth, SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
+    KdeBandwidthRule, LdcConfig, RefineBank, SamplerBandwidth, SamplerKernel, SamplerNetKind,
+    SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
 };
 pub use crate::models::reference::BASELINE_REFERENCE;
 pub use crate::models::vae::{VaeEncode, VaeSampler};
-pub use crate::nets::{NetConfig, NoiseInput};
+pub use crate::nets::{NetConfig, NetInit, NoiseInput};
 
 /// Presets shipped with the binary (the files in `configs/`).
 pub const PRESETS: &[(&str, &str)] = &[

@@ -122,6 +122,35 @@ pub fn reconstruction_mse(model: &dyn Model, set: &ImageSet, batch: i64, seed: u
     total / (set.images.numel() as f64)
 }
 
+/// `--set` overrides for more sampler-only steps on a finished run: only
+/// `ldc.*` keys that leave the saved nets loadable (not `ldc.sampler_net` and
+/// its sizes) and `threads`; applied to the run's `config.toml`, so the run
+/// records the settings its later steps used.
+fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<()> {
+    const FIXED: [&str; 4] = [
+        "ldc.sampler_net",
+        "ldc.sampler_noise_dim",
+        "ldc.sampler_hidden",
+        "ldc.particles_per_x",
+    ];
+    for o in overrides {
+        let key = o.split('=').next().unwrap_or("").trim();
+        if !(key.starts_with("ldc.") || key == "threads") || FIXED.contains(&key) {
+            bail!(
+                "--set {o}: with `--only sampler` only `ldc.*` sampler keys (not {}) and `threads` can change; \
+                 the run's nets and data are fixed",
+                FIXED.join(", ")
+            );
+        }
+    }
+    let cfg_path = dir.join(run_dir::CONFIG);
+    let cfg = run_dir::read_config(dir, overrides)
+        .with_context(|| format!("applying --set to {}", cfg_path.display()))?;
+    run_dir::write_config(dir, &cfg)?;
+    tracing::info!("{}: {} recorded", cfg_path.display(), overrides.join(", "));
+    Ok(())
+}
+
 /// Options of one `train` invocation beyond the config.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -555,10 +584,14 @@ pub fn extend_post_training(
     dir: &Path,
     extra: u64,
     device: Option<&str>,
+    overrides: &[String],
     quiet: bool,
 ) -> Result<Progress> {
     if dist::size() > 1 {
         bail!("`train --only sampler` runs in one process; start it without mpirun");
+    }
+    if !overrides.is_empty() {
+        apply_sampler_overrides(dir, overrides)?;
     }
     let (cfg, mut model, mut prog) = run_dir::load_run(dir, device)?;
     let data = load_train_data(&cfg)?;

@@ -43,7 +43,7 @@ fn sampler_alone_on_saved_mnist_nets_matches_gaussian_and_covers_classes() {
         out.progress.val_mse
     );
     // Train the sampler alone on the frozen nets (`train --resume --only sampler`).
-    train::extend_post_training(&dir, 1500, None, true).unwrap();
+    train::extend_post_training(&dir, 1500, None, &[], true).unwrap();
 
     let (cfg, model, _) = ldc_vae::run_dir::load_run(&dir, None).unwrap();
     let model = model.as_ref();

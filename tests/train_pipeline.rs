@@ -99,8 +99,38 @@ fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
     assert_ne!(step_lines(&full), step_lines(&other));
 
     // Sampler-only continuation of a finished run adds post-training steps.
-    let p = train::extend_post_training(&full, 3, None, true).unwrap();
+    let p = train::extend_post_training(&full, 3, None, &[], true).unwrap();
     assert_eq!(p.post_step, 8);
+
+    // `--set` on a sampler-only continuation applies and is recorded in the
+    // run's config; keys that would change the saved nets are refused.
+    let e =
+        train::extend_post_training(&full, 1, None, &["net.width=0.125".into()], true).unwrap_err();
+    assert!(format!("{e:#}").contains("net.width=0.125"), "{e:#}");
+    let e = train::extend_post_training(&full, 1, None, &["ldc.sampler_net=mlp".into()], true)
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("ldc.sampler_net"), "{e:#}");
+    let before = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let ov = [
+        "ldc.sampler_refine_kde_scale=0.25".to_string(),
+        "ldc.sampler_leave_one_out=true".to_string(),
+    ];
+    let p = train::extend_post_training(&full, 2, None, &ov, true).unwrap();
+    assert_eq!(p.post_step, 10);
+    let saved = Config::load(None, Some(&full.join(ldc_vae::run_dir::CONFIG)), &[]).unwrap();
+    assert_eq!(saved.ldc.sampler_refine_kde_scale, 0.25);
+    assert!(saved.ldc.sampler_leave_one_out);
+    // ... and it took effect: τ² of the new steps is half the earlier steps'.
+    let tau2 = |line: &str| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["kde_tau2"].as_f64().unwrap()
+    };
+    let after = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let new_lines: Vec<&str> = after.lines().skip(before.lines().count()).collect();
+    let old_last = before.lines().last().unwrap();
+    assert_eq!(new_lines.len(), 2);
+    let ratio = tau2(new_lines[0]) / tau2(old_last);
+    assert!((0.3..0.7).contains(&ratio), "τ² ratio {ratio}");
 }
 
 #[test]

@@ -52,12 +52,37 @@ pub struct CompareSamplersArgs {
     /// KDE width for aggregate_kde (default: the run's ldc.kde_scale).
     #[arg(long)]
     pub kde_scale: Option<f64>,
-    /// Output folder (default RUN_DIR/sampler-targets).
+    /// Output folder (default RUN_DIR/sampler-targets, or RUN_DIR/sampler-study with --variant).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The sampler study (issue 14) instead of the target comparison: one fresh
+    /// sampler per variant, `NAME:KEY=VALUE,KEY=VALUE` with `ldc.` keys (prefix
+    /// optional), trained --steps refinement steps; repeat the flag per variant.
+    #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
+    pub variants: Vec<String>,
 }
 
 pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
+    if !a.variants.is_empty() {
+        let variants = a
+            .variants
+            .iter()
+            .map(|v| crate::eval::samplers::Variant::parse(v))
+            .collect::<Result<Vec<_>>>()?;
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| a.run_dir.join("sampler-study"));
+        let rows = crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false)?;
+        for r in rows {
+            println!(
+                "{:<28} MMD² {:.4}  latent P {:.3} R {:.3}  class TV {:.3}  {:?}",
+                r.name, r.mmd2, r.latent_precision, r.latent_recall, r.class_tv, r.classes
+            );
+        }
+        println!("wrote {}", out.join("sampler-study.md").display());
+        return Ok(());
+    }
     let out = a
         .out
         .clone()

@@ -51,7 +51,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             bail!("--only `{only}`: only `sampler` can be trained alone");
         }
         let steps = a.steps.unwrap_or(1000);
-        let p = train::extend_post_training(dir, steps, a.device.as_deref(), false)?;
+        let p = train::extend_post_training(dir, steps, a.device.as_deref(), &a.overrides, false)?;
         println!(
             "sampler trained {steps} more steps ({} post-training steps in all); checkpoint in {}",
             p.post_step,

@@ -6,16 +6,17 @@
 use crate::data::{self, Split};
 use crate::eval::run::{decode_all, encode_set};
 use crate::eval::{grid, mmd};
-use crate::models::ldc::{Ldc, SamplerTarget};
+use crate::models::ldc::{Ldc, SamplerPhase, SamplerTarget};
 use crate::models::Model;
 use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
 use crate::run_dir;
 use crate::train::{self, Batches};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
+use tch::Tensor;
 
 pub struct TargetResult {
     pub target: String,
@@ -80,10 +81,10 @@ pub fn compare(
     for t in targets {
         let target = SamplerTarget::parse(t)?;
         cfg.ldc.sampler_target = target;
+        cfg.ldc.kde_scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
         let mut m = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
         m.load_state(&tensors)?;
         m.reset_sampler(target, cfg.seed, cfg.sampler_lr());
-        let scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
         let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
         batches.epoch_offset = 1 << 21;
         let pb = if quiet {
@@ -101,7 +102,7 @@ pub fn compare(
         let mut last_std = f64::NAN;
         for i in 0..steps {
             let x = batches.get(i);
-            let s = m.sampler_only_step(&x, (1u64 << 41) + i, scale)?;
+            let s = m.sampler_only_step(&x, (1u64 << 41) + i, SamplerPhase::Joint)?;
             if let Some((k, v)) = s.non_finite() {
                 bail!("target {t}, step {i}: `{k}` is {v}");
             }
@@ -155,4 +156,290 @@ pub fn compare(
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     Ok(results)
+}
+
+/// One sampler variant of the study (issue 14): a name and `ldc.*` overrides.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: String,
+    pub overrides: Vec<String>,
+}
+
+impl Variant {
+    /// `name:key=value,key=value` (keys with or without the `ldc.` prefix);
+    /// without `name:` the override list names the variant; `baseline` or an
+    /// empty list is the run's own settings.
+    pub fn parse(s: &str) -> Result<Variant> {
+        let (name, rest) = match s.split_once(':') {
+            Some((n, r)) => (n.trim().to_string(), r),
+            None => (s.trim().to_string(), s),
+        };
+        let overrides = rest
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty() && *o != "baseline")
+            .map(|o| {
+                if !o.contains('=') {
+                    bail!("variant `{s}`: `{o}` is not KEY=VALUE");
+                }
+                Ok(if o.starts_with("ldc.") {
+                    o.to_string()
+                } else {
+                    format!("ldc.{o}")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Variant { name, overrides })
+    }
+}
+
+/// Scores of one generator in the study.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StudyRow {
+    pub name: String,
+    pub overrides: Vec<String>,
+    pub mmd2: f64,
+    pub latent_precision: f64,
+    pub latent_recall: f64,
+    pub class_tv: f64,
+    pub classes: Vec<i64>,
+    pub sampler_std: f64,
+    pub seconds: f64,
+    pub grid: String,
+}
+
+/// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
+/// against `real` (`[n, d]` each), here on latents: the share of fake points
+/// inside some real point's k-NN ball, and the converse.
+pub fn knn_precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> (f64, f64) {
+    let _g = tch::no_grad_guard();
+    let radii = |x: &Tensor| crate::svgd::sq_dists(x, x).kthvalue(k + 1, 1, false).0;
+    let (rr, rf) = (radii(real), radii(fake));
+    let d = crate::svgd::sq_dists(fake, real); // [nf, nr]
+    let prec = d
+        .le_tensor(&rr.unsqueeze(0))
+        .any_dim(1, false)
+        .to_kind(tch::Kind::Float)
+        .mean(tch::Kind::Float)
+        .double_value(&[]);
+    let rec = d
+        .transpose(0, 1)
+        .le_tensor(&rf.unsqueeze(0))
+        .any_dim(1, false)
+        .to_kind(tch::Kind::Float)
+        .mean(tch::Kind::Float)
+        .double_value(&[]);
+    (prec, rec)
+}
+
+/// Total-variation distance between two histograms (as distributions).
+pub fn tv_distance(a: &[i64], b: &[i64]) -> f64 {
+    let (sa, sb) = (a.iter().sum::<i64>() as f64, b.iter().sum::<i64>() as f64);
+    0.5 * a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 / sa - *y as f64 / sb).abs())
+        .sum::<f64>()
+}
+
+/// The sampler study of issue 14 on the frozen encoder/decoder of `run_dir`:
+/// for each variant a fresh sampler (seeded as the run's) is trained `steps`
+/// refinement steps through the same code path as `train`'s refinement phase
+/// (`post_training_step`, so `refine_bank`, annealing etc. apply), then scored
+/// beside the ex-post Gaussian and 10-component GMM on the same nets: latent
+/// MMD² and k-NN precision/recall against encoder latents of test images (in
+/// the whitened coordinates of the training latents), and the class histogram
+/// of 1,000 decoded samples (cosine 1-NN) with its TV distance to the test set's.
+pub fn study(
+    run_dir: &Path,
+    variants: &[Variant],
+    steps: u64,
+    out: &Path,
+    quiet: bool,
+) -> Result<Vec<StudyRow>> {
+    use crate::eval::classes;
+    use crate::gmm::Gmm;
+    let (cfg, _, _) = run_dir::load_run(run_dir, None)?;
+    if !crate::models::info(&cfg.model)?.sampler_net {
+        bail!(
+            "{} is a `{}` run; the sampler study exists only for ldc",
+            run_dir.display(),
+            cfg.model
+        );
+    }
+    std::fs::create_dir_all(out)?;
+    let dev = crate::util::parse_device(&cfg.device)?;
+    let (tensors, _) = run_dir::read_checkpoint(run_dir)?;
+    let data = train::load_train_data(&cfg)?;
+    let test = data::load_split(
+        &cfg.data.dataset,
+        (!cfg.data.dir.is_empty()).then(|| Path::new(&cfg.data.dir)),
+        Split::Test,
+    )?;
+    let geo = Geometry::for_dataset(&cfg.data.dataset);
+    let nl = (cfg.eval.latent_samples as i64).min(test.len());
+    let mut base = Ldc::new(&cfg.spec(), geo, dev)?;
+    base.load_state(&tensors)?;
+    reseed(cfg.seed, Stream::Eval, 10);
+    let z_test = encode_set(&base, &test, nl, 250);
+    reseed(cfg.seed, Stream::Eval, 11);
+    let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
+    let white = crate::svgd::Whitening::fit(&z_train);
+    let u_test = white.apply(&z_test);
+    // Class histograms by cosine 1-NN on labelled training images (MNIST).
+    let labelled = data.train.labels.as_ref().map(|lab| {
+        let m = 10_000.min(data.train.len());
+        (data.train.images.narrow(0, 0, m), lab.narrow(0, 0, m))
+    });
+    let nc = 1000.min(nl);
+    let hist = |imgs: &Tensor| -> Vec<i64> {
+        match &labelled {
+            Some((refs, lab)) => {
+                let k = lab.max().int64_value(&[]) + 1;
+                classes::histogram(&classes::nearest_neighbour_labels(imgs, refs, lab), k)
+            }
+            None => Vec::new(),
+        }
+    };
+    let test_hist = hist(&test.images.narrow(0, 0, nc));
+    let score = |name: &str,
+                 overrides: Vec<String>,
+                 m: &Ldc,
+                 z: &Tensor,
+                 std: f64,
+                 secs: f64|
+     -> Result<StudyRow> {
+        let mmd2 = mmd::mmd2_rbf(&z_test, z);
+        let (p, r) = knn_precision_recall(&u_test, &white.apply(z), 3);
+        let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
+        let h = hist(&imgs);
+        let tv = if h.is_empty() {
+            f64::NAN
+        } else {
+            tv_distance(&h, &test_hist)
+        };
+        let grid_name = format!(
+            "study_{}.png",
+            name.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect::<String>()
+        );
+        grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
+        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}");
+        Ok(StudyRow {
+            name: name.to_string(),
+            overrides,
+            mmd2,
+            latent_precision: p,
+            latent_recall: r,
+            class_tv: tv,
+            classes: h,
+            sampler_std: std,
+            seconds: secs,
+            grid: grid_name,
+        })
+    };
+    let mut rows = Vec::new();
+    let b = &cfg.baselines;
+    let gmm = Gmm::fit_with_tol(
+        &z_train,
+        b.gmm.gmm_components,
+        cfg.seed,
+        b.gmm.gmm_max_iter,
+        b.gmm.gmm_tol,
+    )?;
+    reseed(cfg.seed, Stream::Eval, 15);
+    let z_gmm = gmm.sample(nl).to_device(dev);
+    rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
+    let gauss = mmd::Gaussian::fit(&z_train);
+    reseed(cfg.seed, Stream::Eval, 13);
+    let z_gauss = gauss.sample(nl).to_device(dev);
+    rows.push(score(
+        "ex-post Gaussian",
+        vec![],
+        &base,
+        &z_gauss,
+        f64::NAN,
+        0.0,
+    )?);
+    reseed(cfg.seed, Stream::Eval, 12);
+    let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
+    rows.push(score(
+        "the run's own sampler",
+        vec![],
+        &base,
+        &z_own,
+        f64::NAN,
+        0.0,
+    )?);
+
+    for v in variants {
+        let mut ov = v.overrides.clone();
+        ov.push(format!("ldc.sampler_refine_steps={steps}"));
+        let vcfg = crate::config::Config::load(None, Some(&run_dir.join(run_dir::CONFIG)), &ov)
+            .with_context(|| format!("variant `{}`", v.name))?;
+        let target = vcfg.ldc.sampler_target;
+        let mut m = Ldc::new(&vcfg.spec(), geo, dev)?;
+        m.load_frozen_nets(&tensors)?;
+        m.reset_sampler(target, vcfg.seed, vcfg.sampler_lr());
+        let mut batches = Batches::new(&data.train, vcfg.train.batch_size, vcfg.seed, dev);
+        batches.epoch_offset = 1 << 21;
+        let pb = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(steps)
+        };
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap(),
+        );
+        pb.set_prefix(v.name.clone());
+        let t0 = std::time::Instant::now();
+        let mut last_std = f64::NAN;
+        for i in 0..steps {
+            let s = m.post_training_step(&mut batches, i)?;
+            if let Some((k, val)) = s.non_finite() {
+                bail!("variant {}, step {i}: `{k}` is {val}", v.name);
+            }
+            last_std = s.get("sampler_std").unwrap_or(f64::NAN);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        reseed(cfg.seed, Stream::Eval, 12);
+        let z = crate::eval::run::sample_latents(&m, nl, 250)?;
+        rows.push(score(&v.name, v.overrides.clone(), &m, &z, last_std, secs)?);
+    }
+
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# Sampler study on the frozen nets of `{}`\n",
+        run_dir.display()
+    )?;
+    writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}.\n", cfg.train.batch_size)?;
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | s | samples |\n|---|---|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        writeln!(
+            md,
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:.0} | ![]({}) |",
+            r.name,
+            r.overrides.join(" "),
+            r.mmd2,
+            r.latent_precision,
+            r.latent_recall,
+            r.class_tv,
+            r.classes,
+            r.seconds,
+            r.grid
+        )?;
+    }
+    crate::util::write_atomic(&out.join("sampler-study.md"), md.as_bytes())?;
+    crate::util::write_atomic(
+        &out.join("sampler-study.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
+    Ok(rows)
 }

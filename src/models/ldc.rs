@@ -9,7 +9,7 @@
 
 use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
 use crate::dist;
-use crate::nets::{image_noise, Decoder, Encoder, Geometry, NoiseJoin};
+use crate::nets::{image_noise, Decoder, Encoder, Geometry, Mlp, NetInit, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
 use crate::svgd;
@@ -17,7 +17,7 @@ use crate::util::{in_range, positive};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::Module, nn::VarStore, Device, Kind, Tensor};
 
 /// `L = -(1/n) Σ_j y_j · stopgrad(Φ(y_j))` (DESIGN §1.7–1.8): a gradient step on
 /// the parameters producing `y` moves each `y_j` along `+Φ` (Eq. 16).
@@ -86,6 +86,97 @@ pub struct LdcConfig {
     /// Sampler-only steps on the frozen encoder/decoder after joint training.
     pub sampler_refine_steps: u64,
     pub sampler_refine_kde_scale: f64,
+    // ---- The sampler study of issue 14 (docs/SAMPLER-TARGETS.md). Each key's
+    // default here is the behaviour before it existed; the presets set the
+    // measured best.
+    /// Bandwidth rule of the aggregate_kde target, τ² = scale · τ²_rule:
+    /// `median` (τ²_rule = h_bank/2, the median heuristic of DESIGN §1.8),
+    /// `scott` / `silverman` (the rules of thumb for a d-dim Gaussian KDE on
+    /// the bank's per-dimension variance: n^(-2/(d+4)), times (4/(d+2))^(2/(d+4))
+    /// for Silverman), `cv` (maximum held-out log-likelihood: the bank's last
+    /// 10% against the rest, over a grid of multiples of Scott's τ).
+    pub kde_bandwidth: KdeBandwidthRule,
+    /// Build the KDE and the sampler's SVGD kernel in the bank's whitened
+    /// coordinates (a covariance-shaped KDE; the sampler's loss preconditioned).
+    pub kde_whiten: bool,
+    /// Bank of the refinement phase: `fifo` (the last `kde_bank` encoder
+    /// particles, as in joint training) or `train_set` (the whole training set,
+    /// encoded once by the frozen encoder when refinement starts).
+    pub refine_bank: RefineBank,
+    /// Annealed refinement: τ starts at (1 + a)·τ and shrinks linearly to τ
+    /// over the first half of the refinement steps; 0 = a fixed target.
+    pub refine_anneal: f64,
+    /// Leave each sampler particle's own term out of its Stein direction:
+    /// φ_j ← (n·φ_j − s_j)/(n − 1). The self-term (kernel weight 1) pulls each
+    /// particle along its own score with no repulsion, contracting the sampler.
+    pub sampler_leave_one_out: bool,
+    /// Kernel of the sampler's SVGD: `rbf` exp(-d²/h) or `imq` (1 + d²/h)^(-1/2).
+    pub sampler_kernel: SamplerKernel,
+    /// Multiplier on the sampler kernel's bandwidth (< 1: more local repulsion).
+    pub sampler_h_scale: f64,
+    /// Sampler net: `conv` (the RAE encoder on image-shaped noise, the paper's
+    /// choice) or `mlp` (a `sampler_noise_dim`-dim Gaussian through three
+    /// ReLU layers of `sampler_hidden` units).
+    pub sampler_net: SamplerNetKind,
+    pub sampler_noise_dim: i64,
+    pub sampler_hidden: i64,
+}
+
+/// `ldc.kde_bandwidth` (see [`svgd::KdeBandwidth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KdeBandwidthRule {
+    Median,
+    Scott,
+    Silverman,
+    /// Held-out log-likelihood.
+    Cv,
+}
+
+impl From<KdeBandwidthRule> for svgd::KdeBandwidth {
+    fn from(r: KdeBandwidthRule) -> svgd::KdeBandwidth {
+        match r {
+            KdeBandwidthRule::Median => svgd::KdeBandwidth::Median,
+            KdeBandwidthRule::Scott => svgd::KdeBandwidth::Scott,
+            KdeBandwidthRule::Silverman => svgd::KdeBandwidth::Silverman,
+            KdeBandwidthRule::Cv => svgd::KdeBandwidth::HeldOut,
+        }
+    }
+}
+
+impl std::fmt::Display for KdeBandwidthRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Median => "median",
+            Self::Scott => "scott",
+            Self::Silverman => "silverman",
+            Self::Cv => "cv",
+        })
+    }
+}
+
+/// `ldc.refine_bank`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefineBank {
+    Fifo,
+    TrainSet,
+}
+
+/// `ldc.sampler_kernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKernel {
+    Rbf,
+    Imq,
+}
+
+/// `ldc.sampler_net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerNetKind {
+    Conv,
+    Mlp,
 }
 
 impl Default for LdcConfig {
@@ -104,6 +195,16 @@ impl Default for LdcConfig {
             sampler_lr: 0.0,
             sampler_refine_steps: 0,
             sampler_refine_kde_scale: 0.5,
+            kde_bandwidth: KdeBandwidthRule::Median,
+            kde_whiten: false,
+            refine_bank: RefineBank::Fifo,
+            refine_anneal: 0.0,
+            sampler_leave_one_out: false,
+            sampler_kernel: SamplerKernel::Rbf,
+            sampler_h_scale: 1.0,
+            sampler_net: SamplerNetKind::Conv,
+            sampler_noise_dim: 32,
+            sampler_hidden: 256,
         }
     }
 }
@@ -205,7 +306,17 @@ impl LdcConfig {
                 l.sampler_particles
             );
         }
-        in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)
+        in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
+        in_range("ldc.refine_anneal", l.refine_anneal, 0.0, 100.0)?;
+        positive("ldc.sampler_h_scale", l.sampler_h_scale)?;
+        if l.sampler_noise_dim < 1 || l.sampler_hidden < 1 {
+            bail!(
+                "config keys `ldc.sampler_noise_dim` and `ldc.sampler_hidden` must be >= 1 (got {}, {})",
+                l.sampler_noise_dim,
+                l.sampler_hidden
+            );
+        }
+        Ok(())
     }
 
     /// Sampler learning rate, defaulting to the encoder/decoder one.
@@ -242,6 +353,93 @@ pub fn build(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model
     Ok(Box::new(Ldc::new(spec, geo, device)?))
 }
 
+/// The sampler net `S_ω` (config `ldc.sampler_net`).
+pub enum SamplerNet {
+    /// The RAE encoder on image-shaped noise (the paper's choice, DESIGN §1.8).
+    Conv(Box<Encoder>),
+    /// An MLP on a `noise_dim`-dim Gaussian.
+    Mlp { net: Mlp, noise_dim: i64 },
+}
+
+impl SamplerNet {
+    fn new(
+        vs: &VarStore,
+        cfg: &LdcConfig,
+        geo: Geometry,
+        width: f64,
+        latent: i64,
+        bn_groups: usize,
+    ) -> SamplerNet {
+        if cfg.sampler_net == SamplerNetKind::Mlp {
+            let (e, h) = (cfg.sampler_noise_dim, cfg.sampler_hidden);
+            SamplerNet::Mlp {
+                net: Mlp::new(&vs.root(), &[e, h, h, h, latent]),
+                noise_dim: e,
+            }
+        } else {
+            SamplerNet::Conv(Box::new(
+                Encoder::new(&vs.root(), geo, width, latent, NoiseJoin::None).bn_groups(bn_groups),
+            ))
+        }
+    }
+
+    /// `n` draws of the net's input noise (current generator).
+    pub fn noise(&self, n: i64, geo: Geometry, device: Device) -> Tensor {
+        match self {
+            SamplerNet::Conv(_) => image_noise(n, geo, device),
+            SamplerNet::Mlp { noise_dim, .. } => {
+                Tensor::randn([n, *noise_dim], (Kind::Float, device))
+            }
+        }
+    }
+
+    pub fn forward(&self, eps: &Tensor, train: bool) -> Tensor {
+        match self {
+            SamplerNet::Conv(e) => e.forward(eps, None, train),
+            SamplerNet::Mlp { net, .. } => net.forward(eps),
+        }
+    }
+}
+
+/// The aggregate_kde target as one sampler step sees it (DESIGN §1.8, issue 14):
+/// the bank in the working coordinates (whitened or not), τ², and the bank's
+/// median-heuristic bandwidth there.
+struct KdeTarget {
+    whitening: Option<svgd::Whitening>,
+    bank: Tensor,
+    tau2: f64,
+    h_bank: Tensor,
+}
+
+impl KdeTarget {
+    /// `scale` multiplies the rule's τ²; `rule` and whitening from `cfg`.
+    fn build(bank: &Tensor, cfg: &LdcConfig, scale: f64) -> KdeTarget {
+        let _g = tch::no_grad_guard();
+        let whitening = cfg.kde_whiten.then(|| svgd::Whitening::fit(bank));
+        let bank = match &whitening {
+            Some(w) => w.apply(bank),
+            None => bank.shallow_clone(),
+        };
+        let h_bank = svgd::median_bandwidth_subset(&bank, 1000);
+        let rule = svgd::KdeBandwidth::from(cfg.kde_bandwidth);
+        let tau2 = scale * svgd::kde_tau2(&bank, rule, h_bank.double_value(&[]));
+        KdeTarget {
+            whitening,
+            bank,
+            tau2,
+            h_bank,
+        }
+    }
+
+    /// Working coordinates of latents `z` (differentiable).
+    fn coords(&self, z: &Tensor) -> Tensor {
+        match &self.whitening {
+            Some(w) => w.apply(z),
+            None => z.shallow_clone(),
+        }
+    }
+}
+
 pub struct Ldc {
     cfg: LdcConfig,
     geo: Geometry,
@@ -257,7 +455,7 @@ pub struct Ldc {
     smp_vs: VarStore,
     pub encoder: Encoder,
     pub decoder: Decoder,
-    pub sampler: Encoder,
+    pub sampler: SamplerNet,
     opt_e: Adam,
     opt_d: Adam,
     opt_s: Adam,
@@ -265,6 +463,20 @@ pub struct Ldc {
     bank: Tensor,
     /// Skip the decoder update (tests of the encoder step on a fixed decoder).
     pub freeze_decoder: bool,
+    /// `net.init = pytorch`: fresh samplers (`reset_sampler`) get PyTorch's init.
+    pytorch_init: bool,
+    /// The refinement phase's KDE target on the encoded training set
+    /// (`ldc.refine_bank = train_set`), built at its first step; not saved:
+    /// rebuilt identically (seeded) after a resume.
+    refine_target: Option<KdeTarget>,
+}
+
+/// Which phase a sampler step belongs to: joint training, or step `i` of the
+/// sampler-only refinement on the frozen encoder/decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerPhase {
+    Joint,
+    Refine(u64),
 }
 
 /// What one encoder/decoder step leaves for the sampler step.
@@ -292,8 +504,7 @@ impl Ldc {
         // encoder/decoder trajectory.
         reseed(cfg.seed, Stream::SamplerInit, 0);
         let smp_vs = VarStore::new(device);
-        let sampler =
-            Encoder::new(&smp_vs.root(), geo, w, d, NoiseJoin::None).bn_groups(cfg.bn_groups);
+        let sampler = SamplerNet::new(&smp_vs, cfg.ldc, geo, w, d, cfg.bn_groups);
         let opt_e = Adam::new(&enc_vs, cfg.lr, cfg.beta1, cfg.beta2);
         let opt_d = Adam::new(&dec_vs, cfg.lr, cfg.beta1, cfg.beta2);
         let opt_s = Adam::new(&smp_vs, cfg.ldc.sampler_lr(cfg.lr), cfg.beta1, cfg.beta2);
@@ -317,6 +528,8 @@ impl Ldc {
             opt_s,
             bank: Tensor::zeros([0, d], (Kind::Float, device)),
             freeze_decoder: false,
+            pytorch_init: cfg.net.init == NetInit::Pytorch,
+            refine_target: None,
         })
     }
 
@@ -487,34 +700,23 @@ impl Ldc {
         &mut self,
         step: u64,
         enc: Option<&EncoderStepOut>,
-        kde_scale: f64,
+        phase: SamplerPhase,
     ) -> Result<Vec<(&'static str, f64)>> {
         reseed(self.seed, Stream::SamplerNoise, step);
         // Under MPI each worker moves its share of the n_s particles; the kernel
         // sums run over all of them (gathered).
         let ns = self.cfg.sampler_particles;
         let ns_local = ns / dist::size() as i64;
-        let eps = dist::draw_shard(ns_local, |n| image_noise(n, self.geo, self.device));
-        let y = self.sampler.forward(&eps, None, true);
+        let eps = dist::draw_shard(ns_local, |n| self.sampler.noise(n, self.geo, self.device));
+        let y = self.sampler.forward(&eps, true);
+        let stats = Vec::new();
+        if self.target == SamplerTarget::AggregateKde {
+            return self.kde_sampler_step(&y, phase);
+        }
         let yd = y.detach();
         let y_all = dist::gather_rows(&yd);
-        let mut stats = Vec::new();
         let (scores, h) = match self.target {
-            SamplerTarget::AggregateKde => {
-                if self.bank.size()[0] < 2 {
-                    bail!("the KDE bank holds fewer than 2 encoder particles");
-                }
-                let h_bank = svgd::median_bandwidth_subset(&self.bank, 1000);
-                let tau2 = kde_scale * h_bank.double_value(&[]) / 2.0;
-                let s = svgd::kde_score(&yd, &self.bank, tau2);
-                let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
-                    svgd::median_bandwidth(&y_all)
-                } else {
-                    h_bank
-                };
-                stats.push(("kde_tau2", tau2));
-                (dist::gather_rows(&s), h)
-            }
+            SamplerTarget::AggregateKde => unreachable!("handled above"),
             SamplerTarget::Mixture | SamplerTarget::Paired => {
                 let enc = enc.ok_or_else(|| anyhow::anyhow!("sampler target `{:?}` needs a batch: it cannot run in a sampler-only phase", self.target))?;
                 let yl = yd.set_requires_grad(true);
@@ -569,6 +771,105 @@ impl Ldc {
         Ok(self.sampler_stats(stats, &y_all, &phi, &h))
     }
 
+    /// The aggregate_kde sampler step (DESIGN §1.8 with the options of issue
+    /// 14): KDE target from the FIFO bank (or, in refinement with
+    /// `refine_bank = train_set`, the encoded training set), scores in closed
+    /// form, SVGD in the working (optionally whitened) coordinates, optional
+    /// leave-one-out, annealed τ during refinement.
+    fn kde_sampler_step(
+        &mut self,
+        y: &Tensor,
+        phase: SamplerPhase,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        let built;
+        let target = match (phase, &self.refine_target) {
+            (SamplerPhase::Refine(_), Some(t)) => t,
+            _ => {
+                if self.bank.size()[0] < 2 {
+                    bail!("the KDE bank holds fewer than 2 encoder particles");
+                }
+                let scale = match phase {
+                    SamplerPhase::Joint => self.cfg.kde_scale,
+                    SamplerPhase::Refine(_) => self.cfg.sampler_refine_kde_scale,
+                };
+                built = KdeTarget::build(&self.bank, &self.cfg, scale);
+                &built
+            }
+        };
+        let anneal = match phase {
+            SamplerPhase::Refine(i) if self.cfg.refine_anneal > 0.0 => {
+                let half = (self.cfg.sampler_refine_steps / 2).max(1) as f64;
+                let f = 1.0 + self.cfg.refine_anneal * (1.0 - i as f64 / half).max(0.0);
+                f * f
+            }
+            _ => 1.0,
+        };
+        let tau2 = target.tau2 * anneal;
+        let yu = target.coords(y);
+        let yd = yu.detach();
+        let y_all = dist::gather_rows(&yd);
+        let s = svgd::kde_score(&yd, &target.bank, tau2);
+        let s_all = dist::gather_rows(&s);
+        let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
+            svgd::median_bandwidth(&y_all)
+        } else {
+            target.h_bank.shallow_clone()
+        };
+        let h = if self.cfg.sampler_h_scale != 1.0 {
+            h * self.cfg.sampler_h_scale
+        } else {
+            h
+        };
+        let kernel = if self.cfg.sampler_kernel == SamplerKernel::Imq {
+            svgd::SteinKernel::Imq
+        } else {
+            svgd::SteinKernel::Rbf
+        };
+        let mut phi = svgd::stein_direction_with(&y_all, &s_all, &yd, &h, kernel);
+        if self.cfg.sampler_leave_one_out {
+            phi = svgd::leave_one_out(&phi, &s, y_all.size()[0]);
+        }
+        let loss = stein_loss(&yu, &phi);
+        self.opt_s.backward_step(&loss);
+        let stats = vec![("kde_tau2", tau2)];
+        let y_z = dist::gather_rows(&y.detach());
+        Ok(self.sampler_stats(stats, &y_z, &phi, &h))
+    }
+
+    /// Encode the whole training set once with the frozen encoder (inference
+    /// mode, seeded noise) and build the refinement phase's KDE target on it.
+    fn build_refine_target(&mut self, data: &mut dyn BatchSource) -> Result<()> {
+        let n = data.num_train();
+        if n < 2 {
+            bail!("the training set holds fewer than 2 images: no KDE bank");
+        }
+        let chunk = 500;
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let x = data.chunk(start, len);
+            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + start as u64);
+            parts.push(self.encode_eval(&x));
+            start += len;
+        }
+        let bank = Tensor::cat(&parts, 0);
+        let t = KdeTarget::build(&bank, &self.cfg, self.cfg.sampler_refine_kde_scale);
+        tracing::info!(
+            "refinement KDE target: {} encoded training images, τ² = {:.4} ({} rule{})",
+            n,
+            t.tau2,
+            self.cfg.kde_bandwidth,
+            if self.cfg.kde_whiten {
+                ", whitened"
+            } else {
+                ""
+            }
+        );
+        self.refine_target = Some(t);
+        Ok(())
+    }
+
     fn sampler_stats(
         &self,
         mut stats: Vec<(&'static str, f64)>,
@@ -605,7 +906,7 @@ impl Ldc {
         &mut self,
         x: &Tensor,
         step: u64,
-        kde_scale: f64,
+        phase: SamplerPhase,
     ) -> Result<StepStats> {
         reseed(self.seed, Stream::EncoderNoise, step);
         let z = {
@@ -628,7 +929,7 @@ impl Ldc {
                 h_enc,
             })
         };
-        let mut stats = self.sampler_step(step, enc.as_ref(), kde_scale)?;
+        let mut stats = self.sampler_step(step, enc.as_ref(), phase)?;
         let phi = stats
             .iter()
             .find(|(k, _)| *k == "sampler_phi_norm")
@@ -643,19 +944,35 @@ impl Ldc {
     pub fn reset_sampler(&mut self, target: SamplerTarget, seed: u64, lr: f64) {
         reseed(seed, Stream::SamplerInit, 0);
         let vs = VarStore::new(self.device);
-        let sampler = Encoder::new(
-            &vs.root(),
+        let sampler = SamplerNet::new(
+            &vs,
+            &self.cfg,
             self.geo,
             self.width,
             self.latent,
-            NoiseJoin::None,
-        )
-        .bn_groups(self.bn_groups);
+            self.bn_groups,
+        );
+        if self.pytorch_init {
+            crate::nets::init_like_pytorch(&var_store_state(&vs, "sampler"), seed);
+        }
         self.opt_s = Adam::new(&vs, lr, self.opt_s.beta1, self.opt_s.beta2);
         self.smp_vs = vs;
         self.sampler = sampler;
         self.target = target;
         self.cfg.sampler_target = target;
+    }
+
+    /// Load the frozen encoder, decoder and KDE bank of a checkpoint, leaving
+    /// the sampler as it is (a study of fresh samplers, possibly of another
+    /// architecture, on trained nets).
+    pub fn load_frozen_nets(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
+        load_var_store(&mut self.enc_vs, "encoder", t)?;
+        load_var_store(&mut self.dec_vs, "decoder", t)?;
+        let bank = t
+            .get("kde_bank")
+            .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
+        self.bank = bank.to_device(self.device).to_kind(Kind::Float);
+        Ok(())
     }
 
     /// The LDC options in force (after `reset_sampler`, the new target).
@@ -678,7 +995,7 @@ impl Model for Ldc {
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         let mut stats = Vec::new();
         let enc = self.encoder_decoder_step(x, step, &mut stats)?;
-        let s = self.sampler_step(step, Some(&enc), self.cfg.kde_scale)?;
+        let s = self.sampler_step(step, Some(&enc), SamplerPhase::Joint)?;
         stats.extend(s);
         Ok(StepStats(stats))
     }
@@ -694,8 +1011,8 @@ impl Model for Ldc {
 
     fn sample_latents(&self, n: i64) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
-        let eps = image_noise(n, self.geo, self.device);
-        Ok(self.sampler.forward(&eps, None, false))
+        let eps = self.sampler.noise(n, self.geo, self.device);
+        Ok(self.sampler.forward(&eps, false))
     }
 
     fn sampler_name(&self) -> String {
@@ -711,9 +1028,15 @@ impl Model for Ldc {
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, i: u64) -> Result<StepStats> {
+        if self.target == SamplerTarget::AggregateKde
+            && self.cfg.refine_bank == RefineBank::TrainSet
+            && self.refine_target.is_none()
+        {
+            self.build_refine_target(data)?;
+        }
         let x = data.batch(i);
         // Offset the stream counters so refinement noise never repeats the joint phase's.
-        self.sampler_only_step(&x, (1u64 << 40) + i, self.cfg.sampler_refine_kde_scale)
+        self.sampler_only_step(&x, (1u64 << 40) + i, SamplerPhase::Refine(i))
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {

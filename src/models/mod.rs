@@ -350,10 +350,14 @@ pub trait Model {
     fn scale_lr(&mut self, factor: f64);
 }
 
-/// Build the model named in `spec.model`.
+/// Build the model named in `spec.model`, initialised as `net.init` says.
 pub fn build(spec: &Spec, device: Device) -> Result<Box<dyn Model>> {
     let geo = Geometry::for_dataset(spec.dataset);
-    (info(spec.model)?.build)(spec, geo, device)
+    let model = (info(spec.model)?.build)(spec, geo, device)?;
+    if spec.net.init == crate::nets::NetInit::Pytorch {
+        crate::nets::init_like_pytorch(&model.state(), spec.seed);
+    }
+    Ok(model)
 }
 
 /// Copy checkpoint tensors into a var store's variables, with clear errors
