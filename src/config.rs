@@ -453,6 +453,60 @@ mod tests {
         assert!(format!("{e:#}").contains("unknown preset `nope`"));
     }
 
+    /// A value that is not one of a key's options names the key and the options
+    /// (serde parses the enums; `[baselines]` keys are named though the section
+    /// is assembled from the models' structs).
+    #[test]
+    fn bad_options_name_the_key_and_the_allowed_values() {
+        for (ov, key, allowed) in [
+            ("net.noise_join=cat", "net.noise_join", "`add` or `concat`"),
+            ("net.init=xavier", "net.init", "`pytorch` or `tch`"),
+            ("train.on_nan=retry", "train.on_nan", "`stop` or `rollback`"),
+            ("ldc.score_bn=no", "ldc.score_bn", "`inference` or `batch`"),
+            (
+                "ldc.sampler_bandwidth=x",
+                "ldc.sampler_bandwidth",
+                "`target` or `own`",
+            ),
+            (
+                "ldc.sampler_kernel=x",
+                "ldc.sampler_kernel",
+                "`rbf` or `imq`",
+            ),
+            ("ldc.kde_bandwidth=x", "ldc.kde_bandwidth", "`cv`"),
+            (
+                "ldc.refine_bank=x",
+                "ldc.refine_bank",
+                "`fifo` or `train_set`",
+            ),
+            ("ldc.sampler_net=x", "ldc.sampler_net", "`conv` or `mlp`"),
+            (
+                "baselines.vae_sampler=x",
+                "baselines.vae_sampler",
+                "`prior` or `gmm`",
+            ),
+            (
+                "baselines.vae_encode=x",
+                "baselines.vae_encode",
+                "`mean` or `sample`",
+            ),
+            (
+                "baselines.gmm_components=-1",
+                "baselines.gmm_components",
+                "usize",
+            ),
+            ("model=gan", "model", "rae-sn"),
+        ] {
+            let e = format!(
+                "{:#}",
+                Config::load(None, None, &[ov.to_string()]).unwrap_err()
+            );
+            assert!(e.contains(key) && e.contains(allowed), "{ov}: {e}");
+        }
+        let c = Config::load(None, None, &["baselines.vae_sampler=gmm".into()]).unwrap();
+        assert_eq!(c.baselines.route.vae_sampler, VaeSampler::Gmm);
+    }
+
     #[test]
     fn config_round_trips_through_toml() {
         let c = Config::preset("mnist-cpu").unwrap();
