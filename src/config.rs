@@ -6,7 +6,7 @@
 //! name the key. The effective config is written into every run directory.
 
 use crate::models::{self, BaselineConfig, Spec};
-use crate::util::{in_range, positive};
+use crate::util::{at_least, in_range, positive};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -284,18 +284,8 @@ impl Config {
             );
         }
         self.baselines.validate()?;
-        if self.eval.fid_samples < 2 {
-            bail!(
-                "config key `eval.fid_samples` must be >= 2 (got {})",
-                self.eval.fid_samples
-            );
-        }
-        if self.eval.latent_samples < 2 {
-            bail!(
-                "config key `eval.latent_samples` must be >= 2 (got {})",
-                self.eval.latent_samples
-            );
-        }
+        at_least("eval.fid_samples", self.eval.fid_samples as i64, 2)?;
+        at_least("eval.latent_samples", self.eval.latent_samples as i64, 2)?;
         if self.eval.fid_batch < 1 {
             bail!("config key `eval.fid_batch` must be >= 1");
         }

@@ -236,7 +236,6 @@ impl Metrics {
 pub struct TrainSummary {
     pub model: String,
     pub dataset: String,
-    #[serde(default)]
     pub preset: Option<String>,
     #[serde(default)]
     pub complete: bool,
@@ -245,71 +244,48 @@ pub struct TrainSummary {
     #[serde(default)]
     pub post_steps: u64,
     /// Main-loop steps over steps per epoch.
-    #[serde(default)]
     pub epochs: Option<f64>,
     /// Validation MSE (null when it was not finite).
-    #[serde(default)]
     pub val_mse: Option<f64>,
-    #[serde(default)]
     pub wall_s: Option<f64>,
-    #[serde(default)]
     pub device: Option<String>,
     /// MPI workers that trained the run.
-    #[serde(default)]
     pub workers: Option<usize>,
 }
 
 /// The training counters inside `eval.json` (`train`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainCounts {
-    #[serde(default)]
     pub steps: Option<u64>,
-    #[serde(default)]
     pub post_steps: Option<u64>,
-    #[serde(default)]
     pub epochs: Option<f64>,
-    #[serde(default)]
     pub wall_s: Option<f64>,
 }
 
 /// `eval.json` as written by `ldc-vae eval`. Every field but `model` and
-/// `dataset` may be missing or null (older or partial evaluations), and every
-/// field is written, null or not.
+/// `dataset` may be missing or null (older or partial evaluations: serde reads
+/// a missing `Option` as `None`), and every field is written, null or not.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EvalSummary {
     pub model: String,
     pub dataset: String,
-    #[serde(default)]
     pub preset: Option<String>,
     /// The generation route (`Model::sampler_name`).
-    #[serde(default)]
     pub sampler: Option<String>,
-    #[serde(default)]
     pub val_mse: Option<f64>,
-    #[serde(default)]
     pub test_mse: Option<f64>,
     /// MMD² of encoder test latents vs the model's generator, an ex-post
     /// Gaussian and an ex-post GMM.
-    #[serde(default)]
     pub latent_mmd2: Option<f64>,
-    #[serde(default)]
     pub latent_mmd2_gaussian: Option<f64>,
-    #[serde(default)]
     pub latent_mmd2_gmm: Option<f64>,
-    #[serde(default)]
     pub latent_samples: Option<u64>,
     /// Class histograms of generated images (cosine 1-NN), when the data has labels.
-    #[serde(default)]
     pub sample_classes: Option<serde_json::Value>,
-    #[serde(default)]
     pub rec_fid: Option<f64>,
-    #[serde(default)]
     pub sample_fid: Option<f64>,
-    #[serde(default)]
     pub sample_fid_gmm: Option<f64>,
-    #[serde(default)]
     pub fid_samples: Option<u64>,
-    #[serde(default)]
     pub train: Option<TrainCounts>,
     /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
     /// name relative to the run folder.

@@ -51,6 +51,14 @@ pub fn positive(key: &str, value: f64) -> Result<()> {
     Ok(())
 }
 
+/// Error unless `value >= min`, naming the config key.
+pub fn at_least(key: &str, value: i64, min: i64) -> Result<()> {
+    if value < min {
+        bail!("config key `{key}` must be >= {min} (got {value})");
+    }
+    Ok(())
+}
+
 /// Error unless `value` is finite and in `[lo, hi]`, naming the config key.
 pub fn in_range(key: &str, value: f64, lo: f64, hi: f64) -> Result<()> {
     if !(value.is_finite() && value >= lo && value <= hi) {

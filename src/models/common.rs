@@ -19,15 +19,23 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 pub trait Baseline {
     /// The registry key (`vae`, `rae-l2`, ...).
     fn key(&self) -> &'static str;
-    fn core(&self) -> &Core;
-    fn core_mut(&mut self) -> &mut Core;
-    fn latents(&self) -> &PriorOrExPost;
-    /// The core and the route together (to restore both from a checkpoint).
+    /// The core and the generation route ([`core_and_latents!`] writes these two
+    /// for a model with fields `core` and `latents`).
+    fn parts(&self) -> (&Core, &PriorOrExPost);
     fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost);
+    fn core(&self) -> &Core {
+        self.parts().0
+    }
+    fn latents(&self) -> &PriorOrExPost {
+        self.parts().1
+    }
     /// One training step on `x` ([`Model::train_step`]).
     fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats>;
-    /// [`Model::encode`] of `x`, already on the model's device, without gradient.
-    fn encode_here(&self, x: &Tensor) -> Tensor;
+    /// [`Model::encode`] of `x`, already on the model's device, without
+    /// gradient (default: the deterministic encoder's output, RAE and WAE).
+    fn encode_here(&self, x: &Tensor) -> Tensor {
+        self.core().encoder.forward(x, None, false)
+    }
     /// The latents an ex-post density is fitted on (default: [`Baseline::encode_here`]).
     fn fit_latents(&self, x: &Tensor) -> Tensor {
         self.encode_here(x)
@@ -95,9 +103,23 @@ impl<T: Baseline> Model for T {
         Ok(())
     }
     fn scale_lr(&mut self, factor: f64) {
-        self.core_mut().opt.lr *= factor;
+        self.parts_mut().0.opt.lr *= factor;
     }
 }
+
+/// [`Baseline::parts`] and [`Baseline::parts_mut`] of a model whose fields
+/// are `core: Core` and `latents: PriorOrExPost`.
+macro_rules! core_and_latents {
+    () => {
+        fn parts(&self) -> (&Core, &PriorOrExPost) {
+            (&self.core, &self.latents)
+        }
+        fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
+            (&mut self.core, &mut self.latents)
+        }
+    };
+}
+pub(crate) use core_and_latents;
 
 /// The RAE reference decoder (DESIGN §2), plain or spectrally normalised.
 pub enum AnyDecoder {
@@ -201,6 +223,31 @@ impl Core {
             decoder,
             opt,
         }
+    }
+
+    /// The step's encoder noise ε ~ N(0, I) `[n, latent]`, from the run's
+    /// encoder-noise stream at `step` (exact resume); under MPI this worker's
+    /// rows of the global batch's draw.
+    pub fn encoder_noise(&self, n: i64, step: u64) -> Tensor {
+        reseed(self.seed, Stream::EncoderNoise, step);
+        crate::dist::randn_rows(n, &[self.latent], (Kind::Float, self.device))
+    }
+
+    /// Step Adam on `loss`; the step's statistics: `loss`, the `terms` (values
+    /// of tensors of this step), and `rec_mse` of `xhat` against `x`.
+    pub fn step_on(
+        &mut self,
+        loss: &Tensor,
+        terms: &[(&'static str, &Tensor)],
+        x: &Tensor,
+        xhat: &Tensor,
+    ) -> StepStats {
+        self.opt.backward_step(loss);
+        let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
+        let mut stats = vec![("loss", val(loss))];
+        stats.extend(terms.iter().map(|(k, t)| (*k, val(t))));
+        stats.push(("rec_mse", mse));
+        StepStats(stats)
     }
 
     pub fn decode(&self, z: &Tensor) -> Tensor {

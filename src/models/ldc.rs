@@ -13,7 +13,7 @@ use crate::nets::{image_noise, Decoder, Encoder, Geometry, Mlp, NetInit, NoiseJo
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
 use crate::svgd;
-use crate::util::{in_range, positive};
+use crate::util::{at_least, in_range, positive};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -286,26 +286,11 @@ impl LdcConfig {
             positive("ldc.sigma2", v)?;
         }
         positive("ldc.sigma2_min", l.sigma2_min)?;
-        if l.particles_per_x < 1 {
-            bail!(
-                "config key `ldc.particles_per_x` must be >= 1 (got {})",
-                l.particles_per_x
-            );
-        }
-        if l.kde_bank < 2 {
-            bail!(
-                "config key `ldc.kde_bank` must be >= 2 (got {})",
-                l.kde_bank
-            );
-        }
+        at_least("ldc.particles_per_x", l.particles_per_x, 1)?;
+        at_least("ldc.kde_bank", l.kde_bank, 2)?;
         positive("ldc.kde_scale", l.kde_scale)?;
         positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
-        if l.sampler_particles < 2 {
-            bail!(
-                "config key `ldc.sampler_particles` must be >= 2 (got {})",
-                l.sampler_particles
-            );
-        }
+        at_least("ldc.sampler_particles", l.sampler_particles, 2)?;
         in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
         in_range("ldc.refine_anneal", l.refine_anneal, 0.0, 100.0)?;
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;

@@ -25,7 +25,7 @@
 //! the reference) fitted on the training latents in the post-training phase
 //! (one post-training "step" = the whole fit).
 
-use super::common::{per_pixel_mse, val, Core, PriorOrExPost};
+use super::common::{core_and_latents, per_pixel_mse, val, Core, PriorOrExPost};
 use super::reference::{self, check_weight, Weights, BASELINE_REFERENCE};
 use super::{Baseline, Model, Spec, StepStats};
 use crate::gmm::Gmm;
@@ -143,18 +143,7 @@ impl Baseline for Rae {
             RaeKind::Sn => "rae-sn",
         }
     }
-    fn core(&self) -> &Core {
-        &self.core
-    }
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-    fn latents(&self) -> &PriorOrExPost {
-        &self.latents
-    }
-    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
-        (&mut self.core, &mut self.latents)
-    }
+    core_and_latents!();
 
     fn step(&mut self, x: &Tensor, _step: u64) -> Result<StepStats> {
         // Nothing random happens in a step (deterministic encoder, no noise).
@@ -190,10 +179,6 @@ impl Baseline for Rae {
         ];
         out.extend(stats);
         Ok(StepStats(out))
-    }
-
-    fn encode_here(&self, x: &Tensor) -> Tensor {
-        self.core.encoder.forward(x, None, false)
     }
 }
 

@@ -122,18 +122,8 @@ impl Default for TwoStageConfig {
 
 impl TwoStageConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.two_stage_hidden < 1 {
-            bail!(
-                "config key `baselines.two_stage_hidden` must be >= 1 (got {})",
-                self.two_stage_hidden
-            );
-        }
-        if self.two_stage_depth < 0 {
-            bail!(
-                "config key `baselines.two_stage_depth` must be >= 0 (got {})",
-                self.two_stage_depth
-            );
-        }
+        crate::util::at_least("baselines.two_stage_hidden", self.two_stage_hidden, 1)?;
+        crate::util::at_least("baselines.two_stage_depth", self.two_stage_depth, 0)?;
         Ok(())
     }
 }
@@ -231,13 +221,7 @@ impl Model for TwoStage {
     }
 
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
-        reseed(self.core.seed, Stream::EncoderNoise, step);
-        // Under MPI: this worker's rows of the global batch's noise.
-        let eps = crate::dist::randn_rows(
-            x.size()[0],
-            &[self.core.latent],
-            (Kind::Float, self.core.device),
-        );
+        let eps = self.core.encoder_noise(x.size()[0], step);
         let (loss, kl, nll, xhat) = self.stage1_loss(x, &eps);
         self.core.opt.backward_step(&loss);
         let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));

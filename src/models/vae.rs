@@ -21,11 +21,10 @@
 //! - `encode`: μ (default, `baselines.vae_encode = mean`, like the reference's
 //!   `encoder.predict`) or a posterior draw (`sample`).
 
-use super::common::{pixel_sum_channel_mean, val, Core, PriorOrExPost};
+use super::common::{core_and_latents, pixel_sum_channel_mean, Core, PriorOrExPost};
 use super::reference::check_weight;
 use super::{Baseline, Model, Spec, StepStats};
 use crate::nets::Geometry;
-use crate::rng::{reseed, Stream};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -191,36 +190,14 @@ impl Baseline for Vae {
     fn key(&self) -> &'static str {
         self.name
     }
-    fn core(&self) -> &Core {
-        &self.core
-    }
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-    fn latents(&self) -> &PriorOrExPost {
-        &self.latents
-    }
-    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
-        (&mut self.core, &mut self.latents)
-    }
+    core_and_latents!();
 
     fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
-        reseed(self.core.seed, Stream::EncoderNoise, step);
-        // Under MPI: this worker's rows of the global batch's noise.
-        let eps = crate::dist::randn_rows(
-            x.size()[0],
-            &[self.core.latent],
-            (Kind::Float, self.core.device),
-        );
+        let eps = self.core.encoder_noise(x.size()[0], step);
         let (loss, rec, kl, xhat) = self.loss(x, &eps);
-        self.core.opt.backward_step(&loss);
-        let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
-        Ok(StepStats(vec![
-            ("loss", val(&loss)),
-            ("rec", val(&rec)),
-            ("kl", val(&kl)),
-            ("rec_mse", mse),
-        ]))
+        Ok(self
+            .core
+            .step_on(&loss, &[("rec", &rec), ("kl", &kl)], x, &xhat))
     }
 
     fn encode_here(&self, x: &Tensor) -> Tensor {
@@ -245,6 +222,7 @@ impl Baseline for Vae {
 mod tests {
     use super::super::common::testing::*;
     use super::*;
+    use crate::rng::Stream;
     use std::collections::HashMap;
 
     #[test]

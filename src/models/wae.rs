@@ -18,7 +18,7 @@
 //! - Generation: z ~ N(0, I); with `baselines.vae_sampler = gmm`, from the
 //!   ex-post GMM fitted on the training latents in the post-training phase.
 
-use super::common::{per_pixel_mse, sse, val, Core, PriorOrExPost};
+use super::common::{core_and_latents, per_pixel_mse, sse, Core, PriorOrExPost};
 use super::reference::{self, Family};
 use super::{Baseline, Model, Spec, StepStats};
 use crate::nets::Geometry;
@@ -114,18 +114,7 @@ impl Baseline for Wae {
     fn key(&self) -> &'static str {
         "wae-mmd"
     }
-    fn core(&self) -> &Core {
-        &self.core
-    }
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-    fn latents(&self) -> &PriorOrExPost {
-        &self.latents
-    }
-    fn parts_mut(&mut self) -> (&mut Core, &mut PriorOrExPost) {
-        (&mut self.core, &mut self.latents)
-    }
+    core_and_latents!();
 
     fn step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         let n = x.size()[0];
@@ -148,18 +137,9 @@ impl Baseline for Wae {
         let pz = crate::dist::randn_rows(n, &[self.core.latent], (Kind::Float, self.core.device));
         let mmd = mmd_imq(&z, &pz, 1.0);
         let loss = &rec + &mmd * self.lambda;
-        self.core.opt.backward_step(&loss);
-        let mse = val(&xhat.detach().mse_loss(x, tch::Reduction::Mean));
-        Ok(StepStats(vec![
-            ("loss", val(&loss)),
-            ("rec", val(&rec)),
-            ("mmd", val(&mmd)),
-            ("rec_mse", mse),
-        ]))
-    }
-
-    fn encode_here(&self, x: &Tensor) -> Tensor {
-        self.core.encoder.forward(x, None, false)
+        Ok(self
+            .core
+            .step_on(&loss, &[("rec", &rec), ("mmd", &mmd)], x, &xhat))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The nets' knobs (TOML section `[net]`).
 
 use super::NoiseJoin;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,12 +62,7 @@ impl Default for NetConfig {
 impl NetConfig {
     pub fn validate(&self) -> Result<()> {
         crate::util::positive("net.width", self.width)?;
-        if self.latent_dim < 1 {
-            bail!(
-                "config key `net.latent_dim` must be >= 1 (got {})",
-                self.latent_dim
-            );
-        }
+        crate::util::at_least("net.latent_dim", self.latent_dim, 1)?;
         Ok(())
     }
 }
