@@ -160,6 +160,10 @@ pub struct LdcConfig {
     /// particles, as in joint training) or `train_set` (the whole training set,
     /// encoded once by the frozen encoder when refinement starts).
     pub refine_bank: String,
+    /// `refine_bank = train_set`: encode this many training images (a seeded
+    /// random subset; 0 = all). Each sampler step costs O(n_s · size · d):
+    /// 59,000 made a step ~10× slower than 10,000.
+    pub refine_bank_size: i64,
     /// Annealed refinement: τ starts at (1 + a)·τ and shrinks linearly to τ
     /// over the first half of the refinement steps; 0 = a fixed target.
     pub refine_anneal: f64,
@@ -319,6 +323,7 @@ impl Default for LdcConfig {
             kde_bandwidth: "median".into(),
             kde_whiten: false,
             refine_bank: "fifo".into(),
+            refine_bank_size: 10_000,
             refine_anneal: 0.0,
             sampler_leave_one_out: false,
             sampler_kernel: "rbf".into(),
@@ -558,6 +563,12 @@ impl Config {
             &["median", "scott", "silverman", "cv"],
         )?;
         one_of("ldc.refine_bank", &l.refine_bank, &["fifo", "train_set"])?;
+        if l.refine_bank_size < 0 || l.refine_bank_size == 1 {
+            bail!(
+                "config key `ldc.refine_bank_size` must be 0 (all) or >= 2 (got {})",
+                l.refine_bank_size
+            );
+        }
         in_range("ldc.refine_anneal", l.refine_anneal, 0.0, 100.0)?;
         one_of("ldc.sampler_kernel", &l.sampler_kernel, &["rbf", "imq"])?;
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;

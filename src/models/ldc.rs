@@ -544,21 +544,30 @@ impl Ldc {
         if n < 2 {
             bail!("the training set holds fewer than 2 images: no KDE bank");
         }
+        let size = match self.cfg.refine_bank_size {
+            0 => n,
+            s => s.min(n),
+        };
+        // A seeded random subset of the training images, in chunks.
+        let order: Vec<i64> = crate::rng::permutation(n as usize, self.seed, 1 << 43)
+            .into_iter()
+            .take(size as usize)
+            .collect();
         let chunk = 500;
         let mut parts = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let x = data.chunk(start, len);
-            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + start as u64);
+        for (c, idx) in order.chunks(chunk).enumerate() {
+            let x = Tensor::cat(
+                &idx.iter().map(|&i| data.chunk(i, 1)).collect::<Vec<_>>(),
+                0,
+            );
+            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
             parts.push(self.encode_eval(&x));
-            start += len;
         }
         let bank = Tensor::cat(&parts, 0);
         let t = KdeTarget::build(&bank, &self.cfg, self.cfg.sampler_refine_kde_scale);
         tracing::info!(
             "refinement KDE target: {} encoded training images, τ² = {:.4} ({} rule{})",
-            n,
+            size,
             t.tau2,
             self.cfg.kde_bandwidth,
             if self.cfg.kde_whiten { ", whitened" } else { "" }
