@@ -125,7 +125,7 @@ fn report_from_two_runs() {
     );
     assert!(md.contains("Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall"));
     assert!(html.contains("<th>Sample KID ×10³</th>") && html.contains("<td>34.50</td>"));
-    assert!(md.contains("100 random subsets of 1000 images") && md.contains("k = 3"));
+    assert!(md.contains("100 random subset(s) of 1000 images") && md.contains("k = 3"));
     // Sample-count note, latent consistency, configs, figures.
     assert!(md.contains("1000 generated") && md.contains("10000") && md.contains("biased upward"));
     assert!(md.contains("0.01500") && md.contains("0.01100") && html.contains("0.01200"));

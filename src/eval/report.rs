@@ -404,7 +404,8 @@ fn features_note(runs: &[RunReport]) -> String {
     };
     format!(
         "KID ×10³: kernel inception distance (Bińkowski et al. 2018; cubic polynomial kernel, unbiased MMD², mean over \
-         {} random subsets of {} images, as torch-fidelity), from the same Inception features as FID; unlike FID it is \
+         {} random subset(s) of {} images as torch-fidelity; one subset = the whole image sets, the exact unbiased \
+         estimate), from the same Inception features as FID; unlike FID it is \
          unbiased in the sample count. Precision / recall: k-NN manifolds in Inception feature space (k = {}, \
          Kynkäänniemi et al. 2019): precision = share of generated images inside the test images' manifold (low: \
          samples between the data's modes), recall = share of test images inside the generated manifold (low: missed \

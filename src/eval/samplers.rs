@@ -299,8 +299,12 @@ pub fn compare(
     if let Some(c) = &classes {
         writeln!(md, "Class TV = total-variation distance between the class histograms (cosine 1-NN on labelled training images) of {} decoded samples and of {} test images.\n", c.n, c.n)?;
     }
-    if let Some(sc) = &scorer {
-        writeln!(md, "FID, KID and precision/recall (k = {}) from the Inception features of {n} decoded samples per generator against the first {n} test images; KID ×10³ (mean ± std over {} subsets of {}).\n", crate::eval::feature_metrics::PR_K, crate::eval::feature_metrics::KID_SUBSETS, crate::eval::feature_metrics::KID_SUBSET_SIZE.min(sc.n as usize), n = sc.n)?;
+    if let Some(k) = results
+        .iter()
+        .find_map(|r| r.scores.as_ref().map(|s| s.kid))
+    {
+        let n = scorer.as_ref().map(|s| s.n).unwrap_or(0);
+        writeln!(md, "FID, KID and precision/recall (k = {}) from the Inception features of {n} decoded samples per generator against the first {n} test images; KID ×10³, mean ± std over {} random subset(s) of {} (one subset = the whole sets, the exact unbiased estimate).\n", crate::eval::feature_metrics::PR_K, k.subsets, k.subset_size)?;
     }
     writeln!(
         md,
