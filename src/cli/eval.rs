@@ -107,7 +107,8 @@ pub struct CompareSamplersArgs {
     pub variants: Vec<String>,
     /// Also score each generator's N decoded samples by FID, KID and
     /// precision/recall against the first N test images (off by default:
-    /// the Inception pass costs ~0.2 s an image on a CPU).
+    /// the Inception pass costs ~0.2 s an image on a CPU); with --variant, N
+    /// must not exceed the run's eval.latent_samples.
     #[arg(long, value_name = "N")]
     pub fid: Option<usize>,
 }
@@ -123,10 +124,17 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| a.run_dir.join("sampler-study"));
-        let rows = crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false)?;
+        let rows =
+            crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false, a.fid)?;
         for r in rows {
+            let fid = match (r.fid, r.kid, r.precision, r.recall) {
+                (Some(f), Some(k), Some(p), Some(rc)) => {
+                    format!("  FID {f:.2}  KID×10³ {:.2}  P {p:.3} R {rc:.3}", 1e3 * k)
+                }
+                _ => String::new(),
+            };
             println!(
-                "{:<28} MMD² {:.4}  latent P {:.3} R {:.3}  class TV {:.3}  {:?}",
+                "{:<28} MMD² {:.4}  latent P {:.3} R {:.3}  class TV {:.3}  {:?}{fid}",
                 r.name, r.mmd2, r.latent_precision, r.latent_recall, r.class_tv, r.classes
             );
         }

@@ -51,6 +51,57 @@ struct Scorer {
     n: i64,
 }
 
+impl Scorer {
+    /// `None` without `fid`; else the network and the first `min(n, test)`
+    /// test images' reference (cached statistics and activations).
+    fn new(
+        fid: Option<usize>,
+        cfg: &crate::config::Config,
+        dev: Device,
+        test_len: i64,
+    ) -> Result<Option<Self>> {
+        let Some(n) = fid else { return Ok(None) };
+        let n = n.min(test_len as usize);
+        let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
+        let reference = ReferenceSet::load(&net, cfg, n)?;
+        Ok(Some(Scorer {
+            net,
+            reference,
+            n: n as i64,
+        }))
+    }
+
+    /// FID, KID and precision/recall of the decoded first `n` latents of `z`
+    /// (every generator's KID subsets drawn from one seed, so they compare on
+    /// the same draws).
+    fn score_latents(
+        &self,
+        m: &dyn Model,
+        z: &Tensor,
+        seed: u64,
+        fid_batch: i64,
+        quiet: bool,
+    ) -> Result<Scores> {
+        if z.size()[0] < self.n {
+            bail!(
+                "--fid {} asks for more images than the {} latents drawn per generator (eval.latent_samples)",
+                self.n,
+                z.size()[0]
+            );
+        }
+        let imgs = decode_all(m, &z.narrow(0, 0, self.n), 250);
+        score_images(
+            &self.net,
+            &imgs,
+            &self.reference,
+            true,
+            kid_seed(seed, 1),
+            fid_batch,
+            !quiet,
+        )
+    }
+}
+
 /// Class histograms of decoded samples by cosine 1-NN on labelled training
 /// images, as `ldc-vae eval` computes them.
 struct ClassCounter {
@@ -121,19 +172,7 @@ pub fn compare(
         c.test_hist = c.hist(&test.images.narrow(0, 0, ns));
         c
     });
-    let scorer = match fid {
-        None => None,
-        Some(n) => {
-            let n = n.min(test.len() as usize);
-            let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
-            let reference = ReferenceSet::load(&net, &cfg, n)?;
-            Some(Scorer {
-                net,
-                reference,
-                n: n as i64,
-            })
-        }
-    };
+    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
     // Class TV on the latents already drawn; FID/KID/P-R on `n` fresh ones,
     // drawn after reseeding to `fid_stream` (the counter `ldc-vae eval` uses
     // for the same generator, so the numbers match its eval.json).
@@ -396,6 +435,13 @@ pub struct StudyRow {
     pub sampler_std: f64,
     pub seconds: f64,
     pub grid: String,
+    /// With `--fid N`: FID, KID (raw), its spread, and k-NN precision/recall
+    /// in Inception feature space of the first N decoded latents.
+    pub fid: Option<f64>,
+    pub kid: Option<f64>,
+    pub kid_std: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
 }
 
 /// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
@@ -450,6 +496,7 @@ pub fn study(
     steps: u64,
     out: &Path,
     quiet: bool,
+    fid: Option<usize>,
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
     use crate::models::gmm::Gmm;
@@ -496,6 +543,7 @@ pub fn study(
         }
     };
     let test_hist = hist(&test.images.narrow(0, 0, nc));
+    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
     let score = |name: &str, overrides: Vec<String>, m: &Ldc, z: &Tensor, std: f64, secs: f64| -> Result<StudyRow> {
         let mmd2 = mmd::mmd2_rbf(&z_test, z);
         let (p, r) = knn_precision_recall(&u_test, &white.apply(z), 3);
@@ -510,6 +558,18 @@ pub fn study(
         );
         grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
         tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}");
+        let fs = match &scorer {
+            Some(sc) => Some(sc.score_latents(m, z, cfg.seed, cfg.eval.fid_batch, quiet)?),
+            None => None,
+        };
+        if let Some(f) = &fs {
+            tracing::info!(
+                "{name}: FID {:.2}, KID×10³ {:.2}, precision/recall {:?}",
+                f.fid,
+                1e3 * f.kid.mean,
+                f.pr
+            );
+        }
         Ok(StudyRow {
             name: name.to_string(),
             overrides,
@@ -521,6 +581,11 @@ pub fn study(
             sampler_std: std,
             seconds: secs,
             grid: grid_name,
+            fid: fs.as_ref().map(|f| f.fid),
+            kid: fs.as_ref().map(|f| f.kid.mean),
+            kid_std: fs.as_ref().map(|f| f.kid.std),
+            precision: fs.as_ref().and_then(|f| f.pr).map(|p| p.precision),
+            recall: fs.as_ref().and_then(|f| f.pr).map(|p| p.recall),
         })
     };
     let mut rows = Vec::new();
@@ -580,11 +645,18 @@ pub fn study(
     let mut md = String::new();
     writeln!(md, "# Sampler study on the frozen nets of `{}`\n", run_dir.display())?;
     writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}.\n", cfg.train.batch_size)?;
-    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | s | samples |\n|---|---|---|---|---|---|---|---|---|")?;
+    if let Some(sc) = &scorer {
+        writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;
+    }
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let opt = |v: Option<f64>, scale: f64, d: usize| {
+        v.map(|x| format!("{:.d$}", scale * x))
+            .unwrap_or_else(|| "–".into())
+    };
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
@@ -592,6 +664,10 @@ pub fn study(
             r.latent_recall,
             r.class_tv,
             r.classes,
+            opt(r.fid, 1.0, 2),
+            opt(r.kid, 1e3, 2),
+            opt(r.precision, 1.0, 3),
+            opt(r.recall, 1.0, 3),
             r.seconds,
             r.grid
         )?;
