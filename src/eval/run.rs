@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
+use crate::eval::feature_metrics::{self, Kid, Manifold, PrecisionRecall};
 use crate::eval::{classes, fid, grid, mmd, plots};
 use crate::models::gmm::Gmm;
 use crate::models::Model;
@@ -72,16 +73,156 @@ fn data_dir(cfg: &Config) -> Option<PathBuf> {
     (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir))
 }
 
-/// FID fields of an existing `eval.json` made from the same checkpoint
-/// (same step counts), so `eval --no-fid` does not throw them away.
+/// The `eval.json` fields that come from the Inception features (FID, KID,
+/// precision/recall) and their settings. KID values are raw MMD² (not ×1000).
+pub const FID_FIELDS: [&str; 17] = [
+    "rec_fid",
+    "rec_kid",
+    "rec_kid_std",
+    "sample_fid",
+    "sample_kid",
+    "sample_kid_std",
+    "sample_precision",
+    "sample_recall",
+    "sample_fid_gmm",
+    "sample_kid_gmm",
+    "sample_kid_gmm_std",
+    "sample_precision_gmm",
+    "sample_recall_gmm",
+    "fid_samples",
+    "kid_subsets",
+    "kid_subset_size",
+    "pr_k",
+];
+
+fn empty_fid_fields() -> serde_json::Value {
+    serde_json::Value::Object(
+        FID_FIELDS
+            .iter()
+            .map(|k| (k.to_string(), json!(null)))
+            .collect(),
+    )
+}
+
+/// Feature-metric fields of an existing `eval.json` made from the same
+/// checkpoint (same step counts), so `eval --no-fid` does not throw them away
+/// (fields an older `eval.json` lacks stay null).
 fn previous_fids(dir: &Path, prog: &train::Progress) -> Option<serde_json::Value> {
     let prev: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).ok()?).ok()?;
     let same = prev["train"]["steps"].as_u64() == Some(prog.step)
         && prev["train"]["post_steps"].as_u64() == Some(prog.post_step);
     (same && !prev["rec_fid"].is_null()).then(|| {
-        json!({"rec_fid": prev["rec_fid"], "sample_fid": prev["sample_fid"], "sample_fid_gmm": prev["sample_fid_gmm"], "fid_samples": prev["fid_samples"]})
+        let mut out = empty_fid_fields();
+        for k in FID_FIELDS {
+            out[k] = prev[k].clone();
+        }
+        out
     })
+}
+
+/// Seed of the KID subsets of image set `which` (0 reconstructions, 1 the
+/// model's generator, 2 the ex-post GMM).
+pub fn kid_seed(seed: u64, which: u64) -> u64 {
+    crate::rng::derive(seed, Stream::Eval, 30 + which)
+}
+
+/// The test-set reference of an evaluation: FID statistics and activations
+/// (both cached, see [`fid::reference_features_with`]) and the real k-NN
+/// manifold for precision, built once for every generator.
+pub struct ReferenceSet {
+    pub reference: fid::Reference,
+    pub manifold: Manifold,
+}
+
+impl ReferenceSet {
+    /// The first `n` test images of the run's data set.
+    pub fn load(net: &fid::Inception, cfg: &Config, n: usize) -> Result<Self> {
+        let reference = fid::reference_features_with(
+            net,
+            &cfg.data.dataset,
+            Split::Test,
+            n,
+            data_dir(cfg).as_deref(),
+            &fid::default_stats_dir(),
+            cfg.eval.fid_batch,
+        )?;
+        let manifold = Manifold::new(&reference.acts, feature_metrics::PR_K)?;
+        Ok(ReferenceSet {
+            reference,
+            manifold,
+        })
+    }
+}
+
+/// FID, KID and (when asked) precision/recall of one image set.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub fid: f64,
+    pub kid: Kid,
+    pub pr: Option<PrecisionRecall>,
+}
+
+impl Scores {
+    /// `{"fid", "kid", "kid_std", "precision", "recall"}` (null when absent).
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "fid": self.fid,
+            "kid": self.kid.mean,
+            "kid_std": self.kid.std,
+            "precision": self.pr.map(|p| p.precision),
+            "recall": self.pr.map(|p| p.recall),
+        })
+    }
+
+    /// The same keys, all null.
+    pub fn json_null() -> serde_json::Value {
+        json!({"fid": null, "kid": null, "kid_std": null, "precision": null, "recall": null})
+    }
+
+    fn pr_text(&self) -> String {
+        self.pr
+            .map(|p| format!("{:.3}/{:.3}", p.precision, p.recall))
+            .unwrap_or_else(|| "–".into())
+    }
+}
+
+/// Score `images` against `reference` from one pass of the network: FID
+/// (exactly as `Inception::stats` + `frechet_distance`), KID (default subsets,
+/// drawn from `kid_seed`) and, when `with_pr`, precision/recall (k = 3).
+pub fn score_images(
+    net: &fid::Inception,
+    images: &Tensor,
+    reference: &ReferenceSet,
+    with_pr: bool,
+    kid_seed: u64,
+    batch: i64,
+    progress: bool,
+) -> Result<Scores> {
+    let acts = net.activations(images, batch, progress)?;
+    score_activations(&acts, reference, with_pr, kid_seed)
+}
+
+/// [`score_images`] on activations already computed.
+pub fn score_activations(
+    acts: &Tensor,
+    reference: &ReferenceSet,
+    with_pr: bool,
+    kid_seed: u64,
+) -> Result<Scores> {
+    let r = &reference.reference;
+    let fid = fid::frechet_distance(&fid::FidStats::from_activations(acts)?, &r.stats)?;
+    let kid = feature_metrics::kid_default(acts, &r.acts, kid_seed)?;
+    let pr = if with_pr {
+        Some(feature_metrics::precision_recall_against(
+            &reference.manifold,
+            &r.acts,
+            acts,
+        )?)
+    } else {
+        None
+    };
+    Ok(Scores { fid, kid, pr })
 }
 
 /// Evaluate the run in `dir`; returns the JSON written to `eval.json`.
@@ -169,13 +310,15 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
     }
 
     // FID as pytorch-fid (DESIGN §4): reconstructions of the first N test images
-    // and N generated images, each against the first N test images.
+    // and N generated images, each against the first N test images. Each set
+    // goes through the network once; FID, KID and precision/recall all come
+    // from those activations (issue 16), and the test set's activations are
+    // cached beside its statistics.
     let nfid = opts
         .fid_samples
         .unwrap_or(cfg.eval.fid_samples)
         .min(test.len() as usize);
-    let mut fids =
-        json!({"rec_fid": null, "sample_fid": null, "sample_fid_gmm": null, "fid_samples": null});
+    let mut fids = empty_fid_fields();
     if opts.no_fid {
         // Keep the FIDs of an earlier evaluation of this same checkpoint.
         if let Some(prev) = previous_fids(dir, &prog) {
@@ -183,44 +326,91 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         }
     }
     if !opts.no_fid {
+        let t = std::time::Instant::now();
         let dev = model.device();
         let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
         let fb = cfg.eval.fid_batch;
-        let reference = fid::reference_stats_with(
-            &net,
-            &cfg.data.dataset,
-            Split::Test,
-            nfid,
-            data_dir(&cfg).as_deref(),
-            &fid::default_stats_dir(),
-            fb,
-        )?;
+        let reference = ReferenceSet::load(&net, &cfg, nfid)?;
         let n = nfid as i64;
+        let progress = !opts.quiet;
         reseed(cfg.seed, Stream::Eval, 20);
         let rec = decode_all(model, &encode_set(model, &test, n, batch), batch);
-        let rec_fid = fid::frechet_distance(&net.stats(&rec, fb, !opts.quiet)?, &reference)?;
+        let rec_s = score_images(
+            &net,
+            &rec,
+            &reference,
+            false,
+            kid_seed(cfg.seed, 0),
+            fb,
+            progress,
+        )?;
         drop(rec);
         reseed(cfg.seed, Stream::Eval, 21);
         let gen = decode_all(model, &sample_latents(model, n, batch)?, batch);
-        let sample_fid = fid::frechet_distance(&net.stats(&gen, fb, !opts.quiet)?, &reference)?;
+        let sample_s = score_images(
+            &net,
+            &gen,
+            &reference,
+            true,
+            kid_seed(cfg.seed, 1),
+            fb,
+            progress,
+        )?;
         drop(gen);
-        let gmm_fid = if model_is_gmm {
+        let gmm_s = if model_is_gmm {
             None
         } else {
             reseed(cfg.seed, Stream::Eval, 22);
             let gen = decode_all(model, &gmm.sample(n).to_device(Device::Cpu), batch);
-            Some(fid::frechet_distance(
-                &net.stats(&gen, fb, !opts.quiet)?,
+            Some(score_images(
+                &net,
+                &gen,
                 &reference,
+                true,
+                kid_seed(cfg.seed, 2),
+                fb,
+                progress,
             )?)
         };
-        tracing::info!("FID ({nfid} images): rec {rec_fid:.2}, sample {sample_fid:.2}, ex-post GMM {gmm_fid:?}");
-        fids = json!({"rec_fid": rec_fid, "sample_fid": sample_fid, "sample_fid_gmm": gmm_fid, "fid_samples": nfid});
+        tracing::info!(
+            "FID ({nfid} images): rec {:.2}, sample {:.2}, ex-post GMM {:?}; KID×10³: rec {:.2}, sample {:.2}, ex-post GMM {:?}; \
+             precision/recall (k={}): sample {}, ex-post GMM {}; in {:.0} s",
+            rec_s.fid,
+            sample_s.fid,
+            gmm_s.as_ref().map(|s| s.fid),
+            1e3 * rec_s.kid.mean,
+            1e3 * sample_s.kid.mean,
+            gmm_s.as_ref().map(|s| 1e3 * s.kid.mean),
+            feature_metrics::PR_K,
+            sample_s.pr_text(),
+            gmm_s.as_ref().map(|s| s.pr_text()).unwrap_or_else(|| "–".into()),
+            t.elapsed().as_secs_f64()
+        );
+        fids = json!({
+            "rec_fid": rec_s.fid,
+            "rec_kid": rec_s.kid.mean,
+            "rec_kid_std": rec_s.kid.std,
+            "sample_fid": sample_s.fid,
+            "sample_kid": sample_s.kid.mean,
+            "sample_kid_std": sample_s.kid.std,
+            "sample_precision": sample_s.pr.map(|p| p.precision),
+            "sample_recall": sample_s.pr.map(|p| p.recall),
+            "sample_fid_gmm": gmm_s.as_ref().map(|s| s.fid),
+            "sample_kid_gmm": gmm_s.as_ref().map(|s| s.kid.mean),
+            "sample_kid_gmm_std": gmm_s.as_ref().map(|s| s.kid.std),
+            "sample_precision_gmm": gmm_s.as_ref().and_then(|s| s.pr).map(|p| p.precision),
+            "sample_recall_gmm": gmm_s.as_ref().and_then(|s| s.pr).map(|p| p.recall),
+            "fid_samples": nfid,
+            "kid_subsets": rec_s.kid.subsets,
+            "kid_subset_size": rec_s.kid.subset_size,
+            "pr_k": feature_metrics::PR_K,
+        });
     }
 
     // Which classes the generated images fall into (cosine 1-NN on labelled
     // training images): a number for "diverse digits, not one class repeated".
     let mut class_hist = json!(null);
+    let (mut class_tv, mut class_tv_gmm) = (None, None);
     if let Some(labels) = &trainset.labels {
         let k = labels.max().int64_value(&[]) + 1;
         let m = 10_000.min(trainset.len());
@@ -229,11 +419,18 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         let ns = 1000.min(nl);
         let sampler_imgs = decode_all(model, &z_model.narrow(0, 0, ns), batch);
         let gmm_imgs = decode_all(model, &z_gmm.narrow(0, 0, ns), batch);
+        let hist =
+            |x: &Tensor| classes::histogram(&classes::nearest_neighbour_labels(x, &refs, &lab), k);
+        let (h_sampler, h_gmm) = (hist(&sampler_imgs), hist(&gmm_imgs));
+        let h_test = hist(&test.images.narrow(0, 0, ns));
+        class_tv = classes::total_variation(&h_sampler, &h_test);
+        class_tv_gmm = classes::total_variation(&h_gmm, &h_test);
         class_hist = json!({
             "images": ns,
-            "sampler": classes::histogram(&classes::nearest_neighbour_labels(&sampler_imgs, &refs, &lab), k),
-            "ex_post_gmm": classes::histogram(&classes::nearest_neighbour_labels(&gmm_imgs, &refs, &lab), k),
-            "test_images": classes::histogram(&classes::nearest_neighbour_labels(&test.images.narrow(0, 0, ns), &refs, &lab), k),
+            "sampler": h_sampler,
+            "ex_post_gmm": h_gmm,
+            "test_images": h_test,
+            "tv_to_test": {"sampler": class_tv, "ex_post_gmm": class_tv_gmm},
         });
         tracing::info!("classes of generated images (cosine 1-NN): {class_hist}");
     }
@@ -262,12 +459,13 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<serde_json::Value> {
         "latent_mmd2_gmm": mmd_gmm,
         "latent_samples": nl,
         "sample_classes": class_hist,
-        "rec_fid": fids["rec_fid"],
-        "sample_fid": fids["sample_fid"],
-        "sample_fid_gmm": fids["sample_fid_gmm"],
-        "fid_samples": fids["fid_samples"],
+        "class_tv": class_tv,
+        "class_tv_gmm": class_tv_gmm,
         "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.get("epochs"), "wall_s": prog.wall_s},
     });
+    for k in FID_FIELDS {
+        out[k] = fids[k].clone();
+    }
     out["figures"] = figures;
     let text = serde_json::to_string_pretty(&out)?;
     crate::util::write_atomic(&dir.join("eval.json"), text.as_bytes())
