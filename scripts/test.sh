@@ -11,4 +11,7 @@ ldc_vae_openmpi
 # keeps them from fighting over the cores (OpenMP spin-waits make an
 # oversubscribed 2-core machine many times slower).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-cargo test --release --all-targets --features mpi "$@"
+# LDC_VAE_CUDA=1 (set before this script) builds the tests with `--features cuda`
+# too: setup.sh sets CARGO_FEATURES accordingly.
+# shellcheck disable=SC2086
+cargo test --release --all-targets --features mpi $CARGO_FEATURES "$@"

@@ -286,6 +286,27 @@ pub struct EvalSummary {
     pub sample_fid: Option<f64>,
     pub sample_fid_gmm: Option<f64>,
     pub fid_samples: Option<u64>,
+    /// KID (raw MMD², not ×1000) of reconstructions, the model's generator
+    /// and the ex-post GMM, with their spread over subsets; absent in
+    /// eval.json files written before KID existed.
+    pub rec_kid: Option<f64>,
+    pub rec_kid_std: Option<f64>,
+    pub sample_kid: Option<f64>,
+    pub sample_kid_std: Option<f64>,
+    pub sample_kid_gmm: Option<f64>,
+    pub sample_kid_gmm_std: Option<f64>,
+    /// k-NN precision and recall in Inception feature space.
+    pub sample_precision: Option<f64>,
+    pub sample_recall: Option<f64>,
+    pub sample_precision_gmm: Option<f64>,
+    pub sample_recall_gmm: Option<f64>,
+    pub kid_subsets: Option<u64>,
+    pub kid_subset_size: Option<u64>,
+    pub pr_k: Option<u64>,
+    /// Total-variation distance of the generated images' class histogram to
+    /// the test images' (model's generator, ex-post GMM).
+    pub class_tv: Option<f64>,
+    pub class_tv_gmm: Option<f64>,
     pub train: Option<TrainCounts>,
     /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
     /// name relative to the run folder.

@@ -22,6 +22,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
         ),
         s => bail!("unknown device `{s}` (cpu, cuda, cuda:N or cuda:local)"),
     };
+    if dev != Device::Cpu {
+        cuda_determinism();
+    }
     if let Device::Cuda(i) = dev {
         if !tch::Cuda::is_available() {
             bail!("device `{s}` requested but libtorch sees no CUDA device (is this a GPU machine with the CUDA libtorch?)");
@@ -34,6 +37,29 @@ pub fn parse_device(s: &str) -> Result<Device> {
         }
     }
     Ok(dev)
+}
+
+/// What "same seed, same numbers" can mean on CUDA, set before the first CUDA
+/// call (README, GPU): TF32 off in cuBLAS and cuDNN (`NVIDIA_TF32_OVERRIDE=0`,
+/// read by the NVIDIA libraries themselves: tch has no setter for libtorch's
+/// TF32 flags), cuBLAS's deterministic workspace (`CUBLAS_WORKSPACE_CONFIG`),
+/// and no cuDNN benchmarking (so the algorithm choice does not depend on
+/// timing). Values the user set are kept. libtorch's `cudnn.deterministic`
+/// flag is not reachable through tch, so cuDNN may still pick a
+/// non-deterministic backward algorithm; scripts/gpu-check.sh measures it.
+fn cuda_determinism() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in [
+            ("NVIDIA_TF32_OVERRIDE", "0"),
+            ("CUBLAS_WORKSPACE_CONFIG", ":4096:8"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
+        tch::Cuda::cudnn_set_benchmark(false);
+    });
 }
 
 /// Set libtorch's intra-op thread count (0 = leave libtorch's default: all cores).

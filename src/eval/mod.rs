@@ -1,6 +1,7 @@
-//! Evaluation: FID, latent-consistency MMD, t-SNE, plots, grids, report.
+//! Evaluation: FID, KID, precision/recall, latent-consistency MMD, t-SNE, plots, grids, report.
 
 pub mod classes;
+pub mod feature_metrics;
 pub mod fid;
 pub mod grid;
 pub mod mmd;

@@ -161,6 +161,19 @@ fn fmt_mmd(v: Option<f64>) -> String {
     }
 }
 
+/// KID ×10³ (the unit of the report's tables).
+fn fmt_kid(v: Option<f64>) -> String {
+    fmt_opt(v.map(|x| 1e3 * x), 2)
+}
+
+/// "precision / recall".
+fn fmt_pr(p: Option<f64>, r: Option<f64>) -> String {
+    if p.is_none() && r.is_none() {
+        return "–".into();
+    }
+    format!("{} / {}", fmt_opt(p, 2), fmt_opt(r, 2))
+}
+
 fn fmt_count(v: Option<u64>) -> String {
     v.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
 }
@@ -240,6 +253,34 @@ fn sample_note(runs: &[RunReport]) -> String {
     )
 }
 
+fn features_note(runs: &[RunReport]) -> String {
+    let set = |f: &dyn Fn(&EvalSummary) -> Option<u64>| {
+        let v: std::collections::BTreeSet<String> = runs
+            .iter()
+            .filter_map(|r| f(&r.eval).map(|n| n.to_string()))
+            .collect();
+        if v.is_empty() {
+            "–".to_string()
+        } else {
+            v.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    };
+    format!(
+        "KID ×10³: kernel inception distance (Bińkowski et al. 2018; cubic polynomial kernel, unbiased MMD², mean over \
+         {} random subset(s) of {} images as torch-fidelity; one subset = the whole image sets, the exact unbiased \
+         estimate), from the same Inception features as FID; unlike FID it is \
+         unbiased in the sample count. Precision / recall: k-NN manifolds in Inception feature space (k = {}, \
+         Kynkäänniemi et al. 2019): precision = share of generated images inside the test images' manifold (low: \
+         samples between the data's modes), recall = share of test images inside the generated manifold (low: missed \
+         modes). Class TV: total-variation distance between the class histogram (cosine 1-NN on labelled training \
+         images) of 1,000 generated images and of as many test images; 0 = the same class proportions. \
+         \"(GMM)\" = the same for samples of an ex-post GMM on the encoder latents.",
+        set(&|e| e.kid_subsets),
+        set(&|e| e.kid_subset_size),
+        set(&|e| e.pr_k),
+    )
+}
+
 const MMD_NOTE: &str = "MMD² (RBF kernel, median bandwidth) between encoder latents of test \
 images and latents from the model's generator (the sampler net for LDC-VAE, the prior for VAEs); the last two \
 columns are the same against an ex-post Gaussian and an ex-post GMM fitted to the encoder latents, the yardsticks \
@@ -305,14 +346,18 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
     let _ = writeln!(s, "\n{}\n", sample_note(runs));
 
     let _ = writeln!(s, "## Runs\n");
-    let _ = writeln!(s, "| Run | Model | Data | Preset | Generator | Rec FID | Sample FID | Sample FID (GMM) | FID images | Val MSE | Steps | Epochs | Train time |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "{}\n", features_note(runs));
+    let _ = writeln!(s, "| Run | Model | Data | Preset | Generator | Rec FID | Sample FID | Sample FID (GMM) | Rec KID ×10³ | Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall | Precision / recall (GMM) | Class TV | Class TV (GMM) | FID images | Val MSE | Steps | Epochs | Train time |");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in runs {
         let e = &r.eval;
         let (st, ep, wall) = train_text(&e.train);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
             md_escape(&r.name),
             md_escape(&model_title(&model_key(&e.model))),
             md_escape(&e.dataset),
@@ -321,6 +366,13 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
             fmt_opt(e.rec_fid, 2),
             fmt_opt(e.sample_fid, 2),
             fmt_opt(e.sample_fid_gmm, 2),
+            fmt_kid(e.rec_kid),
+            fmt_kid(e.sample_kid),
+            fmt_kid(e.sample_kid_gmm),
+            fmt_pr(e.sample_precision, e.sample_recall),
+            fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
+            fmt_opt(e.class_tv, 3),
+            fmt_opt(e.class_tv_gmm, 3),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),
         );
@@ -462,8 +514,15 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         esc(&sample_note(runs))
     );
 
-    s += "<h2>Runs</h2>\n<table><tr><th>Run</th><th>Model</th><th>Data</th><th>Preset</th><th>Generator</th>\
-          <th>Rec FID</th><th>Sample FID</th><th>Sample FID (GMM)</th><th>FID images</th><th>Val MSE</th><th>Steps</th>\
+    let _ = write!(
+        s,
+        "<h2>Runs</h2>\n<p class=\"note\">{}</p>\n",
+        esc(&features_note(runs))
+    );
+    s += "<table><tr><th>Run</th><th>Model</th><th>Data</th><th>Preset</th><th>Generator</th>\
+          <th>Rec FID</th><th>Sample FID</th><th>Sample FID (GMM)</th><th>Rec KID ×10³</th><th>Sample KID ×10³</th>\
+          <th>Sample KID ×10³ (GMM)</th><th>Precision / recall</th><th>Precision / recall (GMM)</th><th>Class TV</th>\
+          <th>Class TV (GMM)</th><th>FID images</th><th>Val MSE</th><th>Steps</th>\
           <th>Epochs</th><th>Train time</th></tr>\n";
     for r in runs {
         let e = &r.eval;
@@ -472,6 +531,7 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             s,
             "<tr><td class=\"l\"><a href=\"#run-{n}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
              <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{st}</td><td>{ep}</td><td>{wall}</td></tr>",
             esc(&model_title(&model_key(&e.model))),
             esc(&e.dataset),
@@ -480,6 +540,13 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             fmt_opt(e.rec_fid, 2),
             fmt_opt(e.sample_fid, 2),
             fmt_opt(e.sample_fid_gmm, 2),
+            fmt_kid(e.rec_kid),
+            fmt_kid(e.sample_kid),
+            fmt_kid(e.sample_kid_gmm),
+            fmt_pr(e.sample_precision, e.sample_recall),
+            fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
+            fmt_opt(e.class_tv, 3),
+            fmt_opt(e.class_tv_gmm, 3),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),
             n = esc(&r.name),

@@ -3,15 +3,15 @@
 
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
+use crate::eval::feature_metrics::{self, Kid, Manifold, PrecisionRecall};
 use crate::eval::{classes, fid, grid, mmd, plots};
 use crate::gmm::Gmm;
 use crate::models::{self, Generation, Model};
 use crate::rng::{reseed, Stream};
-use crate::run_dir::{self, EvalSummary, Progress, TrainCounts, TrainSummary};
+use crate::run_dir::{self, EvalSummary, Progress, TrainSummary};
 use crate::train;
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -74,25 +74,155 @@ fn data_dir(cfg: &Config) -> Option<PathBuf> {
     (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir))
 }
 
-/// The FIDs of an earlier evaluation of this same checkpoint (same step
-/// counts), so `eval --no-fid` does not throw them away.
-fn previous_fids(dir: &Path, prog: &Progress) -> Option<Fids> {
+/// The `eval.json` fields that come from the Inception features (FID, KID,
+/// precision/recall) and their settings. KID values are raw MMD² (not ×1000).
+pub const FID_FIELDS: [&str; 17] = [
+    "rec_fid",
+    "rec_kid",
+    "rec_kid_std",
+    "sample_fid",
+    "sample_kid",
+    "sample_kid_std",
+    "sample_precision",
+    "sample_recall",
+    "sample_fid_gmm",
+    "sample_kid_gmm",
+    "sample_kid_gmm_std",
+    "sample_precision_gmm",
+    "sample_recall_gmm",
+    "fid_samples",
+    "kid_subsets",
+    "kid_subset_size",
+    "pr_k",
+];
+
+fn empty_fid_fields() -> serde_json::Value {
+    serde_json::Value::Object(
+        FID_FIELDS
+            .iter()
+            .map(|k| (k.to_string(), json!(null)))
+            .collect(),
+    )
+}
+
+/// Feature-metric fields of an existing `eval.json` made from the same
+/// checkpoint (same step counts), so `eval --no-fid` does not throw them away
+/// (fields an older `eval.json` lacks stay null).
+fn previous_fids(dir: &Path, prog: &Progress) -> Option<serde_json::Value> {
     let prev = EvalSummary::read(dir).ok()?;
-    (prev.is_of(prog) && prev.rec_fid.is_some()).then_some(Fids {
-        rec_fid: prev.rec_fid,
-        sample_fid: prev.sample_fid,
-        sample_fid_gmm: prev.sample_fid_gmm,
-        fid_samples: prev.fid_samples,
+    let same = prev.is_of(prog);
+    let prev = serde_json::to_value(prev).ok()?;
+    (same && !prev["rec_fid"].is_null()).then(|| {
+        let mut out = empty_fid_fields();
+        for k in FID_FIELDS {
+            out[k] = prev[k].clone();
+        }
+        out
     })
 }
 
-/// The FID fields of `eval.json`.
-#[derive(Debug, Clone, Default)]
-struct Fids {
-    rec_fid: Option<f64>,
-    sample_fid: Option<f64>,
-    sample_fid_gmm: Option<f64>,
-    fid_samples: Option<u64>,
+/// Seed of the KID subsets of image set `which` (0 reconstructions, 1 the
+/// model's generator, 2 the ex-post GMM).
+pub fn kid_seed(seed: u64, which: u64) -> u64 {
+    crate::rng::derive(seed, Stream::Eval, 30 + which)
+}
+
+/// The test-set reference of an evaluation: FID statistics and activations
+/// (both cached, see [`fid::reference_features_with`]) and the real k-NN
+/// manifold for precision, built once for every generator.
+pub struct ReferenceSet {
+    pub reference: fid::Reference,
+    pub manifold: Manifold,
+}
+
+impl ReferenceSet {
+    /// The first `n` test images of the run's data set.
+    pub fn load(net: &fid::Inception, cfg: &Config, n: usize) -> Result<Self> {
+        let reference = fid::reference_features_with(
+            net,
+            &cfg.data.dataset,
+            Split::Test,
+            n,
+            data_dir(cfg).as_deref(),
+            &fid::default_stats_dir(),
+            cfg.eval.fid_batch,
+        )?;
+        let manifold = Manifold::new(&reference.acts, feature_metrics::PR_K)?;
+        Ok(ReferenceSet {
+            reference,
+            manifold,
+        })
+    }
+}
+
+/// FID, KID and (when asked) precision/recall of one image set.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub fid: f64,
+    pub kid: Kid,
+    pub pr: Option<PrecisionRecall>,
+}
+
+impl Scores {
+    /// `{"fid", "kid", "kid_std", "precision", "recall"}` (null when absent).
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "fid": self.fid,
+            "kid": self.kid.mean,
+            "kid_std": self.kid.std,
+            "precision": self.pr.map(|p| p.precision),
+            "recall": self.pr.map(|p| p.recall),
+        })
+    }
+
+    /// The same keys, all null.
+    pub fn json_null() -> serde_json::Value {
+        json!({"fid": null, "kid": null, "kid_std": null, "precision": null, "recall": null})
+    }
+
+    fn pr_text(&self) -> String {
+        self.pr
+            .map(|p| format!("{:.3}/{:.3}", p.precision, p.recall))
+            .unwrap_or_else(|| "–".into())
+    }
+}
+
+/// Score `images` against `reference` from one pass of the network: FID
+/// (exactly as `Inception::stats` + `frechet_distance`), KID (default subsets,
+/// drawn from `kid_seed`) and, when `with_pr`, precision/recall (k = 3).
+pub fn score_images(
+    net: &fid::Inception,
+    images: &Tensor,
+    reference: &ReferenceSet,
+    with_pr: bool,
+    kid_seed: u64,
+    batch: i64,
+    progress: bool,
+) -> Result<Scores> {
+    let acts = net.activations(images, batch, progress)?;
+    score_activations(&acts, reference, with_pr, kid_seed)
+}
+
+/// [`score_images`] on activations already computed.
+pub fn score_activations(
+    acts: &Tensor,
+    reference: &ReferenceSet,
+    with_pr: bool,
+    kid_seed: u64,
+) -> Result<Scores> {
+    let r = &reference.reference;
+    let fid = fid::frechet_distance(&fid::FidStats::from_activations(acts)?, &r.stats)?;
+    let kid = feature_metrics::kid_default(acts, &r.acts, kid_seed)?;
+    let pr = if with_pr {
+        Some(feature_metrics::precision_recall_against(
+            &reference.manifold,
+            &r.acts,
+            acts,
+        )?)
+    } else {
+        None
+    };
+    Ok(Scores { fid, kid, pr })
 }
 
 /// Evaluate the run in `dir`; returns what it wrote to `eval.json`.
@@ -147,15 +277,11 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     grid::save_recon_grid(&xr, &rec, 8, &dir.join("recon.png"))?;
     let samples = decode_all(model, &z_model.narrow(0, 0, 100.min(nl)), batch);
     grid::save_grid(&samples, 10, &dir.join("samples.png"))?;
-    let mut figures: BTreeMap<String, String> =
-        [("recon", "recon.png"), ("samples", "samples.png")]
-            .into_iter()
-            .map(|(k, f)| (k.to_string(), f.to_string()))
-            .collect();
+    let mut figures = json!({"recon": "recon.png", "samples": "samples.png"});
     if !model_is_gmm {
         let s = decode_all(model, &z_gmm.narrow(0, 0, 100.min(nl)), batch);
         grid::save_grid(&s, 10, &dir.join("samples_gmm.png"))?;
-        figures.insert("samples_gmm".into(), "samples_gmm.png".into());
+        figures["samples_gmm"] = json!("samples_gmm.png");
     }
     if !opts.no_tsne {
         let t = std::time::Instant::now();
@@ -172,20 +298,23 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
             cfg.seed,
         )?;
         tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
-        figures.insert("tsne".into(), "tsne.png".into());
+        figures["tsne"] = json!("tsne.png");
     }
     let keys = models::info(model.name())?.loss_curves;
     if plots::loss_curves(&dir.join(run_dir::METRICS), keys, &dir.join("loss.png")).is_ok() {
-        figures.insert("loss".into(), "loss.png".into());
+        figures["loss"] = json!("loss.png");
     }
 
     // FID as pytorch-fid (DESIGN §4): reconstructions of the first N test images
-    // and N generated images, each against the first N test images.
+    // and N generated images, each against the first N test images. Each set
+    // goes through the network once; FID, KID and precision/recall all come
+    // from those activations (issue 16), and the test set's activations are
+    // cached beside its statistics.
     let nfid = opts
         .fid_samples
         .unwrap_or(cfg.eval.fid_samples)
         .min(test.len() as usize);
-    let mut fids = Fids::default();
+    let mut fids = empty_fid_fields();
     if opts.no_fid {
         // Keep the FIDs of an earlier evaluation of this same checkpoint.
         if let Some(prev) = previous_fids(dir, &prog) {
@@ -193,49 +322,91 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         }
     }
     if !opts.no_fid {
+        let t = std::time::Instant::now();
         let dev = model.device();
         let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
         let fb = cfg.eval.fid_batch;
-        let reference = fid::reference_stats_with(
-            &net,
-            &cfg.data.dataset,
-            Split::Test,
-            nfid,
-            data_dir(&cfg).as_deref(),
-            &fid::default_stats_dir(),
-            fb,
-        )?;
+        let reference = ReferenceSet::load(&net, &cfg, nfid)?;
         let n = nfid as i64;
+        let progress = !opts.quiet;
         reseed(cfg.seed, Stream::Eval, 20);
         let rec = decode_all(model, &encode_set(model, &test, n, batch), batch);
-        let rec_fid = fid::frechet_distance(&net.stats(&rec, fb, !opts.quiet)?, &reference)?;
+        let rec_s = score_images(
+            &net,
+            &rec,
+            &reference,
+            false,
+            kid_seed(cfg.seed, 0),
+            fb,
+            progress,
+        )?;
         drop(rec);
         reseed(cfg.seed, Stream::Eval, 21);
         let gen = decode_all(model, &sample_latents(model, n, batch)?, batch);
-        let sample_fid = fid::frechet_distance(&net.stats(&gen, fb, !opts.quiet)?, &reference)?;
+        let sample_s = score_images(
+            &net,
+            &gen,
+            &reference,
+            true,
+            kid_seed(cfg.seed, 1),
+            fb,
+            progress,
+        )?;
         drop(gen);
-        let gmm_fid = if model_is_gmm {
+        let gmm_s = if model_is_gmm {
             None
         } else {
             reseed(cfg.seed, Stream::Eval, 22);
             let gen = decode_all(model, &gmm.sample(n).to_device(Device::Cpu), batch);
-            Some(fid::frechet_distance(
-                &net.stats(&gen, fb, !opts.quiet)?,
+            Some(score_images(
+                &net,
+                &gen,
                 &reference,
+                true,
+                kid_seed(cfg.seed, 2),
+                fb,
+                progress,
             )?)
         };
-        tracing::info!("FID ({nfid} images): rec {rec_fid:.2}, sample {sample_fid:.2}, ex-post GMM {gmm_fid:?}");
-        fids = Fids {
-            rec_fid: Some(rec_fid),
-            sample_fid: Some(sample_fid),
-            sample_fid_gmm: gmm_fid,
-            fid_samples: Some(nfid as u64),
-        };
+        tracing::info!(
+            "FID ({nfid} images): rec {:.2}, sample {:.2}, ex-post GMM {:?}; KID×10³: rec {:.2}, sample {:.2}, ex-post GMM {:?}; \
+             precision/recall (k={}): sample {}, ex-post GMM {}; in {:.0} s",
+            rec_s.fid,
+            sample_s.fid,
+            gmm_s.as_ref().map(|s| s.fid),
+            1e3 * rec_s.kid.mean,
+            1e3 * sample_s.kid.mean,
+            gmm_s.as_ref().map(|s| 1e3 * s.kid.mean),
+            feature_metrics::PR_K,
+            sample_s.pr_text(),
+            gmm_s.as_ref().map(|s| s.pr_text()).unwrap_or_else(|| "–".into()),
+            t.elapsed().as_secs_f64()
+        );
+        fids = json!({
+            "rec_fid": rec_s.fid,
+            "rec_kid": rec_s.kid.mean,
+            "rec_kid_std": rec_s.kid.std,
+            "sample_fid": sample_s.fid,
+            "sample_kid": sample_s.kid.mean,
+            "sample_kid_std": sample_s.kid.std,
+            "sample_precision": sample_s.pr.map(|p| p.precision),
+            "sample_recall": sample_s.pr.map(|p| p.recall),
+            "sample_fid_gmm": gmm_s.as_ref().map(|s| s.fid),
+            "sample_kid_gmm": gmm_s.as_ref().map(|s| s.kid.mean),
+            "sample_kid_gmm_std": gmm_s.as_ref().map(|s| s.kid.std),
+            "sample_precision_gmm": gmm_s.as_ref().and_then(|s| s.pr).map(|p| p.precision),
+            "sample_recall_gmm": gmm_s.as_ref().and_then(|s| s.pr).map(|p| p.recall),
+            "fid_samples": nfid,
+            "kid_subsets": rec_s.kid.subsets,
+            "kid_subset_size": rec_s.kid.subset_size,
+            "pr_k": feature_metrics::PR_K,
+        });
     }
 
     // Which classes the generated images fall into (cosine 1-NN on labelled
     // training images): a number for "diverse digits, not one class repeated".
-    let mut class_hist = None;
+    let mut class_hist = json!(null);
+    let (mut class_tv, mut class_tv_gmm) = (None, None);
     if let Some(labels) = &trainset.labels {
         let k = labels.max().int64_value(&[]) + 1;
         let m = 10_000.min(trainset.len());
@@ -244,14 +415,20 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         let ns = 1000.min(nl);
         let sampler_imgs = decode_all(model, &z_model.narrow(0, 0, ns), batch);
         let gmm_imgs = decode_all(model, &z_gmm.narrow(0, 0, ns), batch);
-        let hist = json!({
+        let hist =
+            |x: &Tensor| classes::histogram(&classes::nearest_neighbour_labels(x, &refs, &lab), k);
+        let (h_sampler, h_gmm) = (hist(&sampler_imgs), hist(&gmm_imgs));
+        let h_test = hist(&test.images.narrow(0, 0, ns));
+        class_tv = classes::total_variation(&h_sampler, &h_test);
+        class_tv_gmm = classes::total_variation(&h_gmm, &h_test);
+        class_hist = json!({
             "images": ns,
-            "sampler": classes::histogram(&classes::nearest_neighbour_labels(&sampler_imgs, &refs, &lab), k),
-            "ex_post_gmm": classes::histogram(&classes::nearest_neighbour_labels(&gmm_imgs, &refs, &lab), k),
-            "test_images": classes::histogram(&classes::nearest_neighbour_labels(&test.images.narrow(0, 0, ns), &refs, &lab), k),
+            "sampler": h_sampler,
+            "ex_post_gmm": h_gmm,
+            "test_images": h_test,
+            "tv_to_test": {"sampler": class_tv, "ex_post_gmm": class_tv_gmm},
         });
-        tracing::info!("classes of generated images (cosine 1-NN): {hist}");
-        class_hist = Some(hist);
+        tracing::info!("classes of generated images (cosine 1-NN): {class_hist}");
     }
 
     let summary = TrainSummary::read(dir).ok();
@@ -260,30 +437,28 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     } else {
         Some(cfg.preset.clone())
     };
-    let out = EvalSummary {
-        model: model.name().into(),
-        dataset: cfg.data.dataset.clone(),
-        preset,
-        sampler: Some(model.sampler_name()),
-        val_mse: Some(prog.val_mse),
-        test_mse: Some(test_mse),
-        latent_mmd2: Some(mmd_model),
-        latent_mmd2_gaussian: Some(mmd_gauss),
-        latent_mmd2_gmm: Some(mmd_gmm),
-        latent_samples: Some(nl as u64),
-        sample_classes: class_hist,
-        rec_fid: fids.rec_fid,
-        sample_fid: fids.sample_fid,
-        sample_fid_gmm: fids.sample_fid_gmm,
-        fid_samples: fids.fid_samples,
-        train: Some(TrainCounts {
-            steps: Some(prog.step),
-            post_steps: Some(prog.post_step),
-            epochs: summary.and_then(|s| s.epochs),
-            wall_s: Some(prog.wall_s),
-        }),
-        figures,
-    };
+    let mut out = json!({
+        "model": model.name(),
+        "dataset": cfg.data.dataset,
+        "preset": preset,
+        "sampler": model.sampler_name(),
+        "val_mse": prog.val_mse,
+        "test_mse": test_mse,
+        "latent_mmd2": mmd_model,
+        "latent_mmd2_gaussian": mmd_gauss,
+        "latent_mmd2_gmm": mmd_gmm,
+        "latent_samples": nl,
+        "sample_classes": class_hist,
+        "class_tv": class_tv,
+        "class_tv_gmm": class_tv_gmm,
+        "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.and_then(|s| s.epochs), "wall_s": prog.wall_s},
+    });
+    for k in FID_FIELDS {
+        out[k] = fids[k].clone();
+    }
+    out["figures"] = figures;
+    // Through the typed summary, so eval.json holds exactly its fields.
+    let out: EvalSummary = serde_json::from_value(out).context("eval.json fields")?;
     out.write(dir)?;
     Ok(out)
 }
@@ -304,8 +479,8 @@ mod tests {
             ..Default::default()
         };
         let kept = previous_fids(dir.path(), &same).expect("same checkpoint keeps its FIDs");
-        assert_eq!(kept.rec_fid, Some(12.5));
-        assert_eq!(kept.fid_samples, Some(100));
+        assert_eq!(kept["rec_fid"], json!(12.5));
+        assert_eq!(kept["fid_samples"], json!(100));
         let later = Progress {
             step: 5,
             post_step: 3,
@@ -315,5 +490,19 @@ mod tests {
             previous_fids(dir.path(), &later).is_none(),
             "a newer checkpoint must not inherit stale FIDs"
         );
+    }
+
+    /// Every feature-metric field `eval` writes is a field of the typed
+    /// `eval.json`, so none is dropped on the way to the file.
+    #[test]
+    fn eval_summary_has_every_feature_metric_field() {
+        let v = serde_json::to_value(EvalSummary::default()).unwrap();
+        for k in
+            FID_FIELDS
+                .iter()
+                .chain(&["class_tv", "class_tv_gmm", "test_mse", "sample_classes"])
+        {
+            assert!(v.get(k).is_some(), "EvalSummary lacks `{k}`");
+        }
     }
 }

@@ -1,11 +1,17 @@
 //! The sampler-target comparison of DESIGN.md §1.8, redone on a trained run:
 //! each target trains a fresh sampler alone against the same frozen
 //! encoder/decoder, then is scored by latent MMD² to the encoder's test
-//! latents, beside the ex-post Gaussian, with a sample grid per target.
+//! latents, beside the ex-post Gaussian and the ex-post GMM, with a sample
+//! grid and the class histogram's total-variation distance to the test
+//! images' per generator. With `fid = Some(N)` each generator's N decoded
+//! samples also get FID, KID and precision/recall against the first N test
+//! images (one network pass per generator; the test set's activations come
+//! from the cache `ldc-vae eval` fills).
 
 use crate::data::{self, Split};
-use crate::eval::run::{decode_all, encode_set};
-use crate::eval::{grid, mmd};
+use crate::eval::run::{decode_all, encode_set, kid_seed, score_images, ReferenceSet, Scores};
+use crate::eval::{classes, fid, grid, mmd};
+use crate::gmm::Gmm;
 use crate::models::ldc::{Ldc, SamplerPhase, SamplerTarget};
 use crate::models::Model;
 use crate::nets::Geometry;
@@ -16,13 +22,104 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 pub struct TargetResult {
     pub target: String,
     pub mmd2: f64,
     pub sampler_std: f64,
     pub grid: String,
+    /// Cosine 1-NN class histogram of up to 1,000 decoded samples (labelled
+    /// data sets only).
+    pub class_hist: Option<Vec<i64>>,
+    /// Its total-variation distance to the test images' histogram.
+    pub class_tv: Option<f64>,
+    /// FID, KID and precision/recall at the `fid` images asked for.
+    pub scores: Option<Scores>,
+}
+
+/// What each generator is judged by besides latent MMD² (see [`TargetResult`]).
+struct Judged {
+    class_hist: Option<Vec<i64>>,
+    class_tv: Option<f64>,
+    scores: Option<Scores>,
+}
+
+/// Feature-space scoring of each generator's decoded samples.
+struct Scorer {
+    net: fid::Inception,
+    reference: ReferenceSet,
+    n: i64,
+}
+
+impl Scorer {
+    /// `None` without `fid`; else the network and the first `min(n, test)`
+    /// test images' reference (cached statistics and activations).
+    fn new(
+        fid: Option<usize>,
+        cfg: &crate::config::Config,
+        dev: Device,
+        test_len: i64,
+    ) -> Result<Option<Self>> {
+        let Some(n) = fid else { return Ok(None) };
+        let n = n.min(test_len as usize);
+        let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
+        let reference = ReferenceSet::load(&net, cfg, n)?;
+        Ok(Some(Scorer {
+            net,
+            reference,
+            n: n as i64,
+        }))
+    }
+
+    /// FID, KID and precision/recall of the decoded first `n` latents of `z`
+    /// (every generator's KID subsets drawn from one seed, so they compare on
+    /// the same draws).
+    fn score_latents(
+        &self,
+        m: &dyn Model,
+        z: &Tensor,
+        seed: u64,
+        fid_batch: i64,
+        quiet: bool,
+    ) -> Result<Scores> {
+        if z.size()[0] < self.n {
+            bail!(
+                "--fid {} asks for more images than the {} latents drawn per generator (eval.latent_samples)",
+                self.n,
+                z.size()[0]
+            );
+        }
+        let imgs = decode_all(m, &z.narrow(0, 0, self.n), 250);
+        score_images(
+            &self.net,
+            &imgs,
+            &self.reference,
+            true,
+            kid_seed(seed, 1),
+            fid_batch,
+            !quiet,
+        )
+    }
+}
+
+/// Class histograms of decoded samples by cosine 1-NN on labelled training
+/// images, as `ldc-vae eval` computes them.
+struct ClassCounter {
+    refs: Tensor,
+    labels: Tensor,
+    k: i64,
+    test_hist: Vec<i64>,
+    n: i64,
+}
+
+impl ClassCounter {
+    fn hist(&self, images: &Tensor) -> Vec<i64> {
+        classes::histogram(
+            &classes::nearest_neighbour_labels(images, &self.refs, &self.labels),
+            self.k,
+        )
+    }
 }
 
 /// A finished run with a sampler net, to train fresh samplers on its frozen nets.
@@ -72,6 +169,7 @@ pub fn compare(
     kde_scale: Option<f64>,
     out: &Path,
     quiet: bool,
+    fid: Option<usize>,
 ) -> Result<Vec<TargetResult>> {
     let Frozen {
         mut cfg,
@@ -90,6 +188,60 @@ pub fn compare(
     let z_test = encode_set(&base, &test, nl, 250);
     reseed(cfg.seed, Stream::Eval, 11);
     let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
+    let classes = data.train.labels.as_ref().map(|labels| {
+        let m = 10_000.min(data.train.len());
+        let ns = 1000.min(nl);
+        let mut c = ClassCounter {
+            refs: data.train.images.narrow(0, 0, m),
+            labels: labels.narrow(0, 0, m),
+            k: labels.max().int64_value(&[]) + 1,
+            test_hist: Vec::new(),
+            n: ns,
+        };
+        c.test_hist = c.hist(&test.images.narrow(0, 0, ns));
+        c
+    });
+    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
+    // Class TV on the latents already drawn; FID/KID/P-R on `n` fresh ones,
+    // drawn after reseeding to `fid_stream` (the counter `ldc-vae eval` uses
+    // for the same generator, so the numbers match its eval.json).
+    let judge = |m: &dyn Model,
+                 z: &Tensor,
+                 fid_stream: u64,
+                 draw: &dyn Fn(i64) -> Result<Tensor>,
+                 which: u64|
+     -> Result<Judged> {
+        let (hist, tv) = match &classes {
+            Some(c) => {
+                let h = c.hist(&decode_all(m, &z.narrow(0, 0, c.n.min(z.size()[0])), 250));
+                let tv = classes::total_variation(&h, &c.test_hist);
+                (Some(h), tv)
+            }
+            None => (None, None),
+        };
+        let scores = match &scorer {
+            Some(sc) => {
+                reseed(cfg.seed, Stream::Eval, fid_stream);
+                let imgs = decode_all(m, &draw(sc.n)?, 250);
+                Some(score_images(
+                    &sc.net,
+                    &imgs,
+                    &sc.reference,
+                    true,
+                    kid_seed(cfg.seed, which),
+                    cfg.eval.fid_batch,
+                    !quiet,
+                )?)
+            }
+            None => None,
+        };
+        Ok(Judged {
+            class_hist: hist,
+            class_tv: tv,
+            scores,
+        })
+    };
+
     let gauss = mmd::Gaussian::fit(&z_train);
     reseed(cfg.seed, Stream::Eval, 13);
     let z_gauss = gauss.sample(nl);
@@ -99,11 +251,50 @@ pub fn compare(
         10,
         &out.join("gaussian.png"),
     )?;
+    let j = judge(&base, &z_gauss, 23, &|n| Ok(gauss.sample(n)), 3)?;
     results.push(TargetResult {
         target: "ex-post Gaussian".into(),
         mmd2: mmd_gauss,
         sampler_std: f64::NAN,
         grid: "gaussian.png".into(),
+        class_hist: j.class_hist,
+        class_tv: j.class_tv,
+        scores: j.scores,
+    });
+    // The ex-post GMM (the RAE route), fitted as `ldc-vae eval` fits it: the
+    // yardstick the issue-14 sampler has to reach.
+    let b = &cfg.baselines;
+    let gmm = Gmm::fit_with_tol(
+        &z_train,
+        b.gmm.gmm_components,
+        cfg.seed,
+        b.gmm.gmm_max_iter,
+        b.gmm.gmm_tol,
+    )
+    .context("fitting the ex-post GMM on the training latents")?;
+    reseed(cfg.seed, Stream::Eval, 15);
+    let z_gmm = gmm.sample(nl).to_device(Device::Cpu);
+    let mmd_gmm = mmd::mmd2_rbf(&z_test, &z_gmm);
+    grid::save_grid(
+        &decode_all(&base, &z_gmm.narrow(0, 0, 100), 250),
+        10,
+        &out.join("gmm.png"),
+    )?;
+    let j = judge(
+        &base,
+        &z_gmm,
+        22,
+        &|n| Ok(gmm.sample(n).to_device(Device::Cpu)),
+        2,
+    )?;
+    results.push(TargetResult {
+        target: "ex-post GMM".into(),
+        mmd2: mmd_gmm,
+        sampler_std: f64::NAN,
+        grid: "gmm.png".into(),
+        class_hist: j.class_hist,
+        class_tv: j.class_tv,
+        scores: j.scores,
     });
 
     for t in targets {
@@ -148,11 +339,21 @@ pub fn compare(
             &out.join(&name),
         )?;
         tracing::info!("target {t}: latent MMD² {mmd2:.4} (ex-post Gaussian {mmd_gauss:.4})");
+        let j = judge(
+            &m,
+            &z,
+            21,
+            &|n| crate::eval::run::sample_latents(&m, n, 250),
+            1,
+        )?;
         results.push(TargetResult {
             target: t.clone(),
             mmd2,
             sampler_std: last_std,
             grid: name,
+            class_hist: j.class_hist,
+            class_tv: j.class_tv,
+            scores: j.scores,
         });
     }
 
@@ -163,22 +364,51 @@ pub fn compare(
         run_dir.display()
     )?;
     writeln!(md, "Each sampler trained alone for {steps} steps (batch {}, {} particles, kde_scale {}); latent MMD² (RBF, median bandwidth, unbiased) between {nl} encoder latents of test images and {nl} latents of each generator.\n", cfg.train.batch_size, cfg.ldc.sampler_particles, kde_scale.unwrap_or(cfg.ldc.kde_scale))?;
+    if let Some(c) = &classes {
+        writeln!(md, "Class TV = total-variation distance between the class histograms (cosine 1-NN on labelled training images) of {} decoded samples and of {} test images.\n", c.n, c.n)?;
+    }
+    if let Some(k) = results
+        .iter()
+        .find_map(|r| r.scores.as_ref().map(|s| s.kid))
+    {
+        let n = scorer.as_ref().map(|s| s.n).unwrap_or(0);
+        writeln!(md, "FID, KID and precision/recall (k = {}) from the Inception features of {n} decoded samples per generator against the first {n} test images; KID ×10³, mean ± std over {} random subset(s) of {} (one subset = the whole sets, the exact unbiased estimate).\n", crate::eval::feature_metrics::PR_K, k.subsets, k.subset_size)?;
+    }
     writeln!(
         md,
-        "| generator | MMD² | ratio to Gaussian | samples |\n|---|---|---|---|"
+        "| generator | MMD² | ratio to Gaussian | FID | KID ×10³ | precision | recall | class TV | samples |\n|---|---|---|---|---|---|---|---|---|"
     )?;
+    let opt =
+        |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
     for r in &results {
+        let sc = r.scores.as_ref();
         writeln!(
             md,
-            "| {} | {:.4} | {:.2} | ![]({}) |",
+            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | ![]({}) |",
             r.target,
             r.mmd2,
             r.mmd2 / mmd_gauss,
+            opt(sc.map(|s| s.fid), 2),
+            sc.map(|s| format!("{:.2} ± {:.2}", 1e3 * s.kid.mean, 1e3 * s.kid.std))
+                .unwrap_or_else(|| "–".into()),
+            opt(sc.and_then(|s| s.pr).map(|p| p.precision), 3),
+            opt(sc.and_then(|s| s.pr).map(|p| p.recall), 3),
+            opt(r.class_tv, 3),
             r.grid
         )?;
     }
     crate::util::write_atomic(&out.join("sampler-targets.md"), md.as_bytes())?;
-    let json: Vec<_> = results.iter().map(|r| serde_json::json!({"target": r.target, "mmd2": r.mmd2, "sampler_std": r.sampler_std, "grid": r.grid})).collect();
+    let json: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let sc = r.scores.as_ref().map(|s| s.json()).unwrap_or_else(Scores::json_null);
+            serde_json::json!({"target": r.target, "mmd2": r.mmd2, "sampler_std": r.sampler_std, "grid": r.grid,
+                "class_hist": r.class_hist, "class_tv": r.class_tv,
+                "fid": sc["fid"], "kid": sc["kid"], "kid_std": sc["kid_std"],
+                "precision": sc["precision"], "recall": sc["recall"],
+                "fid_samples": scorer.as_ref().map(|s| s.n)})
+        })
+        .collect();
     crate::util::write_atomic(
         &out.join("sampler-targets.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
@@ -234,6 +464,13 @@ pub struct StudyRow {
     pub sampler_std: f64,
     pub seconds: f64,
     pub grid: String,
+    /// With `--fid N`: FID, KID (raw), its spread, and k-NN precision/recall
+    /// in Inception feature space of the first N decoded latents.
+    pub fid: Option<f64>,
+    pub kid: Option<f64>,
+    pub kid_std: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
 }
 
 /// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
@@ -284,6 +521,7 @@ pub fn study(
     steps: u64,
     out: &Path,
     quiet: bool,
+    fid: Option<usize>,
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
     use crate::gmm::Gmm;
@@ -320,6 +558,7 @@ pub fn study(
         }
     };
     let test_hist = hist(&test.images.narrow(0, 0, nc));
+    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
     let score = |name: &str,
                  overrides: Vec<String>,
                  m: &Ldc,
@@ -344,6 +583,18 @@ pub fn study(
         );
         grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
         tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}");
+        let fs = match &scorer {
+            Some(sc) => Some(sc.score_latents(m, z, cfg.seed, cfg.eval.fid_batch, quiet)?),
+            None => None,
+        };
+        if let Some(f) = &fs {
+            tracing::info!(
+                "{name}: FID {:.2}, KID×10³ {:.2}, precision/recall {:?}",
+                f.fid,
+                1e3 * f.kid.mean,
+                f.pr
+            );
+        }
         Ok(StudyRow {
             name: name.to_string(),
             overrides,
@@ -355,6 +606,11 @@ pub fn study(
             sampler_std: std,
             seconds: secs,
             grid: grid_name,
+            fid: fs.as_ref().map(|f| f.fid),
+            kid: fs.as_ref().map(|f| f.kid.mean),
+            kid_std: fs.as_ref().map(|f| f.kid.std),
+            precision: fs.as_ref().and_then(|f| f.pr).map(|p| p.precision),
+            recall: fs.as_ref().and_then(|f| f.pr).map(|p| p.recall),
         })
     };
     let mut rows = Vec::new();
@@ -438,11 +694,18 @@ pub fn study(
         run_dir.display()
     )?;
     writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}.\n", cfg.train.batch_size)?;
-    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | s | samples |\n|---|---|---|---|---|---|---|---|---|")?;
+    if let Some(sc) = &scorer {
+        writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;
+    }
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let opt = |v: Option<f64>, scale: f64, d: usize| {
+        v.map(|x| format!("{:.d$}", scale * x))
+            .unwrap_or_else(|| "–".into())
+    };
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
@@ -450,6 +713,10 @@ pub fn study(
             r.latent_recall,
             r.class_tv,
             r.classes,
+            opt(r.fid, 1.0, 2),
+            opt(r.kid, 1e3, 2),
+            opt(r.precision, 1.0, 3),
+            opt(r.recall, 1.0, 3),
             r.seconds,
             r.grid
         )?;

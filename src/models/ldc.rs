@@ -103,6 +103,10 @@ pub struct LdcConfig {
     /// particles, as in joint training) or `train_set` (the whole training set,
     /// encoded once by the frozen encoder when refinement starts).
     pub refine_bank: RefineBank,
+    /// `refine_bank = train_set`: encode this many training images (a seeded
+    /// random subset; 0 = all). Each sampler step costs O(n_s · size · d):
+    /// 59,000 made a step ~10× slower than 10,000.
+    pub refine_bank_size: i64,
     /// Annealed refinement: τ starts at (1 + a)·τ and shrinks linearly to τ
     /// over the first half of the refinement steps; 0 = a fixed target.
     pub refine_anneal: f64,
@@ -198,6 +202,7 @@ impl Default for LdcConfig {
             kde_bandwidth: KdeBandwidthRule::Median,
             kde_whiten: false,
             refine_bank: RefineBank::Fifo,
+            refine_bank_size: 10_000,
             refine_anneal: 0.0,
             sampler_leave_one_out: false,
             sampler_kernel: SamplerKernel::Rbf,
@@ -292,6 +297,12 @@ impl LdcConfig {
         positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
         at_least("ldc.sampler_particles", l.sampler_particles, 2)?;
         in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
+        if l.refine_bank_size < 0 || l.refine_bank_size == 1 {
+            bail!(
+                "config key `ldc.refine_bank_size` must be 0 (all) or >= 2 (got {})",
+                l.refine_bank_size
+            );
+        }
         in_range("ldc.refine_anneal", l.refine_anneal, 0.0, 100.0)?;
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;
         if l.sampler_noise_dim < 1 || l.sampler_hidden < 1 {
@@ -828,21 +839,30 @@ impl Ldc {
         if n < 2 {
             bail!("the training set holds fewer than 2 images: no KDE bank");
         }
+        let size = match self.cfg.refine_bank_size {
+            0 => n,
+            s => s.min(n),
+        };
+        // A seeded random subset of the training images, in chunks.
+        let order: Vec<i64> = crate::rng::permutation(n as usize, self.seed, 1 << 43)
+            .into_iter()
+            .take(size as usize)
+            .collect();
         let chunk = 500;
         let mut parts = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let x = data.chunk(start, len);
-            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + start as u64);
+        for (c, idx) in order.chunks(chunk).enumerate() {
+            let x = Tensor::cat(
+                &idx.iter().map(|&i| data.chunk(i, 1)).collect::<Vec<_>>(),
+                0,
+            );
+            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
             parts.push(self.encode_eval(&x));
-            start += len;
         }
         let bank = Tensor::cat(&parts, 0);
         let t = KdeTarget::build(&bank, &self.cfg, self.cfg.sampler_refine_kde_scale);
         tracing::info!(
             "refinement KDE target: {} encoded training images, τ² = {:.4} ({} rule{})",
-            n,
+            size,
             t.tau2,
             self.cfg.kde_bandwidth,
             if self.cfg.kde_whiten {
