@@ -239,21 +239,18 @@ pub struct TrainSummary {
     pub preset: Option<String>,
     #[serde(default)]
     pub complete: bool,
-    #[serde(default)]
-    pub steps: u64,
-    #[serde(default)]
-    pub post_steps: u64,
-    /// Main-loop steps over steps per epoch.
-    pub epochs: Option<f64>,
+    /// Steps, post-training steps, epochs and wall time: the same keys as
+    /// `eval.json`'s `train` (one level, as they always were).
+    #[serde(flatten)]
+    pub counts: TrainCounts,
     /// Validation MSE (null when it was not finite).
     pub val_mse: Option<f64>,
-    pub wall_s: Option<f64>,
     pub device: Option<String>,
     /// MPI workers that trained the run.
     pub workers: Option<usize>,
 }
 
-/// The training counters inside `eval.json` (`train`).
+/// The training counters of a run (`summary.json`, and `eval.json`'s `train`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainCounts {
     pub steps: Option<u64>,
@@ -372,8 +369,11 @@ mod tests {
             model: "ldc".into(),
             dataset: "mnist".into(),
             complete: true,
-            steps: 60,
-            epochs: Some(0.5),
+            counts: TrainCounts {
+                steps: Some(60),
+                epochs: Some(0.5),
+                ..Default::default()
+            },
             val_mse: Some(f64::NAN),
             ..Default::default()
         };
@@ -382,7 +382,11 @@ mod tests {
         assert!(text.contains("\"val_mse\": null"), "{text}");
         let back = TrainSummary::read(dir.path()).unwrap();
         assert_eq!(back.val_mse, None);
-        assert_eq!(back.steps, 60);
+        assert_eq!(back.counts.steps, Some(60));
+        assert!(
+            text.contains("\"steps\": 60") && !text.contains("counts"),
+            "{text}"
+        );
         // An eval.json of the base layout, with a null figure and no `test_mse`.
         std::fs::write(
             dir.path().join(EVAL),

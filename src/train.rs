@@ -7,7 +7,7 @@ use crate::data::{self, ImageSet, Split};
 use crate::dist;
 use crate::models::{self, BatchSource, Model, StepStats};
 use crate::rng;
-use crate::run_dir::{self, Line, Metrics, Progress, TrainSummary};
+use crate::run_dir::{self, Line, Metrics, Progress, TrainCounts, TrainSummary};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -561,11 +561,13 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             dataset: cfg.data.dataset.clone(),
             preset: (!cfg.preset.is_empty()).then(|| cfg.preset.clone()),
             complete: true,
-            steps: prog.step,
-            post_steps: prog.post_step,
-            epochs: Some(prog.step as f64 / spe as f64),
+            counts: TrainCounts {
+                steps: Some(prog.step),
+                post_steps: Some(prog.post_step),
+                epochs: Some(prog.step as f64 / spe as f64),
+                wall_s: Some(prog.wall_s),
+            },
             val_mse: Some(prog.val_mse),
-            wall_s: Some(prog.wall_s),
             device: Some(cfg.device.clone()),
             workers: Some(dist::size()),
         }

@@ -451,7 +451,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "sample_classes": class_hist,
         "class_tv": class_tv,
         "class_tv_gmm": class_tv_gmm,
-        "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.and_then(|s| s.epochs), "wall_s": prog.wall_s},
+        "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.and_then(|s| s.counts.epochs), "wall_s": prog.wall_s},
     });
     for k in FID_FIELDS {
         out[k] = fids[k].clone();

@@ -173,25 +173,18 @@ mod tests {
 
     #[test]
     fn defaults_take_reference_values_and_overrides_win() {
-        let c = Config::load(None, None, &["model=rae-sn".into()]).unwrap();
-        assert_eq!(resolve(&c.spec()).unwrap().latent, 0.009);
-        let c = Config::load(
-            None,
-            None,
-            &["model=rae-sn".into(), "baselines.rae_beta=0.5".into()],
-        )
-        .unwrap();
-        assert_eq!(resolve(&c.spec()).unwrap().latent, 0.5);
-        let c = Config::load(
-            None,
-            None,
-            &["model=rae-l2".into(), "data.dataset=cifar10".into()],
-        )
-        .unwrap();
-        let w = resolve(&c.spec()).unwrap();
+        let weights = |ov: &[&str]| {
+            let ov: Vec<String> = ov.iter().map(|s| s.to_string()).collect();
+            resolve(&Config::load(None, None, &ov).unwrap().spec()).unwrap()
+        };
+        assert_eq!(weights(&["model=rae-sn"]).latent, 0.009);
+        assert_eq!(
+            weights(&["model=rae-sn", "baselines.rae_beta=0.5"]).latent,
+            0.5
+        );
+        let w = weights(&["model=rae-l2", "data.dataset=cifar10"]);
         assert_eq!((w.latent, w.l2_decay, w.gp_weight), (1e-3, 1e-6, 0.0));
-        let c = Config::load(None, None, &["model=cv-vae".into()]).unwrap();
-        assert_eq!(resolve(&c.spec()).unwrap().cv_std, 0.7);
+        assert_eq!(weights(&["model=cv-vae"]).cv_std, 0.7);
         let e = Config::load(None, None, &["baselines.vae_beta=-2".into()]).unwrap_err();
         assert!(format!("{e:#}").contains("baselines.vae_beta"), "{e:#}");
     }
