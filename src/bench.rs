@@ -44,8 +44,8 @@ pub fn train_step_times(cfg: &Config, warmup: usize, steps: usize) -> Result<Vec
     for i in 0..warmup + steps {
         let t = Instant::now();
         let s = model.train_step(&x, i as u64)?;
-        if device != Device::Cpu {
-            tch::Cuda::synchronize(0);
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
         }
         let _ = s.get("loss");
         if i >= warmup {

@@ -435,6 +435,15 @@ mod tests {
             ("model=gan", "model"),
             ("train.bn_groups=0", "train.bn_groups"),
             ("train.bn_groups=3", "train.bn_groups"), // batch 100 does not split in 3
+            ("net.init=xavier", "net.init"),
+            ("ldc.kde_bandwidth=bogus", "ldc.kde_bandwidth"),
+            ("ldc.refine_bank=all", "ldc.refine_bank"),
+            ("ldc.refine_bank_size=1", "ldc.refine_bank_size"),
+            ("ldc.refine_anneal=-1", "ldc.refine_anneal"),
+            ("ldc.sampler_kernel=laplace", "ldc.sampler_kernel"),
+            ("ldc.sampler_h_scale=0", "ldc.sampler_h_scale"),
+            ("ldc.sampler_net=rnn", "ldc.sampler_net"),
+            ("ldc.sampler_hidden=0", "ldc.sampler_hidden"),
         ] {
             let e = Config::load(None, None, &[ov.to_string()]).unwrap_err();
             assert!(format!("{e:#}").contains(key), "{ov}: {e:#}");

@@ -103,9 +103,13 @@ pub fn run_row(a: BenchRowArgs) -> Result<()> {
     crate::util::set_threads(a.threads);
     let report = if let Some(path) = &a.fid_input {
         use crate::eval::fid::Inception;
+        // On the preset's device (`bench --no-peers` on a GPU times it there);
+        // the input file stays on the CPU for the peer.
+        let device =
+            crate::util::parse_device(&Config::load(Some(&a.preset), None, &a.overrides)?.device)?;
         let net = Inception::load_with(
             &crate::eval::fid::default_weights_path()?,
-            tch::Device::Cpu,
+            device,
             a.fid_plain,
         )?;
         tch::manual_seed(0);
@@ -676,7 +680,8 @@ fn run_rows(a: &BenchArgs, base: &Config, ctx: &Ctx) -> Result<()> {
                     rows.push(train_row(ctx, m, width, None, s, w)?);
                 }
             }
-            if !a.no_fid && base.device == "cpu" {
+            // The peer runs on the CPU; ours alone may run on the GPU.
+            if !a.no_fid && (base.device == "cpu" || ctx.python.is_none()) {
                 rows.extend(fid_rows(ctx, a.fid_images, a.fid_steps, a.fid_plain)?);
             }
         }

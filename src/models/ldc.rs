@@ -1165,6 +1165,100 @@ mod tests {
         }
     }
 
+    /// Training images held in memory, for post-training steps in tests.
+    struct Images(Tensor);
+    impl BatchSource for Images {
+        fn batch(&mut self, i: u64) -> Tensor {
+            let n = self.0.size()[0];
+            self.0.narrow(0, (i as i64 * 20) % (n - 19), 20)
+        }
+        fn num_train(&self) -> i64 {
+            self.0.size()[0]
+        }
+        fn chunk(&mut self, start: i64, len: i64) -> Tensor {
+            self.0.narrow(0, start, len)
+        }
+    }
+
+    /// Every sampler-study option runs through joint and refinement steps with
+    /// finite statistics, the MLP sampler samples and round-trips, and the
+    /// train-set target is built once, on `refine_bank_size` images, with τ²
+    /// from its rule (annealed τ² shrinking over the refinement).
+    #[test]
+    fn sampler_study_options_run_and_round_trip() {
+        let _rng = crate::rng::exclusive();
+        tch::manual_seed(0);
+        let imgs = Tensor::rand([120, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let x = imgs.narrow(0, 0, 20);
+        for extra in [
+            &[
+                "ldc.sampler_net=mlp",
+                "ldc.sampler_leave_one_out=true",
+                "ldc.sampler_kernel=imq",
+            ][..],
+            &[
+                "ldc.refine_bank=train_set",
+                "ldc.refine_bank_size=100",
+                "ldc.kde_whiten=true",
+                "ldc.kde_bandwidth=cv",
+                "ldc.refine_anneal=1",
+                "ldc.sampler_refine_steps=4",
+            ][..],
+            &[
+                "ldc.refine_bank=train_set",
+                "ldc.kde_bandwidth=scott",
+                "ldc.sampler_h_scale=0.3",
+                "ldc.sampler_bandwidth=own",
+            ][..],
+        ] {
+            let mut ov: Vec<String> = vec![
+                "net.width=0.0625".into(),
+                "ldc.sampler_particles=50".into(),
+                "ldc.kde_bank=200".into(),
+                "net.channels_last=false".into(),
+            ];
+            ov.extend(extra.iter().map(|s| s.to_string()));
+            let cfg = Config::load(None, None, &ov).unwrap();
+            let mut m = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
+            for step in 0..2 {
+                let s = m.train_step(&x, step).unwrap();
+                assert!(s.non_finite().is_none(), "{extra:?}: {s:?}");
+            }
+            let mut data = Images(imgs.shallow_clone());
+            let mut tau2 = Vec::new();
+            for i in 0..4 {
+                let s = m.post_training_step(&mut data, i).unwrap();
+                assert!(s.non_finite().is_none(), "{extra:?}: {s:?}");
+                tau2.push(s.get("kde_tau2").unwrap());
+            }
+            if cfg.ldc.refine_bank == RefineBank::TrainSet {
+                let t = m.refine_target.as_ref().expect("train-set target built");
+                let want = if cfg.ldc.refine_bank_size == 100 {
+                    100
+                } else {
+                    120
+                };
+                assert_eq!(t.bank.size()[0], want, "{extra:?}");
+            }
+            if cfg.ldc.refine_anneal > 0.0 {
+                assert!(
+                    tau2[0] > tau2[1] && tau2[1] > tau2[2],
+                    "annealed τ² {tau2:?}"
+                );
+                assert_eq!(tau2[2], tau2[3], "τ² fixed after the first half: {tau2:?}");
+            }
+            let state: HashMap<String, Tensor> =
+                m.state().into_iter().map(|(k, v)| (k, v.copy())).collect();
+            let mut m2 = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
+            m2.load_state(&state).unwrap();
+            tch::manual_seed(1);
+            let a = m.sample_latents(4).unwrap();
+            tch::manual_seed(1);
+            let b = m2.sample_latents(4).unwrap();
+            assert!(a.equal(&b), "{extra:?}: restored sampler differs");
+        }
+    }
+
     /// Sampler options never change the encoder/decoder trajectory (DESIGN §1.11).
     #[test]
     fn sampler_target_does_not_touch_encoder_decoder_trajectory() {
