@@ -226,7 +226,7 @@ pub fn kde_tau2(bank: &Tensor, rule: KdeBandwidth, h_bank: f64) -> f64 {
         KdeBandwidth::Scott => scott2(),
         KdeBandwidth::Silverman => scott2() * (4.0 / (d + 2.0)).powf(2.0 / (d + 4.0)),
         KdeBandwidth::HeldOut => {
-            let nh = ((s[0] / 10).min(2000)).max(1);
+            let nh = (s[0] / 10).clamp(1, 2000);
             let fit = bank.narrow(0, 0, s[0] - nh);
             let nf = (s[0] - nh) as f64;
             let base = scott2();
@@ -307,7 +307,9 @@ mod tests {
                     if skip_self && i == j {
                         continue;
                     }
-                    let d2: f64 = (0..d).map(|e| (yv[i * d + e] - yv[j * d + e]).powi(2)).sum();
+                    let d2: f64 = (0..d)
+                        .map(|e| (yv[i * d + e] - yv[j * d + e]).powi(2))
+                        .sum();
                     let (k, gk) = if imq {
                         let b = 1.0 + d2 / 0.9;
                         (b.powf(-0.5), b.powf(-1.5) / 0.9)
@@ -344,7 +346,13 @@ mod tests {
         let cov = c.transpose(0, 1).mm(&c) / 4999.0;
         let eye = Tensor::eye(3, F64);
         assert!(cov.allclose(&eye, 1e-4, 1e-4, false), "{cov:?}");
-        assert!(u.mean_dim(0, false, Kind::Double).abs().max().double_value(&[]) < 1e-4);
+        assert!(
+            u.mean_dim(0, false, Kind::Double)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-4
+        );
     }
 
     /// Scott's and Silverman's τ² by their formulas; held-out likelihood on a
@@ -356,7 +364,10 @@ mod tests {
         tch::manual_seed(6);
         let (n, d) = (4000i64, 4i64);
         let z = Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 2.0;
-        let var = z.var_dim(0, true, false).mean(Kind::Float).double_value(&[]);
+        let var = z
+            .var_dim(0, true, false)
+            .mean(Kind::Float)
+            .double_value(&[]);
         let scott = kde_tau2(&z, KdeBandwidth::Scott, 0.0);
         let want = var * (n as f64).powf(-2.0 / 8.0);
         assert!((scott / want - 1.0).abs() < 1e-6);
@@ -364,7 +375,10 @@ mod tests {
         assert!((silver / (want * (4.0f64 / 6.0).powf(0.25)) - 1.0).abs() < 1e-6);
         assert_eq!(kde_tau2(&z, KdeBandwidth::Median, 0.8), 0.4);
         let cv = kde_tau2(&z, KdeBandwidth::HeldOut, 0.0);
-        assert!((0.25..4.0).contains(&(cv / scott)), "cv {cv} vs scott {scott}");
+        assert!(
+            (0.25..4.0).contains(&(cv / scott)),
+            "cv {cv} vs scott {scott}"
+        );
         // Ten tight clusters far apart: the held-out choice is far below Scott's
         // (which sees only the overall variance).
         let centres = Tensor::randn([10, d], (Kind::Float, Device::Cpu)) * 10.0;

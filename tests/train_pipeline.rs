@@ -117,8 +117,8 @@ fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
 
     // `--set` on a sampler-only continuation applies and is recorded in the
     // run's config; keys that would change the saved nets are refused.
-    let e = train::extend_post_training(&full, 1, None, &["net.width=0.125".into()], true)
-        .unwrap_err();
+    let e =
+        train::extend_post_training(&full, 1, None, &["net.width=0.125".into()], true).unwrap_err();
     assert!(format!("{e:#}").contains("net.width=0.125"), "{e:#}");
     let e = train::extend_post_training(&full, 1, None, &["ldc.sampler_net=mlp".into()], true)
         .unwrap_err();

@@ -449,11 +449,7 @@ pub struct StudyRow {
 /// inside some real point's k-NN ball, and the converse.
 pub fn knn_precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> (f64, f64) {
     let _g = tch::no_grad_guard();
-    let radii = |x: &Tensor| {
-        crate::svgd::sq_dists(x, x)
-            .kthvalue(k + 1, 1, false)
-            .0
-    };
+    let radii = |x: &Tensor| crate::svgd::sq_dists(x, x).kthvalue(k + 1, 1, false).0;
     let (rr, rf) = (radii(real), radii(fake));
     let d = crate::svgd::sq_dists(fake, real); // [nf, nr]
     let prec = d
@@ -544,12 +540,22 @@ pub fn study(
     };
     let test_hist = hist(&test.images.narrow(0, 0, nc));
     let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
-    let score = |name: &str, overrides: Vec<String>, m: &Ldc, z: &Tensor, std: f64, secs: f64| -> Result<StudyRow> {
+    let score = |name: &str,
+                 overrides: Vec<String>,
+                 m: &Ldc,
+                 z: &Tensor,
+                 std: f64,
+                 secs: f64|
+     -> Result<StudyRow> {
         let mmd2 = mmd::mmd2_rbf(&z_test, z);
         let (p, r) = knn_precision_recall(&u_test, &white.apply(z), 3);
         let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
         let h = hist(&imgs);
-        let tv = if h.is_empty() { f64::NAN } else { tv_distance(&h, &test_hist) };
+        let tv = if h.is_empty() {
+            f64::NAN
+        } else {
+            tv_distance(&h, &test_hist)
+        };
         let grid_name = format!(
             "study_{}.png",
             name.chars()
@@ -590,17 +596,37 @@ pub fn study(
     };
     let mut rows = Vec::new();
     let b = &cfg.baselines;
-    let gmm = Gmm::fit_with_tol(&z_train, b.gmm_components, cfg.seed, b.gmm_max_iter, b.gmm_tol)?;
+    let gmm = Gmm::fit_with_tol(
+        &z_train,
+        b.gmm_components,
+        cfg.seed,
+        b.gmm_max_iter,
+        b.gmm_tol,
+    )?;
     reseed(cfg.seed, Stream::Eval, 15);
     let z_gmm = gmm.sample(nl).to_device(dev);
     rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
     let gauss = mmd::Gaussian::fit(&z_train);
     reseed(cfg.seed, Stream::Eval, 13);
     let z_gauss = gauss.sample(nl).to_device(dev);
-    rows.push(score("ex-post Gaussian", vec![], &base, &z_gauss, f64::NAN, 0.0)?);
+    rows.push(score(
+        "ex-post Gaussian",
+        vec![],
+        &base,
+        &z_gauss,
+        f64::NAN,
+        0.0,
+    )?);
     reseed(cfg.seed, Stream::Eval, 12);
     let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
-    rows.push(score("the run's own sampler", vec![], &base, &z_own, f64::NAN, 0.0)?);
+    rows.push(score(
+        "the run's own sampler",
+        vec![],
+        &base,
+        &z_own,
+        f64::NAN,
+        0.0,
+    )?);
 
     for v in variants {
         let mut ov = v.overrides.clone();
@@ -643,7 +669,11 @@ pub fn study(
     }
 
     let mut md = String::new();
-    writeln!(md, "# Sampler study on the frozen nets of `{}`\n", run_dir.display())?;
+    writeln!(
+        md,
+        "# Sampler study on the frozen nets of `{}`\n",
+        run_dir.display()
+    )?;
     writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}.\n", cfg.train.batch_size)?;
     if let Some(sc) = &scorer {
         writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;

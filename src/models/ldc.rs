@@ -66,7 +66,7 @@ impl SamplerTarget {
 /// The sampler net `S_ω` (config `ldc.sampler_net`).
 pub enum SamplerNet {
     /// The RAE encoder on image-shaped noise (the paper's choice, DESIGN §1.8).
-    Conv(Encoder),
+    Conv(Box<Encoder>),
     /// An MLP on a `noise_dim`-dim Gaussian.
     Mlp { net: Mlp, noise_dim: i64 },
 }
@@ -80,7 +80,13 @@ impl SamplerNet {
                 noise_dim: e,
             }
         } else {
-            SamplerNet::Conv(Encoder::new(&vs.root(), geo, width, latent, NoiseJoin::None))
+            SamplerNet::Conv(Box::new(Encoder::new(
+                &vs.root(),
+                geo,
+                width,
+                latent,
+                NoiseJoin::None,
+            )))
         }
     }
 
@@ -570,7 +576,11 @@ impl Ldc {
             size,
             t.tau2,
             self.cfg.kde_bandwidth,
-            if self.cfg.kde_whiten { ", whitened" } else { "" }
+            if self.cfg.kde_whiten {
+                ", whitened"
+            } else {
+                ""
+            }
         );
         self.refine_target = Some(t);
         Ok(())
@@ -886,9 +896,25 @@ mod tests {
         let imgs = Tensor::rand([120, 1, 32, 32], (Kind::Float, Device::Cpu));
         let x = imgs.narrow(0, 0, 20);
         for extra in [
-            &["ldc.sampler_net=mlp", "ldc.sampler_leave_one_out=true", "ldc.sampler_kernel=imq"][..],
-            &["ldc.refine_bank=train_set", "ldc.refine_bank_size=100", "ldc.kde_whiten=true", "ldc.kde_bandwidth=cv", "ldc.refine_anneal=1", "ldc.sampler_refine_steps=4"][..],
-            &["ldc.refine_bank=train_set", "ldc.kde_bandwidth=scott", "ldc.sampler_h_scale=0.3", "ldc.sampler_bandwidth=own"][..],
+            &[
+                "ldc.sampler_net=mlp",
+                "ldc.sampler_leave_one_out=true",
+                "ldc.sampler_kernel=imq",
+            ][..],
+            &[
+                "ldc.refine_bank=train_set",
+                "ldc.refine_bank_size=100",
+                "ldc.kde_whiten=true",
+                "ldc.kde_bandwidth=cv",
+                "ldc.refine_anneal=1",
+                "ldc.sampler_refine_steps=4",
+            ][..],
+            &[
+                "ldc.refine_bank=train_set",
+                "ldc.kde_bandwidth=scott",
+                "ldc.sampler_h_scale=0.3",
+                "ldc.sampler_bandwidth=own",
+            ][..],
         ] {
             let mut ov: Vec<String> = vec![
                 "net.width=0.0625".into(),
@@ -912,11 +938,18 @@ mod tests {
             }
             if cfg.ldc.refine_bank == "train_set" {
                 let t = m.refine_target.as_ref().expect("train-set target built");
-                let want = if cfg.ldc.refine_bank_size == 100 { 100 } else { 120 };
+                let want = if cfg.ldc.refine_bank_size == 100 {
+                    100
+                } else {
+                    120
+                };
                 assert_eq!(t.bank.size()[0], want, "{extra:?}");
             }
             if cfg.ldc.refine_anneal > 0.0 {
-                assert!(tau2[0] > tau2[1] && tau2[1] > tau2[2], "annealed τ² {tau2:?}");
+                assert!(
+                    tau2[0] > tau2[1] && tau2[1] > tau2[2],
+                    "annealed τ² {tau2:?}"
+                );
                 assert_eq!(tau2[2], tau2[3], "τ² fixed after the first half: {tau2:?}");
             }
             let state: HashMap<String, Tensor> =

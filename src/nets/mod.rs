@@ -427,9 +427,9 @@ pub fn init_like_pytorch(tensors: &[(String, Tensor)], seed: u64) {
             continue;
         };
         let bound = 1.0 / (*fan as f64).sqrt();
-        let name_hash = name
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         reseed(seed, Stream::Init, name_hash);
         let _ = t.shallow_clone().uniform_(-bound, bound);
     }
@@ -484,7 +484,13 @@ mod tests {
         let _rng = crate::rng::exclusive();
         let build = || {
             let vs = VarStore::new(Device::Cpu);
-            let _e = Encoder::new(&(vs.root() / "e"), Geometry::MNIST, 0.25, 16, NoiseJoin::Add);
+            let _e = Encoder::new(
+                &(vs.root() / "e"),
+                Geometry::MNIST,
+                0.25,
+                16,
+                NoiseJoin::Add,
+            );
             let _d = Decoder::new(&(vs.root() / "d"), Geometry::MNIST, 0.25, 16, false);
             let state: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             init_like_pytorch(&state, 7);
@@ -501,7 +507,10 @@ mod tests {
                 if t.numel() > 200 {
                     // std of U(-b, b) is b/√3
                     let sd = t.std(true).double_value(&[]);
-                    assert!((sd / (bound / 3f64.sqrt()) - 1.0).abs() < 0.1, "{name}.{p}: std {sd}");
+                    assert!(
+                        (sd / (bound / 3f64.sqrt()) - 1.0).abs() < 0.1,
+                        "{name}.{p}: std {sd}"
+                    );
                 }
             }
         };
@@ -510,7 +519,13 @@ mod tests {
         check("e.fc", 256 * 4);
         check("d.fc", 16);
         check("d.convt0", 128 * 16); // ConvT weight [in=256, out=128, 4, 4]: size(1) = 128
-        assert!(vars["e.conv1.bias"].abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        assert!(
+            vars["e.conv1.bias"]
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
         assert_eq!(vars["e.bn0.weight"].double_value(&[0]), 1.0);
         let again = build();
         assert!(vars["d.convt1.weight"].equal(&again.variables()["d.convt1.weight"]));
