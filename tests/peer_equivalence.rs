@@ -75,6 +75,10 @@ fn compare(python: &Path, dir: &Path, adam: &str, steps: u64) {
             // The peer runs the decoder in PyTorch's default layout; channels-last
             // is the same maths with other rounding (σ²'s rule amplifies it).
             "net.channels_last=false".into(),
+            // The peer implements the paper's sampler SVGD (RBF kernel, self-term
+            // kept), not the presets' issue-14 recipe.
+            "ldc.sampler_leave_one_out=false".into(),
+            "ldc.sampler_kernel=rbf".into(),
         ],
     )
     .unwrap();
