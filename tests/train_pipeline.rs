@@ -111,15 +111,21 @@ fn resume_equals_uninterrupted_and_same_seed_same_numbers() {
         .unwrap_err();
     assert!(format!("{e:#}").contains("ldc.sampler_net"), "{e:#}");
     let before = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let saved_cfg = || ldc_vae::run_dir::read_config(&full, &[]).unwrap();
+    // Half the preset's refinement KDE width, and the other leave-one-out choice.
+    let (half, loo) = {
+        let l = saved_cfg().ldc;
+        (l.sampler_refine_kde_scale / 2.0, !l.sampler_leave_one_out)
+    };
     let ov = [
-        "ldc.sampler_refine_kde_scale=0.25".to_string(),
-        "ldc.sampler_leave_one_out=true".to_string(),
+        format!("ldc.sampler_refine_kde_scale={half}"),
+        format!("ldc.sampler_leave_one_out={loo}"),
     ];
     let p = train::extend_post_training(&full, 2, None, &ov, true).unwrap();
     assert_eq!(p.post_step, 10);
-    let saved = Config::load(None, Some(&full.join(ldc_vae::run_dir::CONFIG)), &[]).unwrap();
-    assert_eq!(saved.ldc.sampler_refine_kde_scale, 0.25);
-    assert!(saved.ldc.sampler_leave_one_out);
+    let saved = saved_cfg();
+    assert_eq!(saved.ldc.sampler_refine_kde_scale, half);
+    assert_eq!(saved.ldc.sampler_leave_one_out, loo);
     // ... and it took effect: τ² of the new steps is half the earlier steps'.
     let tau2 = |line: &str| -> f64 {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
