@@ -283,6 +283,18 @@ impl Ctx {
     }
 }
 
+/// Sampler options of the LDC peer (bench/peers/ldc_peer.py), pinned on both
+/// sides of the LDC rows: DESIGN §1.6's RBF Stein direction with the self-term,
+/// the median-rule KDE on the FIFO bank, the conv sampler.
+const LDC_PEER_SAMPLER: [&str; 6] = [
+    "ldc.sampler_kernel=rbf",
+    "ldc.sampler_leave_one_out=false",
+    "ldc.kde_bandwidth=median",
+    "ldc.kde_whiten=false",
+    "ldc.sampler_h_scale=1",
+    "ldc.sampler_net=conv",
+];
+
 /// What the LDC peer implements; other options are refused rather than timed wrongly.
 fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
     let l = &cfg.ldc;
@@ -293,6 +305,12 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         && l.particles_per_x == 1
         && matches!(l.sigma2, Sigma2::Rule(Sigma2Rule::BatchNormVar))
         && l.sampler_bandwidth == SamplerBandwidth::Target
+        && l.sampler_kernel == crate::models::ldc::SamplerKernel::Rbf
+        && !l.sampler_leave_one_out
+        && l.kde_bandwidth == crate::models::ldc::KdeBandwidthRule::Median
+        && !l.kde_whiten
+        && l.sampler_h_scale == 1.0
+        && l.sampler_net == crate::models::ldc::SamplerNetKind::Conv
         && cfg.sampler_lr() == cfg.train.lr
         && cfg.train.beta1 == 0.9
         && cfg.train.beta2 == 0.999;
@@ -300,7 +318,8 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         bail!(
             "the LDC peer (bench/peers/ldc_peer.py) implements MNIST geometry, noise_join add, sampler_target \
              aggregate_kde, score_bn inference, particles_per_x 1, sigma2 batch_norm_var, sampler_bandwidth \
-             target, one lr and Adam betas (0.9, 0.999); this config differs (use --no-peers to time ours only)"
+             target, the RBF kernel with the self-term, the median-rule KDE, the conv sampler, one lr and \
+             Adam betas (0.9, 0.999); this config differs (use --no-peers to time ours only)"
         );
     }
     Ok(())
@@ -360,6 +379,11 @@ fn train_row(
     warmup: usize,
 ) -> Result<Row> {
     let mut sets = vec![format!("model={model}"), format!("net.width={width}")];
+    if model == "ldc" {
+        // The presets' sampler recipe (issue 14: IMQ kernel, leave-one-out) is not
+        // in the PyTorch peer; both sides time the step the peer implements.
+        sets.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
+    }
     if let Some(b) = batch {
         sets.push(format!("train.batch_size={b}"));
     }
@@ -762,4 +786,22 @@ fn write_out(
         format!("{header}\n\n{}", markdown_table(cells))
     };
     crate::util::write_atomic(out, text.as_bytes())
+}
+
+#[cfg(test)]
+mod peer_config_tests {
+    use super::*;
+
+    /// The presets' sampler recipe is refused for the peer comparison, and the
+    /// pinned options the LDC rows add make the same preset comparable.
+    #[test]
+    fn ldc_rows_pin_what_the_peer_implements() {
+        let cfg = Config::load(Some("mnist-cpu"), None, &["model=ldc".into()]).unwrap();
+        let e = check_ldc_peer_config(&cfg).unwrap_err();
+        assert!(format!("{e:#}").contains("RBF kernel"), "{e:#}");
+        let mut ov = vec!["model=ldc".to_string()];
+        ov.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
+        let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
+        check_ldc_peer_config(&cfg).unwrap();
+    }
 }
