@@ -792,14 +792,20 @@ fn write_out(
 mod peer_config_tests {
     use super::*;
 
-    /// The presets' sampler recipe is refused for the peer comparison, and the
-    /// pinned options the LDC rows add make the same preset comparable.
+    /// Sampler options the peer lacks (issue 14's study recipe) are refused
+    /// for the peer comparison, and the pinned options the LDC rows add after
+    /// the user's make the same config comparable.
     #[test]
     fn ldc_rows_pin_what_the_peer_implements() {
-        let cfg = Config::load(Some("mnist-cpu"), None, &["model=ldc".into()]).unwrap();
+        let study = [
+            "model=ldc".to_string(),
+            "ldc.sampler_kernel=imq".into(),
+            "ldc.sampler_leave_one_out=true".into(),
+        ];
+        let cfg = Config::load(Some("mnist-cpu"), None, &study).unwrap();
         let e = check_ldc_peer_config(&cfg).unwrap_err();
         assert!(format!("{e:#}").contains("RBF kernel"), "{e:#}");
-        let mut ov = vec!["model=ldc".to_string()];
+        let mut ov = study.to_vec();
         ov.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
         let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
         check_ldc_peer_config(&cfg).unwrap();
