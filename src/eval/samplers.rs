@@ -497,16 +497,6 @@ pub fn knn_precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> (f64, f64) 
     (prec, rec)
 }
 
-/// Total-variation distance between two histograms (as distributions).
-pub fn tv_distance(a: &[i64], b: &[i64]) -> f64 {
-    let (sa, sb) = (a.iter().sum::<i64>() as f64, b.iter().sum::<i64>() as f64);
-    0.5 * a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 / sa - *y as f64 / sb).abs())
-        .sum::<f64>()
-}
-
 /// The sampler study of issue 14 on the frozen encoder/decoder of `run_dir`:
 /// for each variant a fresh sampler (seeded as the run's) is trained `steps`
 /// refinement steps through the same code path as `train`'s refinement phase
@@ -573,7 +563,7 @@ pub fn study(
         let tv = if h.is_empty() {
             f64::NAN
         } else {
-            tv_distance(&h, &test_hist)
+            classes::total_variation(&h, &test_hist).unwrap_or(f64::NAN)
         };
         let grid_name = format!(
             "study_{}.png",
