@@ -266,6 +266,10 @@ pub struct TrainCounts {
 pub struct EvalSummary {
     pub model: String,
     pub dataset: String,
+    /// Source, split and preprocessing of the data ([`crate::data::describe`]);
+    /// absent in eval.json files written before it existed.
+    #[serde(default)]
+    pub data_note: Option<String>,
     pub preset: Option<String>,
     /// The generation route (`Model::sampler_name`).
     pub sampler: Option<String>,

@@ -167,7 +167,7 @@ pub fn run_stats(a: FidStatsArgs) -> Result<()> {
         a.net.batch,
     )?;
     let cached = fid::reference_stats_path(
-        &a.dataset,
+        &crate::data::split_identity(&a.dataset, a.net.data_dir.as_deref(), split)?,
         split,
         stats.n,
         &fid::sha256_file(&weights)?,

@@ -4,9 +4,15 @@
 //! across, 39 down), resize to 64×64 with [`images::FILTER`] (antialiased
 //! bilinear, `FilterType::Triangle`), RGB.
 //!
-//! Split convention (this subset has no official split, and neither do most
-//! copies): files sorted by name; the last `n / 10` are Test, the rest Train.
-//! For the 5,000-image subset in `shared/data` that is 4,500 / 500.
+//! Split: CelebA's standard partition when `list_eval_partition.txt` (`NAME
+//! 0|1|2` per line: train, validation, test) lies beside the images, in the
+//! data-set folder or its `Eval/` folder: partition 0 is Train, 2 is Test, the
+//! validation partition 1 is not used (our validation images come out of
+//! Train, `data.val_size`). Without that file, or when it puts none of the
+//! images present in one of the two partitions (a subset such as the first
+//! 5,000 files, all in partition 0), the fallback: files sorted by name, the
+//! last `n / 10` are Test, the rest Train; for the 5,000-image subset in
+//! `shared/data` that is 4,500 / 500. [`SplitSource`] says which was used.
 //!
 //! Cache: the first load decodes every JPEG (rayon, all cores) and saves the
 //! preprocessed u8 tensor of all files to `celeba-64x64-<dir>-<key>.u8` under
@@ -77,6 +83,147 @@ pub struct Decoded {
     pub kept: Vec<bool>,
     pub pixels: Tensor,
     pub outcome: CacheOutcome,
+    /// The split of each file.
+    pub split: SplitAssignment,
+}
+
+/// CelebA's standard partition file.
+pub const PARTITION_FILE: &str = "list_eval_partition.txt";
+
+/// Where a split came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitSource {
+    /// The standard partition, read from this file.
+    Standard(PathBuf),
+    /// The fallback (last tenth by name = Test), and why.
+    LastTenth(String),
+}
+
+/// Train/test assignment of every file of a CelebA folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitAssignment {
+    /// Per file (sorted by name): its split, `None` for the standard
+    /// validation partition.
+    pub of_file: Vec<Option<Split>>,
+    pub source: SplitSource,
+}
+
+impl SplitAssignment {
+    /// Files in `split`.
+    pub fn count(&self, split: Split) -> usize {
+        self.of_file.iter().filter(|s| **s == Some(split)).count()
+    }
+
+    /// One sentence for reports: which split, how many files in each part.
+    pub fn describe(&self) -> String {
+        let (tr, te) = (self.count(Split::Train), self.count(Split::Test));
+        match &self.source {
+            SplitSource::Standard(p) => format!(
+                "CelebA's standard partition ({}): {tr} train (partition 0), {te} test (partition 2); \
+                 the validation partition is not used",
+                p.display()
+            ),
+            SplitSource::LastTenth(why) => format!(
+                "fallback split ({why}): files sorted by name, the last tenth is the test split: \
+                 {tr} train, {te} test"
+            ),
+        }
+    }
+}
+
+/// Candidate places of [`PARTITION_FILE`] for a data-set folder.
+fn partition_candidates(root: &Path) -> Vec<PathBuf> {
+    let img = image_dir(root);
+    let mut v = vec![
+        root.join(PARTITION_FILE),
+        root.join("Eval").join(PARTITION_FILE),
+        img.join(PARTITION_FILE),
+    ];
+    if let Some(parent) = img.parent() {
+        v.push(parent.join(PARTITION_FILE));
+        v.push(parent.join("Eval").join(PARTITION_FILE));
+    }
+    v.dedup();
+    v
+}
+
+/// The split of `files` (sorted by name) of the data-set folder `root`: the
+/// standard partition when its file is found and covers both splits, else the
+/// last-tenth fallback. A partition file that is malformed or lacks one of
+/// the images is an error naming it.
+pub fn assign_split(root: &Path, files: &[PathBuf]) -> Result<SplitAssignment> {
+    let n = files.len();
+    let fallback = |why: String| SplitAssignment {
+        of_file: (0..n)
+            .map(|i| {
+                Some(if is_test(i, n) {
+                    Split::Test
+                } else {
+                    Split::Train
+                })
+            })
+            .collect(),
+        source: SplitSource::LastTenth(why),
+    };
+    let Some(path) = partition_candidates(root).into_iter().find(|p| p.is_file()) else {
+        return Ok(fallback(format!("no {PARTITION_FILE}")));
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut part = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let (Some(name), Some(p), None) = (it.next(), it.next(), it.next()) else {
+            bail!(
+                "{} line {}: expected `NAME PARTITION`, got `{line}`",
+                path.display(),
+                i + 1
+            );
+        };
+        let p: u8 = match p {
+            "0" => 0,
+            "1" => 1,
+            "2" => 2,
+            _ => bail!(
+                "{} line {}: partition must be 0, 1 or 2, got `{p}`",
+                path.display(),
+                i + 1
+            ),
+        };
+        part.insert(name.to_string(), p);
+    }
+    let mut of_file = Vec::with_capacity(n);
+    for f in files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        let p = part.get(name.as_ref()).with_context(|| {
+            format!(
+                "{}: image {name} is not listed (a different CelebA version? remove the file to use the fallback split)",
+                path.display()
+            )
+        })?;
+        of_file.push(match p {
+            0 => Some(Split::Train),
+            2 => Some(Split::Test),
+            _ => None,
+        });
+    }
+    let a = SplitAssignment {
+        of_file,
+        source: SplitSource::Standard(path.clone()),
+    };
+    for (split, p) in [(Split::Train, 0), (Split::Test, 2)] {
+        if a.count(split) == 0 {
+            return Ok(fallback(format!(
+                "{} puts none of these {n} images in partition {p}",
+                path.display()
+            )));
+        }
+    }
+    Ok(a)
 }
 
 /// The `img_align_celeba` folder of a data-set folder (or the folder itself
@@ -313,6 +460,7 @@ fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8
 pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let dir = image_dir(root);
     let files = images::list_images(&dir)?;
+    let split = assign_split(root, &files)?;
     let key = listing_key(&files)?;
     // One prefix per folder (hash of its absolute path), one key per content.
     let abs = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
@@ -341,6 +489,7 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
                     kept,
                     pixels,
                     outcome: CacheOutcome::Hit(c.clone()),
+                    split,
                 });
             }
             Err(e) => {
@@ -387,17 +536,17 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
         kept,
         pixels,
         outcome,
+        split,
     })
 }
 
 /// Indices (into the kept rows) of a split.
-fn split_rows(kept: &[bool], split: Split) -> Vec<i64> {
-    let n = kept.len();
+fn split_rows(kept: &[bool], assign: &SplitAssignment, split: Split) -> Vec<i64> {
     let mut row = 0i64;
     let mut v = Vec::new();
-    for (i, &k) in kept.iter().enumerate() {
+    for (&k, s) in kept.iter().zip(&assign.of_file) {
         if k {
-            if is_test(i, n) == (split == Split::Test) {
+            if *s == Some(split) {
                 v.push(row);
             }
             row += 1;
@@ -408,12 +557,10 @@ fn split_rows(kept: &[bool], split: Split) -> Vec<i64> {
 
 /// One split as u8 `[N, 3, 64, 64]`.
 pub fn split_u8(d: &Decoded, split: Split) -> Tensor {
-    let rows = split_rows(&d.kept, split);
+    let rows = split_rows(&d.kept, &d.split, split);
     if rows.len() as i64 == d.pixels.size()[0] {
         return d.pixels.shallow_clone();
     }
-    // The split is contiguous in file order, so a narrow would do without
-    // skipped files; index_select handles both.
     d.pixels.index_select(0, &Tensor::from_slice(&rows))
 }
 
@@ -513,6 +660,78 @@ mod tests {
         assert_eq!(d3.pixels.size()[0], 13);
         // The old cache file was removed.
         assert_eq!(std::fs::read_dir(c.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn data_celeba_standard_partition_and_fallback() {
+        let t = fake(12);
+        let c = tempfile::tempdir().unwrap();
+        let o = opts(c.path());
+        let d = load_all(t.path(), &o).unwrap();
+        match &d.split.source {
+            SplitSource::LastTenth(why) => {
+                assert!(why.contains("no list_eval_partition.txt"), "{why}")
+            }
+            s => panic!("{s:?}"),
+        }
+        // Standard partition (a full-set file also lists images not present):
+        // 1-7 train, 8 validation, 9-10 test, 11-12 train.
+        let part = t.path().join(PARTITION_FILE);
+        let line = |i: usize, p: u8| format!("{i:06}.jpg {p}\n");
+        let mut text: String = (1..=7).map(|i| line(i, 0)).collect();
+        text += &line(8, 1);
+        text += &(9..=10).map(|i| line(i, 2)).collect::<String>();
+        text += &(11..=13).map(|i| line(i, 0)).collect::<String>();
+        std::fs::write(&part, &text).unwrap();
+        let d = load_all(t.path(), &o).unwrap();
+        assert!(
+            matches!(d.outcome, CacheOutcome::Hit(_)),
+            "the split is not part of the cache key"
+        );
+        assert_eq!(d.split.source, SplitSource::Standard(part.clone()));
+        assert_eq!(
+            (d.split.count(Split::Train), d.split.count(Split::Test)),
+            (9, 2)
+        );
+        let te = load_split(t.path(), Split::Test, &o).unwrap();
+        assert!(te
+            .images
+            .equal(&crate::data::u8_to_unit(&d.pixels.narrow(0, 8, 2))));
+        assert_eq!(load_split(t.path(), Split::Train, &o).unwrap().len(), 9);
+        assert!(
+            d.split.describe().contains("standard partition"),
+            "{}",
+            d.split.describe()
+        );
+        // A subset the file puts wholly in partition 0: the fallback, saying why.
+        std::fs::write(&part, (1..=12).map(|i| line(i, 0)).collect::<String>()).unwrap();
+        let d = load_all(t.path(), &o).unwrap();
+        match &d.split.source {
+            SplitSource::LastTenth(why) => {
+                assert!(
+                    why.contains("none of these 12 images in partition 2"),
+                    "{why}"
+                )
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(
+            (d.split.count(Split::Train), d.split.count(Split::Test)),
+            (11, 1)
+        );
+        // Malformed lines and unlisted images are errors naming the file.
+        std::fs::write(&part, "000001.jpg 0\n000002.jpg x\n").unwrap();
+        let e = err_of(load_all(t.path(), &o));
+        assert!(
+            e.contains(PARTITION_FILE) && e.contains("line 2") && e.contains("0, 1 or 2"),
+            "{e}"
+        );
+        std::fs::write(&part, "000001.jpg 0\n000002.jpg 2\n").unwrap();
+        let e = err_of(load_all(t.path(), &o));
+        assert!(
+            e.contains(PARTITION_FILE) && e.contains("000003.jpg is not listed"),
+            "{e}"
+        );
     }
 
     #[test]

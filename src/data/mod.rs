@@ -5,7 +5,8 @@
 //!   zero-padded to 1×32×32 by [`load_split`].
 //! - CIFAR-10: binary batches ([`cifar`]), 3×32×32.
 //! - CelebA: `img_align_celeba/` JPEGs ([`celeba`]), centre crop 140, resized
-//!   to 3×64×64, cached on disk after the first pass; last 10% (by name) = test.
+//!   to 3×64×64, cached on disk after the first pass; the standard partition
+//!   (`list_eval_partition.txt`) when present, else the last 10% by name = test.
 //! - Any folder of PNG/JPEG images ([`images::load_image_folder`]).
 //!
 //! [`info`] describes a file or folder (`ldc-vae data info`), [`fetch`] gets a
@@ -141,6 +142,70 @@ pub fn u8_to_unit_padded(t: &Tensor, pad: i64) -> Tensor {
     out.narrow(2, pad, s[2]).narrow(3, pad, s[3]).copy_(t);
     out /= 255.0;
     out
+}
+
+/// One paragraph for reports: where the data came from, the split used and
+/// the preprocessing (DESIGN §4; RAE's for CelebA and CIFAR-10).
+pub fn describe(dataset: &str, dir: Option<&Path>) -> Result<String> {
+    let root = find_dataset_dir(dataset, dir)?;
+    Ok(match dataset {
+        "mnist" | "fashion-mnist" => format!(
+            "{dataset} from {}: the standard 60,000 / 10,000 train/test IDX files; 28×28 grey levels \
+             in [0, 1], zero-padded to 32×32 for the RAE architecture",
+            root.display()
+        ),
+        "cifar10" => {
+            let names = |split| -> Result<String> {
+                Ok(cifar::split_files(&root, split)?
+                    .iter()
+                    .map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            };
+            format!(
+                "CIFAR-10 binary batches from {}: train = {}, test = {} (the official test batch); \
+                 32×32 RGB in [0, 1], no cropping, flipping or normalisation (as RAE)",
+                root.display(),
+                names(Split::Train)?,
+                names(Split::Test)?
+            )
+        }
+        "celeba" => {
+            let img = celeba::image_dir(&root);
+            let files = images::list_images(&img)?;
+            let a = celeba::assign_split(&root, &files)?;
+            format!(
+                "CelebA aligned JPEGs from {} ({} files); {}; centre crop 140×140, resized to 64×64 \
+                 (antialiased bilinear), RGB in [0, 1] (as RAE/WAE)",
+                img.display(),
+                files.len(),
+                a.describe()
+            )
+        }
+        other => bail!("unknown data set `{other}`"),
+    })
+}
+
+/// A name for a data set's split that changes when the images in it change,
+/// for cache keys (FID reference statistics): the data set's name for MNIST
+/// and CIFAR-10 (fixed standard test sets), `celeba-<hash>` for CelebA, whose
+/// test split depends on the folder (subset or full set, partition file).
+pub fn split_identity(dataset: &str, dir: Option<&Path>, split: Split) -> Result<String> {
+    if dataset != "celeba" {
+        return Ok(dataset.to_string());
+    }
+    let root = find_dataset_dir(dataset, dir)?;
+    let files = images::list_images(&celeba::image_dir(&root))?;
+    let a = celeba::assign_split(&root, &files)?;
+    let mut names = String::new();
+    for (f, s) in files.iter().zip(&a.of_file) {
+        if *s == Some(split) {
+            names += &f.file_name().unwrap_or_default().to_string_lossy();
+            names.push('\n');
+        }
+    }
+    let h = celeba::hex(&<sha2::Sha256 as sha2::Digest>::digest(names.as_bytes()));
+    Ok(format!("celeba-{}", &h[..8]))
 }
 
 /// Options of [`load_split_opts`].

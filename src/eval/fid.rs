@@ -818,8 +818,9 @@ pub fn split_name(split: Split) -> &'static str {
     }
 }
 
-/// Cache file of reference statistics: keyed by data set, split, count and the
-/// first 16 hex digits of the network file's sha256.
+/// Cache file of reference statistics: keyed by data set (its
+/// [`data::split_identity`]), split, count and the first 16 hex digits of the
+/// network file's sha256.
 pub fn reference_stats_path(
     dataset: &str,
     split: Split,
@@ -995,8 +996,11 @@ fn reference_impl(
         );
     }
     let sha = sha256_file(weights)?;
+    // The cache key names the split's images (CelebA's test split depends on
+    // the folder and its partition file), not only the data set.
+    let key = data::split_identity(dataset, data_dir, split)?;
     let cached_stats = |n: usize| -> Option<FidStats> {
-        let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
+        let path = reference_stats_path(&key, split, n, &sha, cache_dir);
         if !path.is_file() {
             return None;
         }
@@ -1020,7 +1024,7 @@ fn reference_impl(
         }
     };
     let cached_acts = |n: usize| -> Option<Tensor> {
-        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        let path = reference_activations_path(&key, split, n, &sha, cache_dir);
         if !path.is_file() {
             return None;
         }
@@ -1089,7 +1093,7 @@ fn reference_impl(
     };
     let acts = net.activations(&set.images.narrow(0, 0, n as i64), batch, true)?;
     if want_acts || n <= MAX_SIDE_CACHED_ACTS {
-        let path = reference_activations_path(dataset, split, n, &sha, cache_dir);
+        let path = reference_activations_path(&key, split, n, &sha, cache_dir);
         save_activations(&acts, &path)?;
         tracing::info!("saved {}", path.display());
     }
@@ -1098,7 +1102,7 @@ fn reference_impl(
         Some(s) => s,
         None => {
             let s = FidStats::from_activations(&acts)?;
-            let path = reference_stats_path(dataset, split, n, &sha, cache_dir);
+            let path = reference_stats_path(&key, split, n, &sha, cache_dir);
             s.save(&path)?;
             tracing::info!("saved {}", path.display());
             s

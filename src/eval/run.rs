@@ -440,6 +440,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let mut out = json!({
         "model": model.name(),
         "dataset": cfg.data.dataset,
+        "data_note": data::describe(&cfg.data.dataset, data_dir(&cfg).as_deref()).ok(),
         "preset": preset,
         "sampler": model.sampler_name(),
         "val_mse": prog.val_mse,
