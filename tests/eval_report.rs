@@ -245,3 +245,85 @@ fn report_with_real_figures() {
     assert!(html.contains("alt=\"loss\" class=\"wide\""));
     assert!(md.contains("![loss](ldc-mnist/loss.png)"));
 }
+
+/// `report` over `reproduce` output folders of two data sets: each folder
+/// stands for its evaluated runs, same-named runs get their folder's name in
+/// front, and every data set's cells and data description are filled.
+#[test]
+fn report_over_reproduce_folders() {
+    let _rng = ldc_vae::rng::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, dataset, note, fid) in [
+        (
+            "cifar10-cpu",
+            "cifar10",
+            "CIFAR-10 binary batches from X",
+            81.5,
+        ),
+        (
+            "celeba-cpu",
+            "celeba",
+            "CelebA aligned JPEGs; fallback split (no list)",
+            66.25,
+        ),
+    ] {
+        for model in ["ldc", "rae-l2"] {
+            let d = dir.path().join(format!("reproduce-{preset}")).join(model);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("eval.json"),
+                format!(
+                    r#"{{"model":"{model}","dataset":"{dataset}","data_note":"{note}","preset":"{preset}",
+                        "rec_fid":{fid},"sample_fid":{s},"fid_samples":500,"figures":{{}}}}"#,
+                    s = fid + 10.0
+                ),
+            )
+            .unwrap();
+        }
+        // A folder without eval.json (an unfinished model) is left out.
+        std::fs::create_dir_all(dir.path().join(format!("reproduce-{preset}/vae"))).unwrap();
+    }
+    let out = dir.path().join("report");
+    let (html_p, md_p) = write_report(
+        &[
+            dir.path().join("reproduce-cifar10-cpu"),
+            dir.path().join("reproduce-celeba-cpu"),
+        ],
+        &out,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(&md_p).unwrap();
+    let html = std::fs::read_to_string(&html_p).unwrap();
+    let ldc_row = md.lines().find(|l| l.starts_with("| LDC-VAE |")).unwrap();
+    // MNIST blank, CelebA and CIFAR-10 filled (columns: MNIST, CELEBA, CIFAR10).
+    assert!(
+        ldc_row.contains("| – (1.02) | – (4.73) | **66.25** (34.82) | **76.25** (36.84) | **81.50** (49.18) | **91.50** (101.24) |"),
+        "{ldc_row}"
+    );
+    let rae_row = md.lines().find(|l| l.starts_with("| RAE-L2 |")).unwrap();
+    assert!(
+        rae_row.contains("**66.25**") && rae_row.contains("**81.50**"),
+        "{rae_row}"
+    );
+    for name in [
+        "reproduce-cifar10-cpu-ldc",
+        "reproduce-celeba-cpu-ldc",
+        "reproduce-cifar10-cpu-rae-l2",
+        "reproduce-celeba-cpu-rae-l2",
+    ] {
+        assert!(md.contains(&format!("| {name} |")), "{name} missing:\n{md}");
+        assert!(
+            html.contains(&format!("id=\"run-{name}\"")),
+            "{name} missing in html"
+        );
+    }
+    assert!(!md.contains("| vae |"));
+    for note in ["CIFAR-10 binary batches from X", "fallback split (no list)"] {
+        assert!(md.contains(note) && html.contains(note), "{note}");
+    }
+    // A folder with no evaluated run at all: the error says to evaluate.
+    let empty = dir.path().join("nothing");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = format!("{:#}", write_report(&[empty], &out).unwrap_err());
+    assert!(e.contains("ldc-vae eval"), "{e}");
+}

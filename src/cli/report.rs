@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// Run directories to include (each with eval.json, config.toml and figures).
+    /// Run directories to include (each with eval.json, config.toml and figures),
+    /// or `reproduce` output folders (every evaluated run inside).
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Output directory for report.html and report.md.

@@ -90,6 +90,23 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<RunReport>> {
         .iter()
         .map(|d| load_run(d))
         .collect::<Result<Vec<_>>>()?;
+    // Folder names that collide (`reproduce` folders of several presets all
+    // hold `ldc/`, `vae/`, ...) get their parent folder's name in front.
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &runs {
+        *count.entry(r.name.clone()).or_insert(0) += 1;
+    }
+    for r in &mut runs {
+        if count[&r.name] > 1 {
+            if let Some(parent) = r.dir.canonicalize().ok().and_then(|d| {
+                d.parent()
+                    .and_then(|p| p.file_name())
+                    .map(|p| p.to_string_lossy().into_owned())
+            }) {
+                r.name = format!("{parent}-{}", r.name);
+            }
+        }
+    }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in &mut runs {
         let safe: String = r
@@ -281,6 +298,25 @@ fn features_note(runs: &[RunReport]) -> String {
     )
 }
 
+/// The data of each data set in the runs (source, split, preprocessing), one
+/// line per distinct description; runs evaluated before eval.json had it say so.
+fn data_notes(runs: &[RunReport]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in runs {
+        let line = match &r.eval.data_note {
+            Some(n) => n.clone(),
+            None => format!(
+                "{}: not recorded (run `{}` was evaluated before eval.json described its data; re-run `ldc-vae eval`)",
+                r.eval.dataset, r.name
+            ),
+        };
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
+}
+
 const MMD_NOTE: &str = "MMD² (RBF kernel, median bandwidth) between encoder latents of test \
 images and latents from the model's generator (the sampler net for LDC-VAE, the prior for VAEs); the last two \
 columns are the same against an ex-post Gaussian and an ex-post GMM fitted to the encoder latents, the yardsticks \
@@ -344,6 +380,11 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
         let _ = writeln!(s, "{row}");
     }
     let _ = writeln!(s, "\n{}\n", sample_note(runs));
+    let _ = writeln!(s, "**Data.**\n");
+    for n in data_notes(runs) {
+        let _ = writeln!(s, "- {}", md_escape(&n));
+    }
+    let _ = writeln!(s);
 
     let _ = writeln!(s, "## Runs\n");
     let _ = writeln!(s, "{}\n", features_note(runs));
@@ -513,6 +554,11 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         "</table>\n<p class=\"note\">{}</p>\n",
         esc(&sample_note(runs))
     );
+    s += "<p class=\"note\"><b>Data.</b></p><ul class=\"note\">";
+    for n in data_notes(runs) {
+        let _ = write!(s, "<li>{}</li>", esc(&n));
+    }
+    s += "</ul>\n";
 
     let _ = write!(
         s,
@@ -630,11 +676,38 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
 /// Write `out/report.html` and `out/report.md` (with the figures copied to
 /// `out/<run name>/`) for the given run folders. Every file is written
 /// atomically. Returns the two report paths.
+/// The run folders of `dirs`: a folder with `eval.json` is a run; a folder
+/// without one (a `reproduce` output) stands for its sub-folders that have
+/// one, in name order.
+pub fn expand_run_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        if d.join(run_dir::EVAL).is_file() || !d.is_dir() {
+            // Not a folder or a run: load_run reports what is wrong with it.
+            out.push(d.clone());
+            continue;
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(d)
+            .with_context(|| format!("cannot list {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(run_dir::EVAL).is_file())
+            .collect();
+        if subs.is_empty() {
+            // No eval.json here or below: load_run's error says to run eval.
+            out.push(d.clone());
+            continue;
+        }
+        subs.sort();
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
 pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, PathBuf)> {
     if run_dirs.is_empty() {
         bail!("no run folders given");
     }
-    let runs = load_runs(run_dirs)?;
+    let runs = load_runs(&expand_run_dirs(run_dirs)?)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for r in &runs {
         for (_, _, f) in figure_list(&r.eval) {
