@@ -260,6 +260,27 @@ pub fn kde_tau2(bank: &Tensor, rule: KdeBandwidth, h_bank: f64) -> f64 {
     }
 }
 
+/// [`kde_tau2`] as a 0-dim f64 tensor on the bank's device, with no host
+/// read for the median, Scott and Silverman rules (the same f64 arithmetic);
+/// the held-out search reads its log-likelihoods and runs [`kde_tau2`].
+pub fn kde_tau2_tensor(bank: &Tensor, rule: KdeBandwidth, h_bank: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let s = bank.size();
+    let (n, d) = (s[0] as f64, s[1] as f64);
+    let var = || {
+        bank.var_dim(0, true, false)
+            .mean(Kind::Float)
+            .to_kind(Kind::Double)
+    };
+    let scott2 = || var() * n.powf(-2.0 / (d + 4.0));
+    match rule {
+        KdeBandwidth::Median => h_bank.to_kind(Kind::Double).reshape([]) / 2.0,
+        KdeBandwidth::Scott => scott2(),
+        KdeBandwidth::Silverman => scott2() * (4.0 / (d + 2.0)).powf(2.0 / (d + 4.0)),
+        KdeBandwidth::HeldOut => Tensor::from(kde_tau2(bank, rule, 0.0)).to_device(bank.device()),
+    }
+}
+
 /// Gaussian KDE log-density (up to a constant) of `y` `[m, d]` on `bank`
 /// `[b, d]`: `log p(y) = logsumexp_i(-||y - b_i||² / (2τ²))` (DESIGN §1.8).
 pub fn kde_log_density(y: &Tensor, bank: &Tensor, tau2: f64) -> Tensor {
@@ -268,8 +289,15 @@ pub fn kde_log_density(y: &Tensor, bank: &Tensor, tau2: f64) -> Tensor {
 
 /// Closed-form score of [`kde_log_density`]: `(Σ_i softmax_i · b_i - y) / τ²`.
 pub fn kde_score(y: &Tensor, bank: &Tensor, tau2: f64) -> Tensor {
+    kde_score_t(y, bank, &Tensor::from(tau2))
+}
+
+/// [`kde_score`] with τ² a 1-element tensor (a 0-dim f64 one on the CPU
+/// gives the same numbers as the f64 argument: libtorch casts both to the
+/// data's dtype).
+pub fn kde_score_t(y: &Tensor, bank: &Tensor, tau2: &Tensor) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let w = (-sq_dists(&y.detach(), bank) / (2.0 * tau2)).softmax(1, y.kind()); // [m,b]
+    let w = (-sq_dists(&y.detach(), bank) / (tau2 * 2.0)).softmax(1, y.kind()); // [m,b]
     (w.mm(bank) - y.detach()) / tau2
 }
 
@@ -501,6 +529,32 @@ mod tests {
         assert_eq!(median_bandwidth(&z).double_value(&[]), H_FLOOR);
         let z = Tensor::zeros([1, 2], F64);
         assert_eq!(median_bandwidth(&z).double_value(&[]), 1.0);
+    }
+
+    /// The device-side τ² equals the f64 one for every rule, and the score
+    /// with a tensor τ² equals the one with an f64 τ² bit for bit.
+    #[test]
+    fn kde_tau2_tensor_matches_f64() {
+        let _rng = crate::rng::exclusive();
+        tch::manual_seed(11);
+        let z = Tensor::randn([300, 8], (Kind::Float, Device::Cpu));
+        let h = median_bandwidth(&z);
+        for rule in [
+            KdeBandwidth::Median,
+            KdeBandwidth::Scott,
+            KdeBandwidth::Silverman,
+            KdeBandwidth::HeldOut,
+        ] {
+            let a = kde_tau2(&z, rule, h.double_value(&[]));
+            let b = kde_tau2_tensor(&z, rule, &h);
+            assert_eq!(b.kind(), Kind::Double);
+            assert_eq!(a, b.double_value(&[]), "{rule:?}");
+        }
+        let y = Tensor::randn([20, 8], (Kind::Float, Device::Cpu));
+        let t = kde_tau2_tensor(&z, KdeBandwidth::Median, &h) * 0.3;
+        let s1 = kde_score(&y, &z, t.double_value(&[]));
+        let s2 = kde_score_t(&y, &z, &t);
+        assert!(s1.equal(&s2));
     }
 
     #[test]

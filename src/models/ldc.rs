@@ -27,20 +27,46 @@ fn stein_loss(y: &Tensor, phi: &Tensor) -> Tensor {
         .mean(Kind::Float)
 }
 
-/// Mean Euclidean norm of the rows of `[.., d]`.
-fn mean_row_norm(t: &Tensor) -> f64 {
-    t.square()
+/// Mean Euclidean norm of the rows of `[.., d]` (a device scalar).
+fn mean_row_norm(t: &Tensor) -> Tensor {
+    t.detach()
+        .square()
         .sum_dim_intlist(-1, false, Kind::Float)
         .sqrt()
         .mean(Kind::Float)
-        .double_value(&[])
 }
 
 /// Mean over dimensions of the per-dimension standard deviation of `[n, d]`.
-fn mean_std(t: &Tensor) -> f64 {
-    t.std_dim(0, true, false)
-        .mean(Kind::Float)
-        .double_value(&[])
+fn mean_std(t: &Tensor) -> Tensor {
+    t.detach().std_dim(0, true, false).mean(Kind::Float)
+}
+
+/// A step's statistics, kept on the device until the step ends and then read
+/// back in one transfer: each host read stalls a GPU until its queue drains,
+/// and an LDC step has about a dozen statistics (issue 16).
+#[derive(Default)]
+struct LazyStats(Vec<(&'static str, Tensor)>);
+
+impl LazyStats {
+    /// A statistic still on the device (any 1-element tensor).
+    fn push(&mut self, key: &'static str, t: &Tensor) {
+        let t = t.detach().reshape([1]).to_kind(Kind::Double);
+        self.0.push((key, t));
+    }
+
+    fn extend(&mut self, other: LazyStats) {
+        self.0.extend(other.0);
+    }
+
+    /// Every statistic as f64, with one device-to-host read.
+    fn read(self) -> Vec<(&'static str, f64)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let all = Tensor::cat(&self.0.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0);
+        let values = Vec::<f64>::try_from(all.to_device(Device::Cpu)).expect("f64 statistics");
+        self.0.into_iter().map(|(k, _)| k).zip(values).collect()
+    }
 }
 
 /// How σ² of the Gibbs posterior is set each step (DESIGN §1.3).
@@ -403,7 +429,8 @@ impl SamplerNet {
 struct KdeTarget {
     whitening: Option<svgd::Whitening>,
     bank: Tensor,
-    tau2: f64,
+    /// τ², a 0-dim f64 tensor on the bank's device.
+    tau2: Tensor,
     h_bank: Tensor,
 }
 
@@ -418,7 +445,7 @@ impl KdeTarget {
         };
         let h_bank = svgd::median_bandwidth_subset(&bank, 1000);
         let rule = svgd::KdeBandwidth::from(cfg.kde_bandwidth);
-        let tau2 = scale * svgd::kde_tau2(&bank, rule, h_bank.double_value(&[]));
+        let tau2 = svgd::kde_tau2_tensor(&bank, rule, &h_bank) * scale;
         KdeTarget {
             whitening,
             bank,
@@ -481,7 +508,8 @@ struct EncoderStepOut {
     x: Tensor,
     z: Tensor,
     scores: Tensor,
-    sigma2: f64,
+    /// σ², a 0-dim f32 tensor on the device.
+    sigma2: Tensor,
     h_enc: Tensor,
 }
 
@@ -531,27 +559,25 @@ impl Ldc {
 
     /// σ² for this step from per-sample squared residuals `r2` (DESIGN §1.3),
     /// a statistic of the global batch (gathered from every MPI worker).
-    fn sigma2(&self, r2: &Tensor) -> f64 {
+    /// Kept on the device (a 0-dim f32 tensor): it feeds the scores, and a
+    /// host read here would stall a GPU mid-step. `clamp_min` passes NaN and
+    /// ±inf through, as the f64 rule did.
+    fn sigma2(&self, r2: &Tensor) -> Tensor {
         let r2 = &dist::gather_rows(&r2.detach().unsqueeze(1)).squeeze_dim(1);
+        let constant = |v: f64| Tensor::from(v as f32).to_device(r2.device());
         let v = match &self.cfg.sigma2 {
-            Sigma2::Fixed(v) => *v,
+            Sigma2::Fixed(v) => constant(*v),
             Sigma2::Rule(Sigma2Rule::BatchNormVar) => {
                 let norms = r2.detach().clamp_min(0.0).sqrt();
                 if norms.size()[0] < 2 {
-                    0.0
+                    constant(0.0)
                 } else {
-                    norms.var(true).double_value(&[])
+                    norms.var(true)
                 }
             }
-            Sigma2::Rule(Sigma2Rule::BatchSqMean) => {
-                r2.detach().mean(Kind::Float).double_value(&[])
-            }
+            Sigma2::Rule(Sigma2Rule::BatchSqMean) => r2.detach().mean(Kind::Float),
         };
-        if v.is_finite() {
-            v.max(self.cfg.sigma2_min)
-        } else {
-            v
-        }
+        v.clamp_min(self.cfg.sigma2_min)
     }
 
     /// Per-sample `||x - x̂||²`, `[n]`.
@@ -564,12 +590,12 @@ impl Ldc {
 
     /// Scores `∇_z log p(z|x)` at `z` with the decoder in inference mode
     /// (DESIGN §1.4). Returns (scores, σ², squared residuals).
-    fn gibbs_scores(&self, x: &Tensor, z: &Tensor, sigma2: Option<f64>) -> (Tensor, f64, Tensor) {
+    fn gibbs_scores(&self, x: &Tensor, z: &Tensor) -> (Tensor, Tensor, Tensor) {
         let zl = z.detach().set_requires_grad(true);
         let xhat = self.decoder.forward(&zl, false);
         let r2 = Self::sq_residuals(x, &xhat);
-        let s2 = sigma2.unwrap_or_else(|| self.sigma2(&r2));
-        let logp = -r2.sum(Kind::Float) / s2
+        let s2 = self.sigma2(&r2);
+        let logp = -r2.sum(Kind::Float) / &s2
             - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
         let g = Tensor::run_backward(&[logp], &[&zl], false, false)
             .pop()
@@ -583,7 +609,7 @@ impl Ldc {
         &mut self,
         x: &Tensor,
         step: u64,
-        stats: &mut Vec<(&'static str, f64)>,
+        stats: &mut LazyStats,
     ) -> Result<EncoderStepOut> {
         let m = self.cfg.particles_per_x;
         let x = if m > 1 {
@@ -606,24 +632,23 @@ impl Ldc {
         let (scores, sigma2, r2) = if batch_scores {
             let r2 = Self::sq_residuals(&x, &xhat);
             let s2 = self.sigma2(&r2);
-            let logp = -r2.sum(Kind::Float) / s2
+            let logp = -r2.sum(Kind::Float) / &s2
                 - zl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
             let g = Tensor::run_backward(&[logp], &[&zl], true, false)
                 .pop()
                 .unwrap();
             (Some(g), s2, r2.detach())
         } else {
-            (None, 0.0, Tensor::new())
+            (None, Tensor::new(), Tensor::new())
         };
         if !self.freeze_decoder {
             self.opt_d.backward_step(&rec);
         }
-        let rec_v = rec.double_value(&[]);
 
         // 3. Scores of the Gibbs posterior on the updated decoder, inference-mode BN.
         let (scores, sigma2, r2) = match scores {
             Some(s) => (s, sigma2, r2),
-            None => self.gibbs_scores(&x, &z, None),
+            None => self.gibbs_scores(&x, &z),
         };
         // A non-finite σ² (diverged decoder) flows into the stats, where the
         // training loop stops or rolls back with a message naming the step.
@@ -656,21 +681,18 @@ impl Ldc {
         self.push_bank(&z_all);
 
         let zs = z_all.flatten(0, -2);
-        stats.push(("loss", rec_v));
-        stats.push(("rec_mse", rec_v));
-        stats.push(("sigma2", sigma2));
-        stats.push(("h", h.mean(Kind::Float).double_value(&[])));
-        stats.push(("phi_norm", mean_row_norm(&phi)));
-        stats.push(("z_std", mean_std(&zs)));
-        stats.push((
-            "z_mean_norm",
-            zs.mean_dim(0, false, Kind::Float).norm().double_value(&[]),
-        ));
-        stats.push((
+        stats.push("loss", &rec);
+        stats.push("rec_mse", &rec);
+        stats.push("sigma2", &sigma2);
+        stats.push("h", &h.mean(Kind::Float));
+        stats.push("phi_norm", &mean_row_norm(&phi));
+        stats.push("z_std", &mean_std(&zs));
+        stats.push("z_mean_norm", &zs.mean_dim(0, false, Kind::Float).norm());
+        let pixels = self.geo.image_shape().iter().product::<i64>() as f64;
+        stats.push(
             "gibbs_rec",
-            r2.mean(Kind::Float).double_value(&[])
-                / self.geo.image_shape().iter().product::<i64>() as f64,
-        ));
+            &(r2.mean(Kind::Float).to_kind(Kind::Double) / pixels),
+        );
         Ok(EncoderStepOut {
             x,
             z: z_all,
@@ -697,7 +719,7 @@ impl Ldc {
         step: u64,
         enc: Option<&EncoderStepOut>,
         phase: SamplerPhase,
-    ) -> Result<Vec<(&'static str, f64)>> {
+    ) -> Result<LazyStats> {
         reseed(self.seed, Stream::SamplerNoise, step);
         // Under MPI each worker moves its share of the n_s particles; the kernel
         // sums run over all of them (gathered).
@@ -705,7 +727,7 @@ impl Ldc {
         let ns_local = ns / dist::size() as i64;
         let eps = dist::draw_shard(ns_local, |n| self.sampler.noise(n, self.geo, self.device));
         let y = self.sampler.forward(&eps, true);
-        let stats = Vec::new();
+        let stats = LazyStats::default();
         if self.target == SamplerTarget::AggregateKde {
             return self.kde_sampler_step(&y, phase);
         }
@@ -728,12 +750,12 @@ impl Ldc {
                             .unsqueeze(0)
                         - df.mm(&xf.transpose(0, 1)) * 2.0)
                         .clamp_min(0.0); // [ns, n]
-                    (-d2 / enc.sigma2).logsumexp([1], false).sum(Kind::Float)
+                    (-d2 / &enc.sigma2).logsumexp([1], false).sum(Kind::Float)
                 } else {
                     // Particle k targets p(y_k | x_{k mod n}).
                     let idx = Tensor::arange(ns, (Kind::Int64, self.device)).remainder(n);
                     let xk = enc.x.index_select(0, &idx);
-                    -Self::sq_residuals(&xk, &dy).sum(Kind::Float) / enc.sigma2
+                    -Self::sq_residuals(&xk, &dy).sum(Kind::Float) / &enc.sigma2
                 } - yl.square().sum(Kind::Float) * (self.cfg.prior_weight / 2.0);
                 let g = Tensor::run_backward(&[logp], &[&yl], false, false)
                     .pop()
@@ -772,11 +794,7 @@ impl Ldc {
     /// `refine_bank = train_set`, the encoded training set), scores in closed
     /// form, SVGD in the working (optionally whitened) coordinates, optional
     /// leave-one-out, annealed τ during refinement.
-    fn kde_sampler_step(
-        &mut self,
-        y: &Tensor,
-        phase: SamplerPhase,
-    ) -> Result<Vec<(&'static str, f64)>> {
+    fn kde_sampler_step(&mut self, y: &Tensor, phase: SamplerPhase) -> Result<LazyStats> {
         let built;
         let target = match (phase, &self.refine_target) {
             (SamplerPhase::Refine(_), Some(t)) => t,
@@ -800,11 +818,11 @@ impl Ldc {
             }
             _ => 1.0,
         };
-        let tau2 = target.tau2 * anneal;
+        let tau2 = &target.tau2 * anneal;
         let yu = target.coords(y);
         let yd = yu.detach();
         let y_all = dist::gather_rows(&yd);
-        let s = svgd::kde_score(&yd, &target.bank, tau2);
+        let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
         let s_all = dist::gather_rows(&s);
         let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
             svgd::median_bandwidth(&y_all)
@@ -827,7 +845,8 @@ impl Ldc {
         }
         let loss = stein_loss(&yu, &phi);
         self.opt_s.backward_step(&loss);
-        let stats = vec![("kde_tau2", tau2)];
+        let mut stats = LazyStats::default();
+        stats.push("kde_tau2", &tau2);
         let y_z = dist::gather_rows(&y.detach());
         Ok(self.sampler_stats(stats, &y_z, &phi, &h))
     }
@@ -863,7 +882,7 @@ impl Ldc {
         tracing::info!(
             "refinement KDE target: {} encoded training images, τ² = {:.4} ({} rule{})",
             size,
-            t.tau2,
+            t.tau2.double_value(&[]),
             self.cfg.kde_bandwidth,
             if self.cfg.kde_whiten {
                 ", whitened"
@@ -877,14 +896,14 @@ impl Ldc {
 
     fn sampler_stats(
         &self,
-        mut stats: Vec<(&'static str, f64)>,
+        mut stats: LazyStats,
         y: &Tensor,
         phi: &Tensor,
         h: &Tensor,
-    ) -> Vec<(&'static str, f64)> {
-        stats.push(("sampler_h", h.double_value(&[])));
-        stats.push(("sampler_phi_norm", mean_row_norm(phi)));
-        stats.push(("sampler_std", mean_std(y)));
+    ) -> LazyStats {
+        stats.push("sampler_h", h);
+        stats.push("sampler_phi_norm", &mean_row_norm(phi));
+        stats.push("sampler_std", &mean_std(y));
         stats
     }
 
@@ -924,7 +943,7 @@ impl Ldc {
         let enc = if self.target == SamplerTarget::AggregateKde {
             None
         } else {
-            let (scores, sigma2, _) = self.gibbs_scores(x, &z, None);
+            let (scores, sigma2, _) = self.gibbs_scores(x, &z);
             let h_enc = svgd::median_bandwidth(&z_all);
             Some(EncoderStepOut {
                 x: x.shallow_clone(),
@@ -934,7 +953,7 @@ impl Ldc {
                 h_enc,
             })
         };
-        let mut stats = self.sampler_step(step, enc.as_ref(), phase)?;
+        let mut stats = self.sampler_step(step, enc.as_ref(), phase)?.read();
         let phi = stats
             .iter()
             .find(|(k, _)| *k == "sampler_phi_norm")
@@ -998,11 +1017,10 @@ impl Model for Ldc {
     }
 
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
-        let mut stats = Vec::new();
+        let mut stats = LazyStats::default();
         let enc = self.encoder_decoder_step(x, step, &mut stats)?;
-        let s = self.sampler_step(step, Some(&enc), SamplerPhase::Joint)?;
-        stats.extend(s);
-        Ok(StepStats(stats))
+        stats.extend(self.sampler_step(step, Some(&enc), SamplerPhase::Joint)?);
+        Ok(StepStats(stats.read()))
     }
 
     fn encode(&self, x: &Tensor) -> Tensor {
@@ -1127,7 +1145,7 @@ mod tests {
         };
         let (e0, _) = rec(&m);
         for step in 0..60 {
-            let mut stats = Vec::new();
+            let mut stats = LazyStats::default();
             m.encoder_decoder_step(&x, step, &mut stats).unwrap();
         }
         let (e1, spread) = rec(&m);
