@@ -212,73 +212,70 @@ impl KdeBandwidth {
 /// τ² of a Gaussian KDE on `bank` `[b, d]` by `rule` (before any scale).
 /// `h_bank`: the bank's median-heuristic bandwidth (used by `Median`).
 pub fn kde_tau2(bank: &Tensor, rule: KdeBandwidth, h_bank: f64) -> f64 {
-    let _guard = tch::no_grad_guard();
-    let s = bank.size();
-    let (n, d) = (s[0] as f64, s[1] as f64);
-    let var = || {
-        bank.var_dim(0, true, false)
-            .mean(Kind::Float)
-            .double_value(&[])
-    };
-    let scott2 = || var() * n.powf(-2.0 / (d + 4.0));
     match rule {
-        KdeBandwidth::Median => h_bank / 2.0,
-        KdeBandwidth::Scott => scott2(),
-        KdeBandwidth::Silverman => scott2() * (4.0 / (d + 2.0)).powf(2.0 / (d + 4.0)),
-        KdeBandwidth::HeldOut => {
-            let nh = (s[0] / 10).clamp(1, 2000);
-            let fit = bank.narrow(0, 0, s[0] - nh);
-            let nf = (s[0] - nh) as f64;
-            let base = scott2();
-            let grid = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0];
-            let mut ll = [0f64; 10];
-            // Held-out rows in chunks, so a 60,000-point bank needs ~50 MB.
-            let mut i = 0;
-            while i < nh {
-                let len = 200.min(nh - i);
-                let d2 = sq_dists(&bank.narrow(0, s[0] - nh + i, len), &fit);
-                for (g, f) in grid.iter().enumerate() {
-                    ll[g] += (-&d2 / (2.0 * base * f * f))
-                        .logsumexp([1], false)
-                        .sum(Kind::Double)
-                        .double_value(&[]);
-                }
-                i += len;
-            }
-            let mut best = (f64::NEG_INFINITY, base);
-            for (g, f) in grid.iter().enumerate() {
-                let tau2 = base * f * f;
-                let mean_ll = ll[g] / nh as f64
-                    - 0.5 * d * (2.0 * std::f64::consts::PI * tau2).ln()
-                    - nf.ln();
-                if mean_ll > best.0 {
-                    best = (mean_ll, tau2);
-                }
-            }
-            best.1
-        }
+        KdeBandwidth::HeldOut => held_out_tau2(bank),
+        _ => kde_tau2_tensor(bank, rule, &Tensor::from(h_bank)).double_value(&[]),
     }
 }
 
 /// [`kde_tau2`] as a 0-dim f64 tensor on the bank's device, with no host
-/// read for the median, Scott and Silverman rules (the same f64 arithmetic);
-/// the held-out search reads its log-likelihoods and runs [`kde_tau2`].
+/// read for the median, Scott and Silverman rules; the held-out search reads
+/// its log-likelihoods.
 pub fn kde_tau2_tensor(bank: &Tensor, rule: KdeBandwidth, h_bank: &Tensor) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let s = bank.size();
-    let (n, d) = (s[0] as f64, s[1] as f64);
-    let var = || {
-        bank.var_dim(0, true, false)
-            .mean(Kind::Float)
-            .to_kind(Kind::Double)
-    };
-    let scott2 = || var() * n.powf(-2.0 / (d + 4.0));
+    let d = bank.size()[1] as f64;
     match rule {
         KdeBandwidth::Median => h_bank.to_kind(Kind::Double).reshape([]) / 2.0,
-        KdeBandwidth::Scott => scott2(),
-        KdeBandwidth::Silverman => scott2() * (4.0 / (d + 2.0)).powf(2.0 / (d + 4.0)),
-        KdeBandwidth::HeldOut => Tensor::from(kde_tau2(bank, rule, 0.0)).to_device(bank.device()),
+        KdeBandwidth::Scott => scott_tau2(bank),
+        KdeBandwidth::Silverman => scott_tau2(bank) * (4.0 / (d + 2.0)).powf(2.0 / (d + 4.0)),
+        KdeBandwidth::HeldOut => Tensor::from(held_out_tau2(bank)).to_device(bank.device()),
     }
+}
+
+/// Scott's τ²: mean per-dimension variance × n^(-2/(d+4)), 0-dim f64.
+fn scott_tau2(bank: &Tensor) -> Tensor {
+    let s = bank.size();
+    let (n, d) = (s[0] as f64, s[1] as f64);
+    bank.var_dim(0, true, false)
+        .mean(Kind::Float)
+        .to_kind(Kind::Double)
+        * n.powf(-2.0 / (d + 4.0))
+}
+
+/// The held-out rule of [`KdeBandwidth::HeldOut`].
+fn held_out_tau2(bank: &Tensor) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let s = bank.size();
+    let d = s[1] as f64;
+    let nh = (s[0] / 10).clamp(1, 2000);
+    let fit = bank.narrow(0, 0, s[0] - nh);
+    let nf = (s[0] - nh) as f64;
+    let base = scott_tau2(bank).double_value(&[]);
+    let grid = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0];
+    let mut ll = [0f64; 10];
+    // Held-out rows in chunks, so a 60,000-point bank needs ~50 MB.
+    let mut i = 0;
+    while i < nh {
+        let len = 200.min(nh - i);
+        let d2 = sq_dists(&bank.narrow(0, s[0] - nh + i, len), &fit);
+        for (g, f) in grid.iter().enumerate() {
+            ll[g] += (-&d2 / (2.0 * base * f * f))
+                .logsumexp([1], false)
+                .sum(Kind::Double)
+                .double_value(&[]);
+        }
+        i += len;
+    }
+    let mut best = (f64::NEG_INFINITY, base);
+    for (g, f) in grid.iter().enumerate() {
+        let tau2 = base * f * f;
+        let mean_ll =
+            ll[g] / nh as f64 - 0.5 * d * (2.0 * std::f64::consts::PI * tau2).ln() - nf.ln();
+        if mean_ll > best.0 {
+            best = (mean_ll, tau2);
+        }
+    }
+    best.1
 }
 
 /// Gaussian KDE log-density (up to a constant) of `y` `[m, d]` on `bank`

@@ -78,15 +78,19 @@ fn reproduce_cifar10_and_celeba_tiny() {
         args.push("--set".into());
         args.push(s.into());
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_ldc-vae"))
-        .args(&args)
-        .env("LDC_VAE_FID_WEIGHTS", &weights)
-        // FID statistics of the tiny test splits stay in the temp folder.
-        .env("LDC_VAE_CACHE", t.path().join("cache"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "reproduce failed:\n{err}");
+    // FID statistics of the tiny test splits stay in the temp folder.
+    let reproduce = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_ldc-vae"))
+            .args(&args)
+            .env("LDC_VAE_FID_WEIGHTS", &weights)
+            .env("LDC_VAE_CACHE", t.path().join("cache"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "reproduce failed:\n{err}");
+        err
+    };
+    reproduce();
 
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
@@ -173,14 +177,7 @@ fn reproduce_cifar10_and_celeba_tiny() {
     );
 
     // Resumable: a second call trains and evaluates nothing.
-    let o = Command::new(env!("CARGO_BIN_EXE_ldc-vae"))
-        .args(&args)
-        .env("LDC_VAE_FID_WEIGHTS", &weights)
-        .env("LDC_VAE_CACHE", t.path().join("cache"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let err = reproduce();
     assert_eq!(
         err.matches("training already complete").count(),
         16,
