@@ -472,6 +472,11 @@ mod tests {
                 "ldc.sampler_kernel",
                 "`rbf` or `imq`",
             ),
+            (
+                "ldc.sampler_objective=kl",
+                "ldc.sampler_objective",
+                "`svgd` or `mmd`",
+            ),
             ("ldc.kde_bandwidth=x", "ldc.kde_bandwidth", "`cv`"),
             (
                 "ldc.refine_bank=x",

@@ -285,8 +285,10 @@ impl Ctx {
 
 /// Sampler options of the LDC peer (bench/peers/ldc_peer.py), pinned on both
 /// sides of the LDC rows: DESIGN §1.6's RBF Stein direction with the self-term,
-/// the median-rule KDE on the FIFO bank, the conv sampler.
-const LDC_PEER_SAMPLER: [&str; 6] = [
+/// the median-rule KDE on the FIFO bank, the conv sampler (the peer has no
+/// MMD objective).
+const LDC_PEER_SAMPLER: [&str; 7] = [
+    "ldc.sampler_objective=svgd",
     "ldc.sampler_kernel=rbf",
     "ldc.sampler_leave_one_out=false",
     "ldc.kde_bandwidth=median",
@@ -305,6 +307,7 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         && l.particles_per_x == 1
         && matches!(l.sigma2, Sigma2::Rule(Sigma2Rule::BatchNormVar))
         && l.sampler_bandwidth == SamplerBandwidth::Target
+        && l.sampler_objective == crate::models::ldc::SamplerObjective::Svgd
         && l.sampler_kernel == crate::models::ldc::SamplerKernel::Rbf
         && !l.sampler_leave_one_out
         && l.kde_bandwidth == crate::models::ldc::KdeBandwidthRule::Median
@@ -318,7 +321,7 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         bail!(
             "the LDC peer (bench/peers/ldc_peer.py) implements MNIST geometry, noise_join add, sampler_target \
              aggregate_kde, score_bn inference, particles_per_x 1, sigma2 batch_norm_var, sampler_bandwidth \
-             target, the RBF kernel with the self-term, the median-rule KDE, the conv sampler, one lr and \
+             target, the SVGD objective with the RBF kernel and the self-term, the median-rule KDE, the conv sampler, one lr and \
              Adam betas (0.9, 0.999); this config differs (use --no-peers to time ours only)"
         );
     }
@@ -801,6 +804,7 @@ mod peer_config_tests {
             "model=ldc".to_string(),
             "ldc.sampler_kernel=imq".into(),
             "ldc.sampler_leave_one_out=true".into(),
+            "ldc.sampler_objective=mmd".into(),
         ];
         let cfg = Config::load(Some("mnist-cpu"), None, &study).unwrap();
         let e = check_ldc_peer_config(&cfg).unwrap_err();

@@ -113,6 +113,10 @@ pub struct CompareSamplersArgs {
     /// must not exceed the run's eval.latent_samples.
     #[arg(long, value_name = "N")]
     pub fid: Option<usize>,
+    /// With --variant: skip the reference rows (ex-post GMM, Gaussian, the
+    /// run's own sampler), which are the same on every call for a run.
+    #[arg(long)]
+    pub no_references: bool,
 }
 
 pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
@@ -126,8 +130,15 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| a.run_dir.join("sampler-study"));
-        let rows =
-            crate::eval::samplers::study(&a.run_dir, &variants, a.steps, &out, false, a.fid)?;
+        let rows = crate::eval::samplers::study(
+            &a.run_dir,
+            &variants,
+            a.steps,
+            &out,
+            false,
+            a.fid,
+            !a.no_references,
+        )?;
         for r in rows {
             let fid = match (r.fid, r.kid, r.precision, r.recall) {
                 (Some(f), Some(k), Some(p), Some(rc)) => {

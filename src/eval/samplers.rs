@@ -512,6 +512,7 @@ pub fn study(
     out: &Path,
     quiet: bool,
     fid: Option<usize>,
+    references: bool,
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
     use crate::gmm::Gmm;
@@ -604,45 +605,51 @@ pub fn study(
         })
     };
     let mut rows = Vec::new();
-    let b = &cfg.baselines;
-    let gmm = Gmm::fit_with_tol(
-        &z_train,
-        b.gmm.gmm_components,
-        cfg.seed,
-        b.gmm.gmm_max_iter,
-        b.gmm.gmm_tol,
-    )?;
-    reseed(cfg.seed, Stream::Eval, 15);
-    let z_gmm = gmm.sample(nl).to_device(dev);
-    rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
-    let gauss = mmd::Gaussian::fit(&z_train);
-    reseed(cfg.seed, Stream::Eval, 13);
-    let z_gauss = gauss.sample(nl).to_device(dev);
-    rows.push(score(
-        "ex-post Gaussian",
-        vec![],
-        &base,
-        &z_gauss,
-        f64::NAN,
-        0.0,
-    )?);
-    reseed(cfg.seed, Stream::Eval, 12);
-    let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
-    rows.push(score(
-        "the run's own sampler",
-        vec![],
-        &base,
-        &z_own,
-        f64::NAN,
-        0.0,
-    )?);
+    // The references (GMM, Gaussian, the run's sampler) are the same for every
+    // invocation on these nets; `--no-references` skips their FID passes.
+    if references {
+        let b = &cfg.baselines;
+        let gmm = Gmm::fit_with_tol(
+            &z_train,
+            b.gmm.gmm_components,
+            cfg.seed,
+            b.gmm.gmm_max_iter,
+            b.gmm.gmm_tol,
+        )?;
+        reseed(cfg.seed, Stream::Eval, 15);
+        let z_gmm = gmm.sample(nl).to_device(dev);
+        rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
+        let gauss = mmd::Gaussian::fit(&z_train);
+        reseed(cfg.seed, Stream::Eval, 13);
+        let z_gauss = gauss.sample(nl).to_device(dev);
+        rows.push(score(
+            "ex-post Gaussian",
+            vec![],
+            &base,
+            &z_gauss,
+            f64::NAN,
+            0.0,
+        )?);
+        reseed(cfg.seed, Stream::Eval, 12);
+        let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
+        rows.push(score(
+            "the run's own sampler",
+            vec![],
+            &base,
+            &z_own,
+            f64::NAN,
+            0.0,
+        )?);
+    }
 
     for v in variants {
-        let mut ov = v.overrides.clone();
-        ov.push(format!("ldc.sampler_refine_steps={steps}"));
+        // --steps first, so a variant's own `sampler_refine_steps` wins.
+        let mut ov = vec![format!("ldc.sampler_refine_steps={steps}")];
+        ov.extend(v.overrides.iter().cloned());
         let vcfg = crate::config::Config::load(None, Some(&run_dir.join(run_dir::CONFIG)), &ov)
             .with_context(|| format!("variant `{}`", v.name))?;
         let target = vcfg.ldc.sampler_target;
+        let vsteps = vcfg.ldc.sampler_refine_steps;
         let mut m = Ldc::new(&vcfg.spec(), geo, dev)?;
         m.load_frozen_nets(&tensors)?;
         m.reset_sampler(target, vcfg.seed, vcfg.sampler_lr());
@@ -651,7 +658,7 @@ pub fn study(
         let pb = if quiet {
             ProgressBar::hidden()
         } else {
-            ProgressBar::new(steps)
+            ProgressBar::new(vsteps)
         };
         pb.set_style(
             ProgressStyle::with_template(
@@ -662,7 +669,7 @@ pub fn study(
         pb.set_prefix(v.name.clone());
         let t0 = std::time::Instant::now();
         let mut last_std = f64::NAN;
-        for i in 0..steps {
+        for i in 0..vsteps {
             let s = m.post_training_step(&mut batches, i)?;
             if let Some((k, val)) = s.non_finite() {
                 bail!("variant {}, step {i}: `{k}` is {val}", v.name);

@@ -144,6 +144,12 @@ pub struct LdcConfig {
     pub sampler_kernel: SamplerKernel,
     /// Multiplier on the sampler kernel's bandwidth (< 1: more local repulsion).
     pub sampler_h_scale: f64,
+    /// What moves the sampler's particles toward the aggregate-KDE target's
+    /// bank: `svgd` (the Stein direction of the KDE's scores, the paper's
+    /// Eq. 15) or `mmd` (the descent direction of the squared MMD to the bank
+    /// under a multi-scale RBF kernel, [`svgd::mmd_direction`]; bandwidths
+    /// `sampler_h_scale`·h_bank times [`svgd::MMD_SCALES`]; the KDE's τ is unused).
+    pub sampler_objective: SamplerObjective,
     /// Sampler net: `conv` (the RAE encoder on image-shaped noise, the paper's
     /// choice) or `mlp` (a `sampler_noise_dim`-dim Gaussian through three
     /// ReLU layers of `sampler_hidden` units).
@@ -201,6 +207,14 @@ pub enum SamplerKernel {
     Imq,
 }
 
+/// `ldc.sampler_objective`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerObjective {
+    Svgd,
+    Mmd,
+}
+
 /// `ldc.sampler_net`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,6 +247,7 @@ impl Default for LdcConfig {
             sampler_leave_one_out: false,
             sampler_kernel: SamplerKernel::Rbf,
             sampler_h_scale: 1.0,
+            sampler_objective: SamplerObjective::Svgd,
             sampler_net: SamplerNetKind::Conv,
             sampler_noise_dim: 32,
             sampler_hidden: 256,
@@ -822,8 +837,6 @@ impl Ldc {
         let yu = target.coords(y);
         let yd = yu.detach();
         let y_all = dist::gather_rows(&yd);
-        let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
-        let s_all = dist::gather_rows(&s);
         let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
             svgd::median_bandwidth(&y_all)
         } else {
@@ -834,6 +847,15 @@ impl Ldc {
         } else {
             h
         };
+        if self.cfg.sampler_objective == SamplerObjective::Mmd {
+            let phi = svgd::mmd_direction(&yd, &y_all, &target.bank, &h);
+            let loss = stein_loss(&yu, &phi);
+            self.opt_s.backward_step(&loss);
+            let y_z = dist::gather_rows(&y.detach());
+            return Ok(self.sampler_stats(LazyStats::default(), &y_z, &phi, &h));
+        }
+        let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
+        let s_all = dist::gather_rows(&s);
         let kernel = if self.cfg.sampler_kernel == SamplerKernel::Imq {
             svgd::SteinKernel::Imq
         } else {
@@ -1228,6 +1250,11 @@ mod tests {
                 "ldc.sampler_h_scale=0.3",
                 "ldc.sampler_bandwidth=own",
             ][..],
+            &[
+                "ldc.sampler_objective=mmd",
+                "ldc.refine_bank=train_set",
+                "ldc.kde_whiten=true",
+            ][..],
         ] {
             let mut ov: Vec<String> = vec![
                 "net.width=0.0625".into(),
@@ -1247,7 +1274,8 @@ mod tests {
             for i in 0..4 {
                 let s = m.post_training_step(&mut data, i).unwrap();
                 assert!(s.non_finite().is_none(), "{extra:?}: {s:?}");
-                tau2.push(s.get("kde_tau2").unwrap());
+                // The MMD objective has no KDE width.
+                tau2.push(s.get("kde_tau2"));
             }
             if cfg.ldc.refine_bank == RefineBank::TrainSet {
                 let t = m.refine_target.as_ref().expect("train-set target built");
