@@ -263,15 +263,7 @@ pub fn compare(
     });
     // The ex-post GMM (the RAE route), fitted as `ldc-vae eval` fits it: the
     // yardstick the issue-14 sampler has to reach.
-    let b = &cfg.baselines;
-    let gmm = Gmm::fit_with_tol(
-        &z_train,
-        b.gmm.gmm_components,
-        cfg.seed,
-        b.gmm.gmm_max_iter,
-        b.gmm.gmm_tol,
-    )
-    .context("fitting the ex-post GMM on the training latents")?;
+    let gmm = fit_expost_gmm(&cfg, &z_train)?;
     reseed(cfg.seed, Stream::Eval, 15);
     let z_gmm = gmm.sample(nl).to_device(Device::Cpu);
     let mmd_gmm = mmd::mmd2_rbf(&z_test, &z_gmm);
@@ -505,6 +497,19 @@ pub fn knn_precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> (f64, f64) 
 /// MMD² and k-NN precision/recall against encoder latents of test images (in
 /// the whitened coordinates of the training latents), and the class histogram
 /// of 1,000 decoded samples (cosine 1-NN) with its TV distance to the test set's.
+/// The ex-post GMM (the RAE route) on training latents, fitted as `ldc-vae eval` fits it.
+fn fit_expost_gmm(cfg: &crate::config::Config, z_train: &Tensor) -> Result<Gmm> {
+    let b = &cfg.baselines;
+    Gmm::fit_with_tol(
+        z_train,
+        b.gmm.gmm_components,
+        cfg.seed,
+        b.gmm.gmm_max_iter,
+        b.gmm.gmm_tol,
+    )
+    .context("fitting the ex-post GMM on the training latents")
+}
+
 pub fn study(
     run_dir: &Path,
     variants: &[Variant],
@@ -515,7 +520,6 @@ pub fn study(
     references: bool,
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
-    use crate::gmm::Gmm;
     let Frozen {
         cfg,
         dev,
@@ -608,14 +612,7 @@ pub fn study(
     // The references (GMM, Gaussian, the run's sampler) are the same for every
     // invocation on these nets; `--no-references` skips their FID passes.
     if references {
-        let b = &cfg.baselines;
-        let gmm = Gmm::fit_with_tol(
-            &z_train,
-            b.gmm.gmm_components,
-            cfg.seed,
-            b.gmm.gmm_max_iter,
-            b.gmm.gmm_tol,
-        )?;
+        let gmm = fit_expost_gmm(&cfg, &z_train)?;
         reseed(cfg.seed, Stream::Eval, 15);
         let z_gmm = gmm.sample(nl).to_device(dev);
         rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
