@@ -159,12 +159,18 @@ pub const MMD_SCALES: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 /// `[n, d]` for `y` `[n, d]`, `b` `[m, d]`. The distances and the product with
 /// `b` are computed once for all scales.
 fn rbf_pull(y: &Tensor, b: &Tensor, h: &Tensor, m: f64) -> Tensor {
-    let d2 = -sq_dists(y, b) / h; // [n, m]
+    // One pass over the whole [n, m] matrix: in blocks of bank rows that fit
+    // in cache the per-op overhead of libtorch's thread pool won (measured with
+    // n = 400, m = 10,000 on 2 cores: 53 ms whole, 63 ms in 1 MB blocks, 310 ms
+    // in 256 KB blocks).
+    let d2 = sq_dists(y, b).g_div_(h).neg_(); // [n, m]
     let mut w = d2.zeros_like();
     for c in MMD_SCALES {
         // Clamped so that far pairs give exp(-80) ≈ 2e-35, not subnormal
-        // floats, whose arithmetic is many times slower on x86 CPUs.
-        w += (&d2 / c).clamp_min(-80.0).exp() / c;
+        // floats, whose arithmetic is many times slower on x86 CPUs (7.5×
+        // measured for this exp). In place: one buffer per width, not four.
+        let mut e = (&d2 * (1.0 / c)).clamp_min_(-80.0).exp_();
+        let _ = w.g_add_(&e.g_mul_scalar_(1.0 / c));
     }
     (w.mm(b) - y * w.sum_dim_intlist(-1, true, None)) * (h.reciprocal() * (2.0 / m))
 }

@@ -79,6 +79,11 @@ fn compare(python: &Path, dir: &Path, adam: &str, steps: u64) {
             // kept), not the presets' issue-14 recipe.
             "ldc.sampler_leave_one_out=false".into(),
             "ldc.sampler_kernel=rbf".into(),
+            "ldc.joint_sampler=true".into(),
+            "ldc.sampler_objective=svgd".into(),
+            "ldc.kde_whiten=false".into(),
+            "ldc.sampler_h_scale=1".into(),
+            "ldc.refine_bank=fifo".into(),
         ],
     )
     .unwrap();

@@ -285,9 +285,10 @@ impl Ctx {
 
 /// Sampler options of the LDC peer (bench/peers/ldc_peer.py), pinned on both
 /// sides of the LDC rows: DESIGN §1.6's RBF Stein direction with the self-term,
-/// the median-rule KDE on the FIFO bank, the conv sampler (the peer has no
-/// MMD objective).
-const LDC_PEER_SAMPLER: [&str; 7] = [
+/// the median-rule KDE on the FIFO bank, the conv sampler trained at every
+/// joint step (the peer has no MMD objective and always trains its sampler).
+const LDC_PEER_SAMPLER: [&str; 8] = [
+    "ldc.joint_sampler=true",
     "ldc.sampler_objective=svgd",
     "ldc.sampler_kernel=rbf",
     "ldc.sampler_leave_one_out=false",
@@ -307,6 +308,7 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         && l.particles_per_x == 1
         && matches!(l.sigma2, Sigma2::Rule(Sigma2Rule::BatchNormVar))
         && l.sampler_bandwidth == SamplerBandwidth::Target
+        && l.joint_sampler
         && l.sampler_objective == crate::models::ldc::SamplerObjective::Svgd
         && l.sampler_kernel == crate::models::ldc::SamplerKernel::Rbf
         && !l.sampler_leave_one_out
@@ -321,7 +323,7 @@ fn check_ldc_peer_config(cfg: &Config) -> Result<()> {
         bail!(
             "the LDC peer (bench/peers/ldc_peer.py) implements MNIST geometry, noise_join add, sampler_target \
              aggregate_kde, score_bn inference, particles_per_x 1, sigma2 batch_norm_var, sampler_bandwidth \
-             target, the SVGD objective with the RBF kernel and the self-term, the median-rule KDE, the conv sampler, one lr and \
+             target, the sampler trained at every joint step by the SVGD objective with the RBF kernel and the self-term, the median-rule KDE, the conv sampler, one lr and \
              Adam betas (0.9, 0.999); this config differs (use --no-peers to time ours only)"
         );
     }
@@ -383,8 +385,9 @@ fn train_row(
 ) -> Result<Row> {
     let mut sets = vec![format!("model={model}"), format!("net.width={width}")];
     if model == "ldc" {
-        // The presets' sampler recipe (issue 14: IMQ kernel, leave-one-out) is not
-        // in the PyTorch peer; both sides time the step the peer implements.
+        // The presets' sampler recipe (issue 14: no joint-phase sampler, MMD
+        // refinement) is not in the PyTorch peer; both sides time the joint step
+        // the peer implements, sampler included.
         sets.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
     }
     if let Some(b) = batch {

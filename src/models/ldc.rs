@@ -111,6 +111,13 @@ pub struct LdcConfig {
     pub sampler_lr: f64,
     /// Sampler-only steps on the frozen encoder/decoder after joint training.
     pub sampler_refine_steps: u64,
+    /// Train the sampler during joint training (Algorithm 1 steps 5–7 at every
+    /// step, the paper). `false`: the sampler is trained only in the
+    /// refinement phase, on the final encoder. The encoder and decoder never
+    /// see the sampler, so they are the same either way; what changes is the
+    /// time (a joint step is ~30% sampler on mnist-cpu), which the refinement
+    /// then spends on the target the sampler is judged against.
+    pub joint_sampler: bool,
     pub sampler_refine_kde_scale: f64,
     // ---- The sampler study of issue 14 (docs/SAMPLER-TARGETS.md). Each key's
     // default here is the behaviour before it existed; the presets set the
@@ -150,6 +157,12 @@ pub struct LdcConfig {
     /// under a multi-scale RBF kernel, [`svgd::mmd_direction`]; bandwidths
     /// `sampler_h_scale`·h_bank times [`svgd::MMD_SCALES`]; the KDE's τ is unused).
     pub sampler_objective: SamplerObjective,
+    /// `sampler_objective = mmd`: each step compares the particles with this
+    /// many rows of the bank drawn afresh (seeded, the same on every MPI
+    /// worker); 0 = the whole bank. The bank term is a mean, so a random
+    /// subset gives an unbiased estimate of the direction at a fraction of the
+    /// cost: against the 10,000-row training-set bank it dominates the step.
+    pub mmd_bank_batch: i64,
     /// Sampler net: `conv` (the RAE encoder on image-shaped noise, the paper's
     /// choice) or `mlp` (a `sampler_noise_dim`-dim Gaussian through three
     /// ReLU layers of `sampler_hidden` units).
@@ -238,6 +251,7 @@ impl Default for LdcConfig {
             sampler_particles: 400,
             sampler_lr: 0.0,
             sampler_refine_steps: 0,
+            joint_sampler: true,
             sampler_refine_kde_scale: 0.5,
             kde_bandwidth: KdeBandwidthRule::Median,
             kde_whiten: false,
@@ -248,6 +262,7 @@ impl Default for LdcConfig {
             sampler_kernel: SamplerKernel::Rbf,
             sampler_h_scale: 1.0,
             sampler_objective: SamplerObjective::Svgd,
+            mmd_bank_batch: 0,
             sampler_net: SamplerNetKind::Conv,
             sampler_noise_dim: 32,
             sampler_hidden: 256,
@@ -345,6 +360,20 @@ impl LdcConfig {
             );
         }
         in_range("ldc.refine_anneal", l.refine_anneal, 0.0, 100.0)?;
+        if !l.joint_sampler && l.sampler_refine_steps == 0 {
+            // Legitimate when the sampler is trained later (`train --resume RUN
+            // --only sampler --steps N`), so a warning, not an error.
+            tracing::warn!(
+                "ldc.joint_sampler = false and ldc.sampler_refine_steps = 0: training leaves the \
+                 sampler untrained; train it with `ldc-vae train --resume RUN --only sampler --steps N`"
+            );
+        }
+        if l.mmd_bank_batch < 0 || l.mmd_bank_batch == 1 {
+            bail!(
+                "config key `ldc.mmd_bank_batch` must be 0 (whole bank) or >= 2 (got {})",
+                l.mmd_bank_batch
+            );
+        }
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;
         if l.sampler_noise_dim < 1 || l.sampler_hidden < 1 {
             bail!(
@@ -444,8 +473,10 @@ impl SamplerNet {
 struct KdeTarget {
     whitening: Option<svgd::Whitening>,
     bank: Tensor,
-    /// τ², a 0-dim f64 tensor on the bank's device.
-    tau2: Tensor,
+    /// τ², a 0-dim f64 tensor on the bank's device; `None` under
+    /// `sampler_objective = mmd`, which does not use it (the held-out rule
+    /// would otherwise cost a pass over the bank at every build).
+    tau2: Option<Tensor>,
     h_bank: Tensor,
 }
 
@@ -460,7 +491,8 @@ impl KdeTarget {
         };
         let h_bank = svgd::median_bandwidth_subset(&bank, 1000);
         let rule = svgd::KdeBandwidth::from(cfg.kde_bandwidth);
-        let tau2 = svgd::kde_tau2_tensor(&bank, rule, &h_bank) * scale;
+        let tau2 = (cfg.sampler_objective == SamplerObjective::Svgd)
+            .then(|| svgd::kde_tau2_tensor(&bank, rule, &h_bank) * scale);
         KdeTarget {
             whitening,
             bank,
@@ -744,7 +776,7 @@ impl Ldc {
         let y = self.sampler.forward(&eps, true);
         let stats = LazyStats::default();
         if self.target == SamplerTarget::AggregateKde {
-            return self.kde_sampler_step(&y, phase);
+            return self.kde_sampler_step(&y, step, phase);
         }
         let yd = y.detach();
         let y_all = dist::gather_rows(&yd);
@@ -809,7 +841,12 @@ impl Ldc {
     /// `refine_bank = train_set`, the encoded training set), scores in closed
     /// form, SVGD in the working (optionally whitened) coordinates, optional
     /// leave-one-out, annealed τ during refinement.
-    fn kde_sampler_step(&mut self, y: &Tensor, phase: SamplerPhase) -> Result<LazyStats> {
+    fn kde_sampler_step(
+        &mut self,
+        y: &Tensor,
+        step: u64,
+        phase: SamplerPhase,
+    ) -> Result<LazyStats> {
         let built;
         let target = match (phase, &self.refine_target) {
             (SamplerPhase::Refine(_), Some(t)) => t,
@@ -833,7 +870,6 @@ impl Ldc {
             }
             _ => 1.0,
         };
-        let tau2 = &target.tau2 * anneal;
         let yu = target.coords(y);
         let yd = yu.detach();
         let y_all = dist::gather_rows(&yd);
@@ -848,12 +884,23 @@ impl Ldc {
             h
         };
         if self.cfg.sampler_objective == SamplerObjective::Mmd {
-            let phi = svgd::mmd_direction(&yd, &y_all, &target.bank, &h);
+            let rows = target.bank.size()[0];
+            let batch = self.cfg.mmd_bank_batch;
+            let bank = if batch > 0 && batch < rows {
+                // The same rows on every worker: a fresh stream keyed by step.
+                reseed(self.seed, Stream::SamplerNoise, (1u64 << 43) + step);
+                let idx = Tensor::randperm(rows, (Kind::Int64, target.bank.device()));
+                target.bank.index_select(0, &idx.narrow(0, 0, batch))
+            } else {
+                target.bank.shallow_clone()
+            };
+            let phi = svgd::mmd_direction(&yd, &y_all, &bank, &h);
             let loss = stein_loss(&yu, &phi);
             self.opt_s.backward_step(&loss);
             let y_z = dist::gather_rows(&y.detach());
             return Ok(self.sampler_stats(LazyStats::default(), &y_z, &phi, &h));
         }
+        let tau2 = target.tau2.as_ref().expect("the SVGD objective builds τ²") * anneal;
         let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
         let s_all = dist::gather_rows(&s);
         let kernel = if self.cfg.sampler_kernel == SamplerKernel::Imq {
@@ -902,10 +949,16 @@ impl Ldc {
         let bank = Tensor::cat(&parts, 0);
         let t = KdeTarget::build(&bank, &self.cfg, self.cfg.sampler_refine_kde_scale);
         tracing::info!(
-            "refinement KDE target: {} encoded training images, τ² = {:.4} ({} rule{})",
+            "refinement target: {} encoded training images, {}{}",
             size,
-            t.tau2.double_value(&[]),
-            self.cfg.kde_bandwidth,
+            match &t.tau2 {
+                Some(tau2) => format!(
+                    "KDE τ² = {:.4} ({} rule)",
+                    tau2.double_value(&[]),
+                    self.cfg.kde_bandwidth
+                ),
+                None => format!("MMD bank (h_bank = {:.4})", t.h_bank.double_value(&[])),
+            },
             if self.cfg.kde_whiten {
                 ", whitened"
             } else {
@@ -1041,7 +1094,9 @@ impl Model for Ldc {
     fn train_step(&mut self, x: &Tensor, step: u64) -> Result<StepStats> {
         let mut stats = LazyStats::default();
         let enc = self.encoder_decoder_step(x, step, &mut stats)?;
-        stats.extend(self.sampler_step(step, Some(&enc), SamplerPhase::Joint)?);
+        if self.cfg.joint_sampler {
+            stats.extend(self.sampler_step(step, Some(&enc), SamplerPhase::Joint)?);
+        }
         Ok(StepStats(stats.read()))
     }
 
