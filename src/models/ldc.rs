@@ -1116,7 +1116,11 @@ impl Model for Ldc {
     }
 
     fn sampler_name(&self) -> String {
-        format!("sampler net ({})", self.cfg.sampler_target)
+        // Under the MMD objective the SVGD target is unused after joint training.
+        match self.cfg.sampler_objective {
+            SamplerObjective::Svgd => format!("sampler net ({})", self.cfg.sampler_target),
+            SamplerObjective::Mmd => "sampler net (mmd)".to_string(),
+        }
     }
 
     fn generation(&self) -> Generation {
