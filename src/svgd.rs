@@ -151,6 +151,7 @@ pub fn stein_direction_with(
 /// from local (¼ of the base bandwidth) to global (8×), as moment-matching
 /// networks mix scales (Li et al. 2015) so that both the placement of mass
 /// within a mode and the balance between modes are matched.
+/// Each scale is twice the one before ([`rbf_pull`] squares its way down).
 pub const MMD_SCALES: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 
 /// `(1/m) Σ_i ∇_y K(y, b_i)` for the multi-scale RBF kernel
@@ -163,14 +164,24 @@ fn rbf_pull(y: &Tensor, b: &Tensor, h: &Tensor, m: f64) -> Tensor {
     // in cache the per-op overhead of libtorch's thread pool won (measured with
     // n = 400, m = 10,000 on 2 cores: 53 ms whole, 63 ms in 1 MB blocks, 310 ms
     // in 256 KB blocks).
-    let d2 = sq_dists(y, b).g_div_(h).neg_(); // [n, m]
-    let mut w = d2.zeros_like();
-    for c in MMD_SCALES {
-        // Clamped so that far pairs give exp(-80) ≈ 2e-35, not subnormal
-        // floats, whose arithmetic is many times slower on x86 CPUs (7.5×
-        // measured for this exp). In place: one buffer per width, not four.
-        let mut e = (&d2 * (1.0 / c)).clamp_min_(-80.0).exp_();
-        let _ = w.g_add_(&e.g_mul_scalar_(1.0 / c));
+    //
+    // One exp, for the widest scale; each narrower one (half the width) is the
+    // square of the last: exp(−x/c)² = exp(−x/(c/2)). A multiply is several
+    // times cheaper than an exp (the pull runs ~2× faster; relative error ≤ 32
+    // ulp at the narrowest scale). Clamped at exp(−80) ≈ 2e-35 after every step
+    // — the same value a clamped exp gives — so that far pairs never become
+    // subnormal floats, whose arithmetic is many times slower on x86 CPUs
+    // (7.5× measured for the exp).
+    const FLOOR: f64 = 1.804_851_387_845_415e-35; // exp(−80)
+    let mut e = sq_dists(y, b)
+        .g_div_(h)
+        .g_mul_scalar_(-1.0 / MMD_SCALES[MMD_SCALES.len() - 1])
+        .clamp_min_(-80.0)
+        .exp_(); // [n, m]
+    let mut w = &e * (1.0 / MMD_SCALES[MMD_SCALES.len() - 1]);
+    for &c in MMD_SCALES.iter().rev().skip(1) {
+        let _ = e.square_().clamp_min_(FLOOR);
+        let _ = w.g_add_(&(&e * (1.0 / c)));
     }
     (w.mm(b) - y * w.sum_dim_intlist(-1, true, None)) * (h.reciprocal() * (2.0 / m))
 }
@@ -438,6 +449,37 @@ mod tests {
         }
         let after = mmd2(&z).double_value(&[]);
         assert!(after < before - 0.05, "MMD² {before} → {after}");
+    }
+
+    /// The squaring cascade of [`rbf_pull`] in f32 gives the pull of the
+    /// multi-scale kernel computed with one exp per scale, near and far pairs
+    /// alike (the scales must double for the cascade to hold).
+    #[test]
+    fn rbf_pull_squaring_matches_one_exp_per_scale() {
+        let _rng = crate::rng::exclusive();
+        assert!(MMD_SCALES.windows(2).all(|w| w[1] == 2.0 * w[0]));
+        tch::manual_seed(8);
+        let opts = (Kind::Float, Device::Cpu);
+        let y = Tensor::randn([50, 16], opts);
+        let b = Tensor::randn([300, 16], opts) * 2.0;
+        let h = Tensor::from(0.6f32);
+        let got = rbf_pull(&y, &b, &h, 300.0);
+        let (y64, b64, h64) = (y.to_kind(Kind::Double), b.to_kind(Kind::Double), 0.6f64);
+        let d2 = sq_dists(&y64, &b64);
+        let mut w = d2.zeros_like();
+        for c in MMD_SCALES {
+            w += (-&d2 / (c * h64)).exp() / c;
+        }
+        let want = (w.mm(&b64) - &y64 * w.sum_dim_intlist(-1, true, None)) * (2.0 / h64 / 300.0);
+        let scale = want.abs().max().double_value(&[]);
+        let err = (got.to_kind(Kind::Double) - &want)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            scale > 0.0 && err < 1e-5 * scale,
+            "max error {err} against {scale}"
+        );
     }
 
     /// Whitened coordinates have zero mean and identity covariance.
