@@ -441,6 +441,7 @@ mod tests {
             ("ldc.refine_bank_size=1", "ldc.refine_bank_size"),
             ("ldc.refine_anneal=-1", "ldc.refine_anneal"),
             ("ldc.mmd_bank_batch=1", "ldc.mmd_bank_batch"),
+            ("ldc.sampler_refine_lr_end=1.5", "ldc.sampler_refine_lr_end"),
             ("ldc.sampler_kernel=laplace", "ldc.sampler_kernel"),
             ("ldc.sampler_h_scale=0", "ldc.sampler_h_scale"),
             ("ldc.sampler_net=rnn", "ldc.sampler_net"),

@@ -119,6 +119,12 @@ pub struct LdcConfig {
     /// then spends on the target the sampler is judged against.
     pub joint_sampler: bool,
     pub sampler_refine_kde_scale: f64,
+    /// The sampler's learning rate at the last refinement step, as a fraction
+    /// of `sampler_lr`, reached on a cosine from the first (1 = constant, the
+    /// behaviour before this key). Adam at a fixed rate keeps the sampler
+    /// jittering around the MMD optimum; decaying it lets the last steps settle
+    /// the finer structure (the mass of each cluster).
+    pub sampler_refine_lr_end: f64,
     // ---- The sampler study of issue 14 (docs/SAMPLER-TARGETS.md). Each key's
     // default here is the behaviour before it existed; the presets set the
     // measured best.
@@ -253,6 +259,7 @@ impl Default for LdcConfig {
             sampler_refine_steps: 0,
             joint_sampler: true,
             sampler_refine_kde_scale: 0.5,
+            sampler_refine_lr_end: 1.0,
             kde_bandwidth: KdeBandwidthRule::Median,
             kde_whiten: false,
             refine_bank: RefineBank::Fifo,
@@ -351,6 +358,12 @@ impl LdcConfig {
         at_least("ldc.kde_bank", l.kde_bank, 2)?;
         positive("ldc.kde_scale", l.kde_scale)?;
         positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
+        in_range(
+            "ldc.sampler_refine_lr_end",
+            l.sampler_refine_lr_end,
+            0.0,
+            1.0,
+        )?;
         at_least("ldc.sampler_particles", l.sampler_particles, 2)?;
         in_range("ldc.sampler_lr", l.sampler_lr, 0.0, 1.0)?;
         if l.refine_bank_size < 0 || l.refine_bank_size == 1 {
@@ -535,10 +548,23 @@ pub struct Ldc {
     pub freeze_decoder: bool,
     /// `net.init = pytorch`: fresh samplers (`reset_sampler`) get PyTorch's init.
     pytorch_init: bool,
+    /// The sampler's learning rate before any refinement decay.
+    sampler_base_lr: f64,
     /// The refinement phase's KDE target on the encoded training set
     /// (`ldc.refine_bank = train_set`), built at its first step; not saved:
     /// rebuilt identically (seeded) after a resume.
     refine_target: Option<KdeTarget>,
+}
+
+/// Learning-rate factor of refinement step `i` of `steps`: a cosine from 1 to
+/// `end` (`ldc.sampler_refine_lr_end`); `end` after the last step (an extended
+/// refinement keeps the final rate).
+fn refine_lr_factor(i: u64, steps: u64, end: f64) -> f64 {
+    if end == 1.0 || steps < 2 {
+        return 1.0;
+    }
+    let t = (i as f64 / (steps - 1) as f64).min(1.0);
+    end + (1.0 - end) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 /// Which phase a sampler step belongs to: joint training, or step `i` of the
@@ -600,6 +626,7 @@ impl Ldc {
             bank: Tensor::zeros([0, d], (Kind::Float, device)),
             freeze_decoder: false,
             pytorch_init: cfg.net.init == NetInit::Pytorch,
+            sampler_base_lr: cfg.ldc.sampler_lr(cfg.lr),
             refine_target: None,
         })
     }
@@ -862,6 +889,14 @@ impl Ldc {
                 &built
             }
         };
+        if let SamplerPhase::Refine(i) = phase {
+            self.opt_s.lr = self.sampler_base_lr
+                * refine_lr_factor(
+                    i,
+                    self.cfg.sampler_refine_steps,
+                    self.cfg.sampler_refine_lr_end,
+                );
+        }
         let anneal = match phase {
             SamplerPhase::Refine(i) if self.cfg.refine_anneal > 0.0 => {
                 let half = (self.cfg.sampler_refine_steps / 2).max(1) as f64;
@@ -1055,6 +1090,7 @@ impl Ldc {
             crate::nets::init_like_pytorch(&var_store_state(&vs, "sampler"), seed);
         }
         self.opt_s = Adam::new(&vs, lr, self.opt_s.beta1, self.opt_s.beta2);
+        self.sampler_base_lr = lr;
         self.smp_vs = vs;
         self.sampler = sampler;
         self.target = target;
@@ -1197,6 +1233,20 @@ mod tests {
     /// Encoder SVGD steps on a fixed (random) decoder lower the reconstruction
     /// error of images the decoder can produce exactly, and the particles of one
     /// image do not collapse onto a point (the kernel term keeps them apart).
+    /// The refinement's learning rate: constant by default, else a cosine from
+    /// the sampler's rate to `end` of it at the last step, held after it.
+    #[test]
+    fn refine_lr_factor_is_a_cosine_to_the_end_fraction() {
+        assert_eq!(refine_lr_factor(0, 2000, 1.0), 1.0);
+        assert_eq!(refine_lr_factor(1999, 2000, 1.0), 1.0);
+        assert!((refine_lr_factor(0, 2001, 0.1) - 1.0).abs() < 1e-12);
+        assert!((refine_lr_factor(1000, 2001, 0.1) - 0.55).abs() < 1e-12);
+        assert!((refine_lr_factor(2000, 2001, 0.1) - 0.1).abs() < 1e-12);
+        assert!((refine_lr_factor(5000, 2001, 0.1) - 0.1).abs() < 1e-12);
+        let f: Vec<f64> = (0..2001).map(|i| refine_lr_factor(i, 2001, 0.0)).collect();
+        assert!(f.windows(2).all(|w| w[1] <= w[0]));
+    }
+
     #[test]
     fn encoder_steps_lower_rec_error_on_fixed_decoder_without_collapse() {
         let _rng = crate::rng::exclusive();
