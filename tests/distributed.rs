@@ -8,6 +8,7 @@
 mod common;
 
 use common::tiny_overrides;
+use ldc_vae::models::ldc::SVGD_SAMPLER_OVERRIDES;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,16 +32,11 @@ fn sets(model: &str, extra: &[&str]) -> Vec<String> {
         "train.lr=1e-6",
         "ldc.sampler_refine_steps=2",
         "baselines.two_stage_steps=2",
-        // The SVGD sampler in both phases (mnist-cpu's default before the MMD
-        // sampler): after 2 steps at this rate the encoder's latents are too
-        // narrow for the MMD refinement's whitened bank, whose direction is
-        // then ~1e-7 and compares only rounding noise between worker counts.
-        "ldc.joint_sampler=true",
-        "ldc.sampler_objective=svgd",
-        "ldc.refine_bank=fifo",
-        "ldc.kde_whiten=false",
-        "ldc.sampler_h_scale=1",
     ]);
+    // The SVGD sampler in both phases: after 2 steps at this rate the encoder's
+    // latents are too narrow for the MMD refinement's whitened bank, whose
+    // direction is then ~1e-7 and compares only rounding noise between worker counts.
+    v.extend(SVGD_SAMPLER_OVERRIDES.map(String::from));
     v.push(format!("model={model}"));
     v.extend(extra.iter().map(|s| s.to_string()));
     v.into_iter().flat_map(|s| ["--set".into(), s]).collect()

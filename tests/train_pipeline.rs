@@ -6,6 +6,7 @@ mod common;
 
 use common::{checkpoint, tiny_overrides};
 use ldc_vae::config::Config;
+use ldc_vae::models::ldc::SVGD_SAMPLER_OVERRIDES;
 use ldc_vae::train::{self, TrainOptions};
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +20,8 @@ fn tiny(extra: &[&str]) -> Config {
         "train.checkpoint_every=4",
         "ldc.sampler_refine_steps=5",
     ]);
+    // The SVGD sampler this test was written for (it checks the KDE's τ²).
+    ov.extend(SVGD_SAMPLER_OVERRIDES.map(String::from));
     ov.extend(extra.iter().map(|s| s.to_string()));
     Config::load(Some("mnist-cpu"), None, &ov).unwrap()
 }

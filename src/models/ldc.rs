@@ -555,6 +555,17 @@ pub struct Ldc {
     refine_target: Option<KdeTarget>,
 }
 
+/// `--set` overrides that give back DESIGN §1.8's SVGD sampler (mnist-cpu's
+/// default before issue 14's MMD sampler; its `sampler_refine_steps` aside):
+/// for tests written for it and for users who want the paper's sampler.
+pub const SVGD_SAMPLER_OVERRIDES: [&str; 5] = [
+    "ldc.joint_sampler=true",
+    "ldc.sampler_objective=svgd",
+    "ldc.refine_bank=fifo",
+    "ldc.kde_whiten=false",
+    "ldc.sampler_h_scale=1",
+];
+
 /// Learning-rate factor of refinement step `i` of `steps`: a cosine from 1 to
 /// `end` (`ldc.sampler_refine_lr_end`); `end` after the last step (an extended
 /// refinement keeps the final rate).
@@ -1215,23 +1226,20 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// Overrides of the unit tests' tiny config: the SVGD recipe these tests
-    /// were written for (mnist-cpu's default before the MMD sampler); tests of
-    /// the MMD sampler add `ldc.sampler_objective=mmd`.
+    /// Overrides of the unit tests' tiny config, with the SVGD sampler these
+    /// tests were written for; tests of the MMD sampler add
+    /// `ldc.sampler_objective=mmd`.
     fn tiny_overrides() -> Vec<String> {
         [
             "net.width=0.0625",
             "ldc.sampler_particles=50",
             "ldc.kde_bank=200",
             "net.channels_last=false",
-            "ldc.joint_sampler=true",
-            "ldc.sampler_objective=svgd",
-            "ldc.refine_bank=fifo",
-            "ldc.kde_whiten=false",
-            "ldc.sampler_h_scale=1",
         ]
-        .map(String::from)
-        .to_vec()
+        .iter()
+        .chain(&SVGD_SAMPLER_OVERRIDES)
+        .map(|s| s.to_string())
+        .collect()
     }
 
     fn tiny_config() -> Config {
