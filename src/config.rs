@@ -446,6 +446,11 @@ mod tests {
             ("ldc.sampler_h_scale=0", "ldc.sampler_h_scale"),
             ("ldc.sampler_net=rnn", "ldc.sampler_net"),
             ("ldc.sampler_hidden=0", "ldc.sampler_hidden"),
+            ("ldc.ot_epsilon=0", "ldc.ot_epsilon"),
+            ("ldc.ot_potential_lr=-1", "ldc.ot_potential_lr"),
+            // The preset's OT sampler on a FIFO bank: nothing fixed to transport onto.
+            ("ldc.refine_bank=fifo", "ldc.sampler_objective = ot"),
+            ("ldc.joint_sampler=true", "ldc.sampler_objective = ot"),
         ] {
             let e = Config::load(None, None, &[ov.to_string()]).unwrap_err();
             assert!(format!("{e:#}").contains(key), "{ov}: {e:#}");
@@ -477,7 +482,7 @@ mod tests {
             (
                 "ldc.sampler_objective=kl",
                 "ldc.sampler_objective",
-                "`svgd` or `mmd`",
+                "`svgd`, `mmd`, `ot`",
             ),
             ("ldc.kde_bandwidth=x", "ldc.kde_bandwidth", "`cv`"),
             (

@@ -201,6 +201,64 @@ pub fn mmd_direction(y: &Tensor, particles: &Tensor, bank: &Tensor, h: &Tensor) 
     rbf_pull(&y, &b, h, m) - rbf_pull(&y, &p, h, n - 1.0)
 }
 
+/// Transport plan of semi-discrete entropic optimal transport from the
+/// particles `y` `[n, d]` to the rows of `bank` `[M, d]` (`ldc.sampler_objective
+/// = ot`, Genevay et al. 2016): row j is `softmax_m((g_m − |y_j − b_m|²/h)/ε)`,
+/// the c-transform's soft argmin under the bank's dual potential `g` `[M]`.
+/// No gradient is tracked.
+pub fn ot_plan(y: &Tensor, bank: &Tensor, potential: &Tensor, h: &Tensor, eps: f64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let cost = sq_dists(&y.detach(), &bank.detach()) / h;
+    ((potential.unsqueeze(0) - cost) * (1.0 / eps)).softmax(-1, Kind::Float)
+}
+
+/// Where the plan sends each particle, minus the particle: the barycentric
+/// projection `Σ_m π_jm b_m − y_j`, the descent direction of the transport
+/// cost (its gradient in `y_j` up to the factor 2/h).
+pub fn ot_direction(y: &Tensor, plan: &Tensor, bank: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    plan.mm(&bank.detach()) - y.detach()
+}
+
+/// The particles' barycentric projection onto themselves under the symmetric
+/// entropic plan of `particles` `[n, d]` with itself (`ldc.ot_debias`), for
+/// this worker's rows `y`: the debiasing term of the Sinkhorn divergence
+/// `OT_ε(α, β) − ½ OT_ε(α, α)` (Feydy et al. 2019), whose gradient is
+/// `T_bank(y) − T_self(y)`. The entropic plan shrinks each particle toward a
+/// local mean of the bank; the self-term shrinks it by as much toward the
+/// local mean of its own cloud, so the difference keeps the spread. The
+/// symmetric potential by averaged Sinkhorn iterations from zero.
+pub fn ot_self_projection(y: &Tensor, particles: &Tensor, h: &Tensor, eps: f64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let p = particles.detach();
+    let cost = sq_dists(&p, &p) / h * (1.0 / eps); // [n, n], in units of ε
+    let mut f = Tensor::zeros([p.size()[0]], (Kind::Float, p.device())); // f/ε
+    for _ in 0..SELF_SINKHORN_ITERS {
+        let next = -(f.unsqueeze(0) - &cost).logsumexp([1].as_slice(), false);
+        f = (&f + next) * 0.5;
+    }
+    let c_y = sq_dists(&y.detach(), &p) / h * (1.0 / eps);
+    (f.unsqueeze(0) - c_y).softmax(-1, Kind::Float).mm(&p)
+}
+
+/// Averaged Sinkhorn iterations for the symmetric potential of
+/// [`ot_self_projection`] (the symmetric problem converges in a few).
+const SELF_SINKHORN_ITERS: usize = 10;
+
+/// One stochastic ascent step on the semi-dual in the bank's potential:
+/// `g_m += lr · (1 − M · mean_j π_jm)`. A row that receives more than its
+/// share `1/M` of the particles' mass becomes less attractive, one that
+/// receives less more attractive, so at the fixed point every bank row (and
+/// every cluster of them) gets its share. The step's noise is large for a
+/// single row (400 particles against 10,000 rows) and averages out over the
+/// rows of a cluster and over steps.
+pub fn ot_potential_step(potential: &mut Tensor, plan: &Tensor, lr: f64) {
+    let _guard = tch::no_grad_guard();
+    let m = plan.size()[1] as f64;
+    let excess = plan.mean_dim(0, false, Kind::Float) * m - 1.0; // [M]
+    let _ = potential.g_add_(&(excess * (-lr)));
+}
+
 /// Leave-one-out form of a Stein direction whose targets `y` are among its
 /// own sources: removes each particle's self-term (kernel weight K(y,y) = 1,
 /// gradient 0) from the mean over `n` sources, `φ ← (n·φ − s)/(n − 1)`.
@@ -366,6 +424,97 @@ mod tests {
 
     fn v(t: &Tensor) -> Vec<f64> {
         Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    /// The OT direction with a tiny ε points at the nearest bank row; the
+    /// potential's step conserves Σg and lowers an over-covered row's g.
+    #[test]
+    fn ot_plan_direction_and_potential_step_by_hand() {
+        let bank = Tensor::from_slice(&[0.0f32, 0.0, 4.0, 0.0, 0.0, 4.0]).view([3, 2]);
+        let y = Tensor::from_slice(&[0.5f32, 0.0, 3.0, 1.0]).view([2, 2]);
+        let h = Tensor::from(1.0f32);
+        let mut g = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let plan = ot_plan(&y, &bank, &g, &h, 1e-3);
+        let phi = v(&ot_direction(&y, &plan, &bank));
+        for (a, b) in phi.iter().zip([-0.5, 0.0, 1.0, -1.0]) {
+            assert!((a - b).abs() < 1e-5, "{phi:?}");
+        }
+        ot_potential_step(&mut g, &plan, 0.1);
+        // Shares (½, ½, 0) against (⅓, ⅓, ⅓): g = 0.1·(1 − 3·share).
+        let gv = v(&g);
+        for (a, b) in gv.iter().zip([-0.05, -0.05, 0.1]) {
+            assert!((a - b).abs() < 1e-5, "{gv:?}");
+        }
+    }
+
+    /// The self-projection leaves far-apart particles where they are, and
+    /// its plan is doubly stochastic (the symmetric potential converged), so
+    /// it keeps a skewed cloud's mean while shrinking its spread.
+    #[test]
+    fn ot_self_projection_keeps_far_points_and_the_mean() {
+        let y = Tensor::from_slice(&[0.0f32, 0.0, 10.0, 0.0, 0.0, 10.0]).view([3, 2]);
+        let h = Tensor::from(1.0f32);
+        let t = ot_self_projection(&y, &y, &h, 0.1);
+        assert!(f64::try_from((&t - &y).abs().max()).unwrap() < 1e-4);
+        tch::manual_seed(1);
+        let p = Tensor::randn([60, 2], (Kind::Float, Device::Cpu)).exp(); // skewed
+        let t = ot_self_projection(&p, &p, &h, 2.0);
+        let mean = |x: &Tensor| v(&x.mean_dim(0, false, Kind::Float));
+        let (mt, mp) = (mean(&t), mean(&p));
+        let plain = (p.unsqueeze(1) - p.unsqueeze(0)) // the plan without a potential
+            .square()
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .neg()
+            .g_mul_scalar(0.5)
+            .softmax(-1, Kind::Float)
+            .mm(&p);
+        let mplain = mean(&plain);
+        for k in 0..2 {
+            assert!((mt[k] - mp[k]).abs() < 1e-3, "mean {mt:?} against {mp:?}");
+        }
+        assert!(
+            (0..2).any(|k| (mplain[k] - mp[k]).abs() > 1e-2),
+            "without the potential the mean should move: {mplain:?} against {mp:?}"
+        );
+        let var = |x: &Tensor| f64::try_from(x.var_dim(0, true, false).sum(Kind::Float)).unwrap();
+        assert!(var(&t) < var(&p));
+    }
+
+    /// The point of the potential (semi-discrete OT): particles drawn afresh
+    /// each step from a source with 3/4 of its mass near one of two equal
+    /// clusters; once the potential has converged the plan sends half the
+    /// mass to each cluster (so the directions move the surplus across),
+    /// where with the potential frozen (lr 0) it sends 3/4 to the nearer.
+    #[test]
+    fn ot_potential_balances_the_plan_between_clusters() {
+        let run = |lr: f64| -> f64 {
+            tch::manual_seed(3);
+            let a = Tensor::randn([100, 2], (Kind::Float, Device::Cpu)) * 0.3;
+            let bank = Tensor::cat(&[&a - 3.0, &a + 3.0], 0); // clusters at ∓3
+            let mut g = Tensor::zeros([200], (Kind::Float, Device::Cpu));
+            let h = Tensor::from(10.0f32);
+            let mut right = 0.0;
+            for i in 0..3000 {
+                let noise = Tensor::randn([40, 2], (Kind::Float, Device::Cpu)) * 0.5;
+                let y = Tensor::cat(
+                    &[noise.narrow(0, 0, 30) - 3.0, noise.narrow(0, 30, 10) + 3.0],
+                    0,
+                );
+                let plan = ot_plan(&y, &bank, &g, &h, 0.1);
+                ot_potential_step(&mut g, &plan, lr);
+                if i >= 2000 {
+                    let r = plan.narrow(1, 100, 100).sum(Kind::Float) / 40.0;
+                    right += r.double_value(&[]) / 1000.0;
+                }
+            }
+            right
+        };
+        let (frozen, balancing) = (run(0.0), run(0.01));
+        assert!((frozen - 0.25).abs() < 0.01, "frozen potential: {frozen}");
+        assert!(
+            (balancing - 0.5).abs() < 0.05,
+            "the potential should split the plan's mass in half, got {balancing}"
+        );
     }
 
     /// IMQ direction against a per-pair loop; leave-one-out against the same

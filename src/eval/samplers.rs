@@ -627,6 +627,17 @@ pub fn study(
             f64::NAN,
             0.0,
         )?);
+        // The encoder's own latents of the test images, decoded: how far the
+        // decoder and the 1-NN classifier alone move the class histogram
+        // (its TV is the floor no generator on these nets can beat).
+        rows.push(score(
+            "encoder latents of test images (reconstructions)",
+            vec![],
+            &base,
+            &z_test,
+            f64::NAN,
+            0.0,
+        )?);
         reseed(cfg.seed, Stream::Eval, 12);
         let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
         rows.push(score(

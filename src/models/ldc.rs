@@ -168,6 +168,21 @@ pub struct LdcConfig {
     /// subset gives an unbiased estimate of the direction at a fraction of the
     /// cost: against the 10,000-row training-set bank it dominates the step.
     pub mmd_bank_batch: i64,
+    /// `sampler_objective = ot`: entropic regularisation ε of the transport
+    /// plan, relative to the bank's median heuristic `h_bank` (the plan's rows
+    /// are `softmax_m((g_m − |y − b_m|²/h_bank)/ε)`): small ε moves each
+    /// particle toward a few nearby bank rows, large ε toward local means.
+    pub ot_epsilon: f64,
+    /// `sampler_objective = ot`: step size of the stochastic ascent on the
+    /// bank's dual potential `g` (in units of `|y − b|²/h_bank`). 0 freezes
+    /// `g` at 0: each particle then just moves to its soft nearest bank rows,
+    /// with nothing to balance the mass between clusters.
+    pub ot_potential_lr: f64,
+    /// `sampler_objective = ot`: descend the Sinkhorn divergence instead of
+    /// the entropic transport cost, i.e. subtract each particle's projection
+    /// onto its own cloud ([`svgd::ot_self_projection`]): the entropic plan's
+    /// shrinkage toward local means (which costs recall) cancels.
+    pub ot_debias: bool,
     /// Sampler net: `conv` (the RAE encoder on image-shaped noise, the paper's
     /// choice) or `mlp` (a `sampler_noise_dim`-dim Gaussian through three
     /// ReLU layers of `sampler_hidden` units).
@@ -231,6 +246,11 @@ pub enum SamplerKernel {
 pub enum SamplerObjective {
     Svgd,
     Mmd,
+    /// Semi-discrete entropic optimal transport to the bank
+    /// ([`svgd::ot_plan`]): every bank row must receive the same share of
+    /// the particles' mass, so the clusters' weights are matched by
+    /// construction, where MMD's pull between distant clusters vanishes.
+    Ot,
 }
 
 /// `ldc.sampler_net`.
@@ -269,6 +289,10 @@ impl Default for LdcConfig {
             sampler_h_scale: 1.0,
             sampler_objective: SamplerObjective::Svgd,
             mmd_bank_batch: 0,
+            // Not an earlier behaviour (the objective is new): the best measured.
+            ot_epsilon: 1.0,
+            ot_potential_lr: 0.01,
+            ot_debias: true,
             sampler_net: SamplerNetKind::Conv,
             sampler_noise_dim: 32,
             sampler_hidden: 256,
@@ -387,6 +411,19 @@ impl LdcConfig {
             );
         }
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;
+        positive("ldc.ot_epsilon", l.ot_epsilon)?;
+        in_range("ldc.ot_potential_lr", l.ot_potential_lr, 0.0, 100.0)?;
+        if l.sampler_objective == SamplerObjective::Ot
+            && (l.joint_sampler || l.refine_bank != RefineBank::TrainSet)
+        {
+            bail!(
+                "config key `ldc.sampler_objective = ot` transports the sampler onto a fixed bank: \
+                 it needs `ldc.joint_sampler = false` and `ldc.refine_bank = train_set` \
+                 (got joint_sampler = {}, refine_bank = {:?})",
+                l.joint_sampler,
+                l.refine_bank
+            );
+        }
         if l.sampler_noise_dim < 1 || l.sampler_hidden < 1 {
             bail!(
                 "config keys `ldc.sampler_noise_dim` and `ldc.sampler_hidden` must be >= 1 (got {}, {})",
@@ -553,6 +590,10 @@ pub struct Ldc {
     /// (`ldc.refine_bank = train_set`), built at its first step; not saved:
     /// rebuilt identically (seeded) after a resume.
     refine_target: Option<KdeTarget>,
+    /// `sampler_objective = ot`: the dual potential `g` of the refinement
+    /// bank's rows, `[M]`, zero when the target is built; like the target
+    /// not saved (a resumed refinement starts it again from zero).
+    ot_potential: Tensor,
 }
 
 /// `--set` overrides that give back DESIGN §1.8's SVGD sampler (mnist-cpu's
@@ -638,6 +679,7 @@ impl Ldc {
             pytorch_init: cfg.net.init == NetInit::Pytorch,
             sampler_base_lr: cfg.ldc.sampler_lr(cfg.lr),
             refine_target: None,
+            ot_potential: Tensor::zeros([0], (Kind::Float, device)),
         })
     }
 
@@ -945,6 +987,38 @@ impl Ldc {
             let y_z = dist::gather_rows(&y.detach());
             return Ok(self.sampler_stats(LazyStats::default(), &y_z, &phi, &h));
         }
+        if self.cfg.sampler_objective == SamplerObjective::Ot {
+            if self.ot_potential.size()[0] != target.bank.size()[0] {
+                bail!("sampler_objective = ot: the bank's potential was not built with the bank");
+            }
+            let eps = self.cfg.ot_epsilon;
+            // The plan of every worker's particles (the potential's step must
+            // be the same everywhere); this worker's rows for its direction.
+            let plan_all = svgd::ot_plan(
+                &y_all,
+                &target.bank,
+                &self.ot_potential,
+                &target.h_bank,
+                eps,
+            );
+            let plan = if y_all.size()[0] == yd.size()[0] {
+                plan_all.shallow_clone()
+            } else {
+                svgd::ot_plan(&yd, &target.bank, &self.ot_potential, &target.h_bank, eps)
+            };
+            let mut phi = svgd::ot_direction(&yd, &plan, &target.bank);
+            if self.cfg.ot_debias {
+                // (T_bank(y) − y) − (T_self(y) − y)
+                phi = phi + &yd - svgd::ot_self_projection(&yd, &y_all, &target.h_bank, eps);
+            }
+            svgd::ot_potential_step(&mut self.ot_potential, &plan_all, self.cfg.ot_potential_lr);
+            let loss = stein_loss(&yu, &phi);
+            self.opt_s.backward_step(&loss);
+            let mut stats = LazyStats::default();
+            stats.push("ot_potential_std", &self.ot_potential.std(true));
+            let y_z = dist::gather_rows(&y.detach());
+            return Ok(self.sampler_stats(stats, &y_z, &phi, &h));
+        }
         let tau2 = target.tau2.as_ref().expect("the SVGD objective builds τ²") * anneal;
         let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
         let s_all = dist::gather_rows(&s);
@@ -1010,6 +1084,7 @@ impl Ldc {
                 ""
             }
         );
+        self.ot_potential = Tensor::zeros([t.bank.size()[0]], (Kind::Float, t.bank.device()));
         self.refine_target = Some(t);
         Ok(())
     }
@@ -1166,6 +1241,7 @@ impl Model for Ldc {
         match self.cfg.sampler_objective {
             SamplerObjective::Svgd => format!("sampler net ({})", self.cfg.sampler_target),
             SamplerObjective::Mmd => "sampler net (mmd)".to_string(),
+            SamplerObjective::Ot => "sampler net (ot)".to_string(),
         }
     }
 
@@ -1380,6 +1456,12 @@ mod tests {
                 "ldc.refine_bank=train_set",
                 "ldc.kde_whiten=true",
             ][..],
+            &[
+                "ldc.sampler_objective=ot",
+                "ldc.joint_sampler=false",
+                "ldc.refine_bank=train_set",
+                "ldc.kde_whiten=true",
+            ][..],
         ] {
             let mut ov = tiny_overrides();
             ov.extend(extra.iter().map(|s| s.to_string()));
@@ -1396,6 +1478,11 @@ mod tests {
                 assert!(s.non_finite().is_none(), "{extra:?}: {s:?}");
                 // The MMD objective has no KDE width.
                 tau2.push(s.get("kde_tau2"));
+                if cfg.ldc.sampler_objective == SamplerObjective::Ot {
+                    // The bank's potential starts at 0 and moves from the first step.
+                    let g = s.get("ot_potential_std").expect("ot logs its potential");
+                    assert!(g > 0.0 && g.is_finite(), "{extra:?}: potential std {g}");
+                }
             }
             if cfg.ldc.refine_bank == RefineBank::TrainSet {
                 let t = m.refine_target.as_ref().expect("train-set target built");
