@@ -1076,7 +1076,14 @@ impl Ldc {
                     tau2.double_value(&[]),
                     self.cfg.kde_bandwidth
                 ),
-                None => format!("MMD bank (h_bank = {:.4})", t.h_bank.double_value(&[])),
+                None => format!(
+                    "{} bank (h_bank = {:.4})",
+                    match self.cfg.sampler_objective {
+                        SamplerObjective::Ot => "OT",
+                        _ => "MMD",
+                    },
+                    t.h_bank.double_value(&[])
+                ),
             },
             if self.cfg.kde_whiten {
                 ", whitened"
