@@ -288,3 +288,38 @@ fn killed_at_any_moment_leaves_a_loadable_checkpoint() {
     }
     assert!(resumed, "no checkpoint was ever written");
 }
+
+/// The preset's OT sampler, refined in two parts (`train --resume RUN --only
+/// sampler --steps 3`, twice), ends bit-identical to one refinement of 6
+/// steps: the bank's dual potential travels with the checkpoint (with it
+/// reset to zero at the second part the sampler would differ).
+#[test]
+fn ot_refinement_in_two_parts_equals_one() {
+    let _rng = ldc_vae::rng::exclusive();
+    let ov = tiny_overrides(&["train.max_steps=4", "ldc.sampler_refine_steps=0"]);
+    let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
+    assert_eq!(
+        cfg.ldc.sampler_objective,
+        ldc_vae::models::ldc::SamplerObjective::Ot,
+        "the preset's sampler"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let (one, two) = (root.path().join("one"), root.path().join("two"));
+    for d in [&one, &two] {
+        assert!(train::train(&cfg, d, &quiet()).unwrap().complete);
+    }
+    assert_eq!(
+        train::extend_post_training(&one, 6, None, &[], true)
+            .unwrap()
+            .post_step,
+        6
+    );
+    train::extend_post_training(&two, 3, None, &[], true).unwrap();
+    let mid = checkpoint(&two);
+    let g = mid
+        .get("ot_potential")
+        .expect("the checkpoint holds the potential");
+    assert!(g.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+    train::extend_post_training(&two, 3, None, &[], true).unwrap();
+    assert_same_state(&checkpoint(&one), &checkpoint(&two));
+}

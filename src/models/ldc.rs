@@ -591,8 +591,9 @@ pub struct Ldc {
     /// rebuilt identically (seeded) after a resume.
     refine_target: Option<KdeTarget>,
     /// `sampler_objective = ot`: the dual potential `g` of the refinement
-    /// bank's rows, `[M]`, zero when the target is built; like the target
-    /// not saved (a resumed refinement starts it again from zero).
+    /// bank's rows, `[M]`, zero when the target is first built. Saved with
+    /// the checkpoint (`ot_potential`) and kept when the target is rebuilt
+    /// after a resume, so that a resumed refinement continues where it was.
     ot_potential: Tensor,
 }
 
@@ -989,7 +990,9 @@ impl Ldc {
         }
         if self.cfg.sampler_objective == SamplerObjective::Ot {
             if self.ot_potential.size()[0] != target.bank.size()[0] {
-                bail!("sampler_objective = ot: the bank's potential was not built with the bank");
+                // A sampler reset after the target was built: start from zero.
+                self.ot_potential =
+                    Tensor::zeros([target.bank.size()[0]], (Kind::Float, target.bank.device()));
             }
             let eps = self.cfg.ot_epsilon;
             // The plan of every worker's particles (the potential's step must
@@ -1091,7 +1094,9 @@ impl Ldc {
                 ""
             }
         );
-        self.ot_potential = Tensor::zeros([t.bank.size()[0]], (Kind::Float, t.bank.device()));
+        if self.ot_potential.size()[0] != t.bank.size()[0] {
+            self.ot_potential = Tensor::zeros([t.bank.size()[0]], (Kind::Float, t.bank.device()));
+        }
         self.refine_target = Some(t);
         Ok(())
     }
@@ -1187,6 +1192,8 @@ impl Ldc {
         self.sampler = sampler;
         self.target = target;
         self.cfg.sampler_target = target;
+        // A fresh sampler starts a fresh transport problem.
+        self.ot_potential = Tensor::zeros([0], (Kind::Float, self.device));
     }
 
     /// Load the frozen encoder, decoder and KDE bank of a checkpoint, leaving
@@ -1280,6 +1287,9 @@ impl Model for Ldc {
         v.extend(self.opt_d.state("adam_decoder"));
         v.extend(self.opt_s.state("adam_sampler"));
         v.push(("kde_bank".into(), self.bank.shallow_clone()));
+        if self.ot_potential.size()[0] > 0 {
+            v.push(("ot_potential".into(), self.ot_potential.shallow_clone()));
+        }
         v
     }
 
@@ -1294,6 +1304,11 @@ impl Model for Ldc {
             .get("kde_bank")
             .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
         self.bank = bank.to_device(self.device).to_kind(Kind::Float);
+        // Absent from checkpoints before the OT sampler or before its refinement.
+        self.ot_potential = match t.get("ot_potential_DISABLED") {
+            Some(g) => g.to_device(self.device).to_kind(Kind::Float),
+            None => Tensor::zeros([0], (Kind::Float, self.device)),
+        };
         Ok(())
     }
 
@@ -1511,6 +1526,12 @@ mod tests {
                 m.state().into_iter().map(|(k, v)| (k, v.copy())).collect();
             let mut m2 = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
             m2.load_state(&state).unwrap();
+            if cfg.ldc.sampler_objective == SamplerObjective::Ot {
+                // The potential survives the checkpoint and the target's rebuild.
+                m2.build_refine_target(&mut data).unwrap();
+                assert!(m2.ot_potential.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+                assert!(m2.ot_potential.equal(&m.ot_potential), "{extra:?}");
+            }
             tch::manual_seed(1);
             let a = m.sample_latents(4).unwrap();
             tch::manual_seed(1);
