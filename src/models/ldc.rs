@@ -1305,7 +1305,7 @@ impl Model for Ldc {
             .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
         self.bank = bank.to_device(self.device).to_kind(Kind::Float);
         // Absent from checkpoints before the OT sampler or before its refinement.
-        self.ot_potential = match t.get("ot_potential_DISABLED") {
+        self.ot_potential = match t.get("ot_potential") {
             Some(g) => g.to_device(self.device).to_kind(Kind::Float),
             None => Tensor::zeros([0], (Kind::Float, self.device)),
         };
