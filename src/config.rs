@@ -448,6 +448,7 @@ mod tests {
             ("ldc.sampler_hidden=0", "ldc.sampler_hidden"),
             ("ldc.ot_epsilon=0", "ldc.ot_epsilon"),
             ("ldc.ot_potential_lr=-1", "ldc.ot_potential_lr"),
+            ("ldc.ot_epsilon_start=-1", "ldc.ot_epsilon_start"),
             // The preset's OT sampler on a FIFO bank: nothing fixed to transport onto.
             ("ldc.refine_bank=fifo", "ldc.sampler_objective = ot"),
             ("ldc.joint_sampler=true", "ldc.sampler_objective = ot"),

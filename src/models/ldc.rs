@@ -21,6 +21,13 @@ use tch::{nn::Module, nn::VarStore, Device, Kind, Tensor};
 
 /// `L = -(1/n) Σ_j y_j · stopgrad(Φ(y_j))` (DESIGN §1.7–1.8): a gradient step on
 /// the parameters producing `y` moves each `y_j` along `+Φ` (Eq. 16).
+/// `ldc.ot_epsilon_start`: ε at refinement step `i` of `steps`, linear from
+/// `start` to `end` over the first half, then `end`.
+fn ot_epsilon_at(i: u64, steps: u64, start: f64, end: f64) -> f64 {
+    let half = (steps / 2).max(1) as f64;
+    end + (start - end) * (1.0 - i as f64 / half).max(0.0)
+}
+
 fn stein_loss(y: &Tensor, phi: &Tensor) -> Tensor {
     -(y * phi.detach())
         .sum_dim_intlist(-1, false, Kind::Float)
@@ -183,6 +190,11 @@ pub struct LdcConfig {
     /// onto its own cloud ([`svgd::ot_self_projection`]): the entropic plan's
     /// shrinkage toward local means (which costs recall) cancels.
     pub ot_debias: bool,
+    /// `sampler_objective = ot`: annealed ε — the refinement starts at this
+    /// ε (× h_bank) and reaches `ot_epsilon` linearly at half its steps, then
+    /// stays (a wide plan spreads the particles first, a narrow one sharpens
+    /// them); 0 = a fixed `ot_epsilon`.
+    pub ot_epsilon_start: f64,
     /// Sampler net: `conv` (the RAE encoder on image-shaped noise, the paper's
     /// choice) or `mlp` (a `sampler_noise_dim`-dim Gaussian through three
     /// ReLU layers of `sampler_hidden` units).
@@ -293,6 +305,7 @@ impl Default for LdcConfig {
             ot_epsilon: 1.0,
             ot_potential_lr: 0.01,
             ot_debias: true,
+            ot_epsilon_start: 0.0,
             sampler_net: SamplerNetKind::Conv,
             sampler_noise_dim: 32,
             sampler_hidden: 256,
@@ -412,6 +425,9 @@ impl LdcConfig {
         }
         positive("ldc.sampler_h_scale", l.sampler_h_scale)?;
         positive("ldc.ot_epsilon", l.ot_epsilon)?;
+        if l.ot_epsilon_start != 0.0 {
+            positive("ldc.ot_epsilon_start", l.ot_epsilon_start)?;
+        }
         in_range("ldc.ot_potential_lr", l.ot_potential_lr, 0.0, 100.0)?;
         if l.sampler_objective == SamplerObjective::Ot
             && (l.joint_sampler || l.refine_bank != RefineBank::TrainSet)
@@ -994,7 +1010,15 @@ impl Ldc {
                 self.ot_potential =
                     Tensor::zeros([target.bank.size()[0]], (Kind::Float, target.bank.device()));
             }
-            let eps = self.cfg.ot_epsilon;
+            let eps = match phase {
+                SamplerPhase::Refine(i) if self.cfg.ot_epsilon_start > 0.0 => ot_epsilon_at(
+                    i,
+                    self.cfg.sampler_refine_steps,
+                    self.cfg.ot_epsilon_start,
+                    self.cfg.ot_epsilon,
+                ),
+                _ => self.cfg.ot_epsilon,
+            };
             // The plan of every worker's particles (the potential's step must
             // be the same everywhere); this worker's rows for its direction.
             let plan_all = svgd::ot_plan(
@@ -1346,6 +1370,14 @@ mod tests {
 
     /// The refinement's learning rate: constant by default, else a cosine from
     /// the sampler's rate to `end` of it at the last step, held after it.
+    #[test]
+    fn ot_epsilon_anneals_linearly_over_the_first_half() {
+        assert_eq!(ot_epsilon_at(0, 2000, 2.0, 1.0), 2.0);
+        assert!((ot_epsilon_at(500, 2000, 2.0, 1.0) - 1.5).abs() < 1e-12);
+        assert_eq!(ot_epsilon_at(1000, 2000, 2.0, 1.0), 1.0);
+        assert_eq!(ot_epsilon_at(1999, 2000, 2.0, 1.0), 1.0);
+    }
+
     #[test]
     fn refine_lr_factor_is_a_cosine_to_the_end_fraction() {
         assert_eq!(refine_lr_factor(0, 2000, 1.0), 1.0);
