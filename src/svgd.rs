@@ -208,8 +208,16 @@ pub fn mmd_direction(y: &Tensor, particles: &Tensor, bank: &Tensor, h: &Tensor) 
 /// No gradient is tracked.
 pub fn ot_plan(y: &Tensor, bank: &Tensor, potential: &Tensor, h: &Tensor, eps: f64) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let cost = sq_dists(&y.detach(), &bank.detach()) / h;
-    ((potential.unsqueeze(0) - cost) * (1.0 / eps)).softmax(-1, Kind::Float)
+    // |y_j|² is the same for every m of row j and cancels in the softmax, so
+    // the logits are one fused `bias + y·Bᵀ` (4–5× faster than the full
+    // distances at 1,000 × 10,000 on a CPU, where this is the step's bulk).
+    let b = bank.detach();
+    let inv = (h * eps).reciprocal(); // 1/(hε)
+    let bias = potential * (1.0 / eps) - b.square().sum_dim_intlist(-1, false, Kind::Float) * &inv;
+    let scaled = b.transpose(0, 1) * (inv * 2.0);
+    bias.unsqueeze(0)
+        .addmm(&y.detach(), &scaled)
+        .softmax(-1, Kind::Float)
 }
 
 /// Where the plan sends each particle, minus the particle: the barycentric
@@ -452,6 +460,7 @@ mod tests {
     /// it keeps a skewed cloud's mean while shrinking its spread.
     #[test]
     fn ot_self_projection_keeps_far_points_and_the_mean() {
+        let _rng = crate::rng::exclusive();
         let y = Tensor::from_slice(&[0.0f32, 0.0, 10.0, 0.0, 0.0, 10.0]).view([3, 2]);
         let h = Tensor::from(1.0f32);
         let t = ot_self_projection(&y, &y, &h, 0.1);
@@ -487,6 +496,7 @@ mod tests {
     /// where with the potential frozen (lr 0) it sends 3/4 to the nearer.
     #[test]
     fn ot_potential_balances_the_plan_between_clusters() {
+        let _rng = crate::rng::exclusive();
         let run = |lr: f64| -> f64 {
             tch::manual_seed(3);
             let a = Tensor::randn([100, 2], (Kind::Float, Device::Cpu)) * 0.3;
