@@ -977,33 +977,6 @@ impl Ldc {
         let yu = target.coords(y);
         let yd = yu.detach();
         let y_all = dist::gather_rows(&yd);
-        let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
-            svgd::median_bandwidth(&y_all)
-        } else {
-            target.h_bank.shallow_clone()
-        };
-        let h = if self.cfg.sampler_h_scale != 1.0 {
-            h * self.cfg.sampler_h_scale
-        } else {
-            h
-        };
-        if self.cfg.sampler_objective == SamplerObjective::Mmd {
-            let rows = target.bank.size()[0];
-            let batch = self.cfg.mmd_bank_batch;
-            let bank = if batch > 0 && batch < rows {
-                // The same rows on every worker: a fresh stream keyed by step.
-                reseed(self.seed, Stream::SamplerNoise, (1u64 << 43) + step);
-                let idx = Tensor::randperm(rows, (Kind::Int64, target.bank.device()));
-                target.bank.index_select(0, &idx.narrow(0, 0, batch))
-            } else {
-                target.bank.shallow_clone()
-            };
-            let phi = svgd::mmd_direction(&yd, &y_all, &bank, &h);
-            let loss = stein_loss(&yu, &phi);
-            self.opt_s.backward_step(&loss);
-            let y_z = dist::gather_rows(&y.detach());
-            return Ok(self.sampler_stats(LazyStats::default(), &y_z, &phi, &h));
-        }
         if self.cfg.sampler_objective == SamplerObjective::Ot {
             if self.ot_potential.size()[0] != target.bank.size()[0] {
                 // A sampler reset after the target was built: start from zero.
@@ -1044,7 +1017,35 @@ impl Ldc {
             let mut stats = LazyStats::default();
             stats.push("ot_potential_std", &self.ot_potential.std(true));
             let y_z = dist::gather_rows(&y.detach());
-            return Ok(self.sampler_stats(stats, &y_z, &phi, &h));
+            // No median bandwidth to compute: OT has none (the bank's is logged).
+            return Ok(self.sampler_stats(stats, &y_z, &phi, &target.h_bank));
+        }
+        let h = if self.cfg.sampler_bandwidth == SamplerBandwidth::Own {
+            svgd::median_bandwidth(&y_all)
+        } else {
+            target.h_bank.shallow_clone()
+        };
+        let h = if self.cfg.sampler_h_scale != 1.0 {
+            h * self.cfg.sampler_h_scale
+        } else {
+            h
+        };
+        if self.cfg.sampler_objective == SamplerObjective::Mmd {
+            let rows = target.bank.size()[0];
+            let batch = self.cfg.mmd_bank_batch;
+            let bank = if batch > 0 && batch < rows {
+                // The same rows on every worker: a fresh stream keyed by step.
+                reseed(self.seed, Stream::SamplerNoise, (1u64 << 43) + step);
+                let idx = Tensor::randperm(rows, (Kind::Int64, target.bank.device()));
+                target.bank.index_select(0, &idx.narrow(0, 0, batch))
+            } else {
+                target.bank.shallow_clone()
+            };
+            let phi = svgd::mmd_direction(&yd, &y_all, &bank, &h);
+            let loss = stein_loss(&yu, &phi);
+            self.opt_s.backward_step(&loss);
+            let y_z = dist::gather_rows(&y.detach());
+            return Ok(self.sampler_stats(LazyStats::default(), &y_z, &phi, &h));
         }
         let tau2 = target.tau2.as_ref().expect("the SVGD objective builds τ²") * anneal;
         let s = svgd::kde_score_t(&yd, &target.bank, &tau2);
@@ -1157,32 +1158,44 @@ impl Ldc {
     /// One sampler-only step against the frozen encoder/decoder: encode a batch
     /// in inference mode, push it to the bank, step the sampler toward its
     /// target (the Gibbs-form targets get the batch, its scores and σ² too).
+    /// A refinement toward the whole encoded training set skips the batch.
     pub fn sampler_only_step(
         &mut self,
         x: &Tensor,
         step: u64,
         phase: SamplerPhase,
     ) -> Result<StepStats> {
-        reseed(self.seed, Stream::EncoderNoise, step);
-        let z = {
-            let _g = tch::no_grad_guard();
-            let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
-            self.encoder.forward(x, Some(&eps), false)
-        };
-        let z_all = dist::gather_rows(&z);
-        self.push_bank(&z_all);
-        let enc = if self.target == SamplerTarget::AggregateKde {
+        // A refinement toward the fixed, whole-training-set bank reads no
+        // batch: the encoder pass (and the FIFO bank it feeds, which nothing
+        // reads after joint training then) would only cost time.
+        let fixed_target = matches!(phase, SamplerPhase::Refine(_))
+            && self.target == SamplerTarget::AggregateKde
+            && self.refine_target.is_some();
+        let enc = if fixed_target {
             None
         } else {
-            let (scores, sigma2, _) = self.gibbs_scores(x, &z);
-            let h_enc = svgd::median_bandwidth(&z_all);
-            Some(EncoderStepOut {
-                x: x.shallow_clone(),
-                z: z_all,
-                scores: dist::gather_rows(&scores),
-                sigma2,
-                h_enc,
-            })
+            reseed(self.seed, Stream::EncoderNoise, step);
+            let z = {
+                let _g = tch::no_grad_guard();
+                let eps =
+                    dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
+                self.encoder.forward(x, Some(&eps), false)
+            };
+            let z_all = dist::gather_rows(&z);
+            self.push_bank(&z_all);
+            if self.target == SamplerTarget::AggregateKde {
+                None
+            } else {
+                let (scores, sigma2, _) = self.gibbs_scores(x, &z);
+                let h_enc = svgd::median_bandwidth(&z_all);
+                Some(EncoderStepOut {
+                    x: x.shallow_clone(),
+                    z: z_all,
+                    scores: dist::gather_rows(&scores),
+                    sigma2,
+                    h_enc,
+                })
+            }
         };
         let mut stats = self.sampler_step(step, enc.as_ref(), phase)?.read();
         let phi = stats
