@@ -87,4 +87,52 @@ fn sampler_alone_on_saved_mnist_nets_matches_gaussian_and_covers_classes() {
         "one class takes {:.0}% of samples: {counts:?}",
         top * 100.0
     );
+
+    // The sampler study (`compare-samplers --variant`) on the same nets.
+    let study_dir = root.path().join("study");
+    let variant = ldc_vae::eval::samplers::Variant::parse("short:sampler_refine_steps=60").unwrap();
+    let run_study = |references: bool| {
+        ldc_vae::eval::samplers::study(
+            &dir,
+            std::slice::from_ref(&variant),
+            1500,
+            &study_dir,
+            true,
+            None,
+            references,
+        )
+        .unwrap()
+    };
+    let rows = run_study(true);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ex-post GMM",
+            "ex-post Gaussian",
+            "encoder latents of test images (reconstructions)",
+            "the run's own sampler",
+            "short"
+        ]
+    );
+    // Latent classes of the test images' own latents are the test labels
+    // (each latent's nearest neighbour is itself).
+    let nc = 1000;
+    let test_labels = classes::histogram(&test.labels.as_ref().unwrap().narrow(0, 0, nc), 10);
+    assert_eq!(rows[2].latent_classes, test_labels);
+    for r in &rows {
+        assert_eq!(r.classes.iter().sum::<i64>(), nc, "{}", r.name);
+        assert_eq!(r.latent_classes.iter().sum::<i64>(), nc, "{}", r.name);
+        assert!(r.mmd2.is_finite() && r.class_tv.is_finite(), "{}", r.name);
+        assert!(study_dir.join(&r.grid).is_file(), "{}", r.grid);
+    }
+    // The study is deterministic: the same variant again gives the same row.
+    let again = run_study(false);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].classes, rows[4].classes);
+    assert_eq!(again[0].latent_classes, rows[4].latent_classes);
+    assert_eq!(again[0].mmd2, rows[4].mmd2);
+    assert!(study_dir.join("sampler-study.md").is_file());
+    let json = std::fs::read_to_string(study_dir.join("sampler-study.json")).unwrap();
+    assert!(json.contains("\"latent_classes\""));
 }

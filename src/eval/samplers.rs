@@ -453,6 +453,12 @@ pub struct StudyRow {
     pub latent_recall: f64,
     pub class_tv: f64,
     pub classes: Vec<i64>,
+    /// Classes of the same latents by their nearest encoder latent of a
+    /// labelled test image (whitened): where the generator puts its mass in
+    /// latent space, before the decoder. Beside `classes` it tells a missing
+    /// cluster (both low) from samples between clusters that decode as a
+    /// neighbour (only `classes` low).
+    pub latent_classes: Vec<i64>,
     pub sampler_std: f64,
     pub seconds: f64,
     pub grid: String,
@@ -553,6 +559,19 @@ pub fn study(
         }
     };
     let test_hist = hist(&test.images.narrow(0, 0, nc));
+    let latent_hist = |z: &Tensor| -> Vec<i64> {
+        match &test.labels {
+            Some(lab) => {
+                let _g = tch::no_grad_guard();
+                let lab = lab.narrow(0, 0, nl).to_device(tch::Device::Cpu);
+                let d = crate::svgd::sq_dists(&white.apply(&z.narrow(0, 0, nc)), &u_test)
+                    .argmin(1, false)
+                    .to_device(tch::Device::Cpu);
+                classes::histogram(&lab.index_select(0, &d), lab.max().int64_value(&[]) + 1)
+            }
+            None => Vec::new(),
+        }
+    };
     let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
     let score = |name: &str,
                  overrides: Vec<String>,
@@ -565,6 +584,7 @@ pub fn study(
         let (p, r) = knn_precision_recall(&u_test, &white.apply(z), 3);
         let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
         let h = hist(&imgs);
+        let lh = latent_hist(z);
         let tv = if h.is_empty() {
             f64::NAN
         } else {
@@ -577,7 +597,7 @@ pub fn study(
                 .collect::<String>()
         );
         grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
-        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}");
+        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}, latent classes {lh:?}");
         let fs = match &scorer {
             Some(sc) => Some(sc.score_latents(m, z, cfg.seed, cfg.eval.fid_batch, quiet)?),
             None => None,
@@ -598,6 +618,7 @@ pub fn study(
             latent_recall: r,
             class_tv: tv,
             classes: h,
+            latent_classes: lh,
             sampler_std: std,
             seconds: secs,
             grid: grid_name,
@@ -698,11 +719,11 @@ pub fn study(
         "# Sampler study on the frozen nets of `{}`\n",
         run_dir.display()
     )?;
-    writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}.\n", cfg.train.batch_size)?;
+    writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}; latent classes: the label of each latent's nearest (whitened) encoder latent of a labelled test image.\n", cfg.train.batch_size)?;
     if let Some(sc) = &scorer {
         writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;
     }
-    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let opt = |v: Option<f64>, scale: f64, d: usize| {
         v.map(|x| format!("{:.d$}", scale * x))
             .unwrap_or_else(|| "–".into())
@@ -710,7 +731,7 @@ pub fn study(
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
@@ -718,6 +739,7 @@ pub fn study(
             r.latent_recall,
             r.class_tv,
             r.classes,
+            r.latent_classes,
             opt(r.fid, 1.0, 2),
             opt(r.kid, 1e3, 2),
             opt(r.precision, 1.0, 3),

@@ -1177,8 +1177,7 @@ impl Ldc {
             reseed(self.seed, Stream::EncoderNoise, step);
             let z = {
                 let _g = tch::no_grad_guard();
-                let eps =
-                    dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
+                let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
                 self.encoder.forward(x, Some(&eps), false)
             };
             let z_all = dist::gather_rows(&z);
