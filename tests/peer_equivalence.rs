@@ -84,6 +84,8 @@ fn compare(python: &Path, dir: &Path, adam: &str, steps: u64) {
             "ldc.kde_whiten=false".into(),
             "ldc.sampler_h_scale=1".into(),
             "ldc.refine_bank=fifo".into(),
+            // ... on the paper's sampler net (image-shaped noise, the encoder architecture).
+            "ldc.sampler_net=conv".into(),
         ],
     )
     .unwrap();
