@@ -559,12 +559,13 @@ pub fn study(
         }
     };
     let test_hist = hist(&test.images.narrow(0, 0, nc));
-    let latent_hist = |z: &Tensor| -> Vec<i64> {
+    // `uz`: the generator's latents, whitened as `u_test`.
+    let latent_hist = |uz: &Tensor| -> Vec<i64> {
         match &test.labels {
             Some(lab) => {
                 let _g = tch::no_grad_guard();
                 let lab = lab.narrow(0, 0, nl).to_device(tch::Device::Cpu);
-                let d = crate::svgd::sq_dists(&white.apply(&z.narrow(0, 0, nc)), &u_test)
+                let d = crate::svgd::sq_dists(&uz.narrow(0, 0, nc), &u_test)
                     .argmin(1, false)
                     .to_device(tch::Device::Cpu);
                 classes::histogram(&lab.index_select(0, &d), lab.max().int64_value(&[]) + 1)
@@ -581,10 +582,11 @@ pub fn study(
                  secs: f64|
      -> Result<StudyRow> {
         let mmd2 = mmd::mmd2_rbf(&z_test, z);
-        let (p, r) = knn_precision_recall(&u_test, &white.apply(z), 3);
+        let uz = white.apply(z);
+        let (p, r) = knn_precision_recall(&u_test, &uz, 3);
         let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
         let h = hist(&imgs);
-        let lh = latent_hist(z);
+        let lh = latent_hist(&uz);
         let tv = if h.is_empty() {
             f64::NAN
         } else {
