@@ -29,7 +29,7 @@ log() { printf '\033[1m[main-job]\033[0m %s\n' "$*" >&2; }
 declare -A took
 phase() { local t0=$SECONDS; "$@"; took[$CURRENT]=$((SECONDS - t0)); }
 
-log "building (first time: ~2 minutes)"
+log "building (first time in a clone: 4-8 minutes on 2 cores; then seconds)"
 CURRENT=build phase cargo build --release --quiet $CARGO_FEATURES
 BIN=target/release/ldc-vae
 

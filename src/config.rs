@@ -6,6 +6,7 @@
 //! name the key. The effective config is written into every run directory.
 
 use crate::models::{self, BaselineConfig, Spec};
+pub use crate::samplers::{SamplerConfig, SamplerKind};
 use crate::util::{at_least, in_range, positive};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ pub use crate::models::ldc::{
     KdeBandwidthRule, LdcConfig, RefineBank, SamplerBandwidth, SamplerKernel, SamplerNetKind,
     SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
 };
+pub use crate::models::ldc_recipe::Recipe;
 pub use crate::models::reference::BASELINE_REFERENCE;
 pub use crate::models::vae::{VaeEncode, VaeSampler};
 pub use crate::nets::{NetConfig, NetInit, NoiseInput};
@@ -50,6 +52,8 @@ pub struct Config {
     pub train: TrainConfig,
     pub ldc: LdcConfig,
     pub baselines: BaselineConfig,
+    /// The generation route fitted after training (crate::samplers).
+    pub sampler: SamplerConfig,
     pub eval: EvalConfig,
 }
 
@@ -117,6 +121,7 @@ impl Default for Config {
             train: TrainConfig::default(),
             ldc: LdcConfig::default(),
             baselines: BaselineConfig::default(),
+            sampler: SamplerConfig::default(),
             eval: EvalConfig::default(),
         }
     }
@@ -228,6 +233,35 @@ impl Config {
         let mut value: toml::Value = toml::from_str(text).context("invalid TOML")?;
         let known = toml::Value::try_from(Config::default()).expect("default config serializes");
         check_known_keys(&value, &known, "")?;
+        // `ldc.recipe` (models::ldc_recipe): in the file it fills the keys the
+        // file does not state; given with --set it overrides the file, and the
+        // other --set keys override it, whatever their order.
+        let file_recipe = value
+            .get("ldc")
+            .and_then(|l| l.get("recipe"))
+            .and_then(|r| r.as_str())
+            .map(Recipe::parse)
+            .transpose()?;
+        if let Some(r) = file_recipe {
+            for (k, v) in r.keys() {
+                let stated = value.get("ldc").and_then(|l| l.get(*k)).is_some();
+                if !stated {
+                    apply_override(&mut value, &known, &format!("ldc.{k}={v}"))?;
+                }
+            }
+        }
+        let set_recipe = overrides
+            .iter()
+            .filter_map(|ov| ov.split_once('='))
+            .filter(|(k, _)| k.trim() == "ldc.recipe")
+            .map(|(_, v)| Recipe::parse(v.trim().trim_matches('"')))
+            .last()
+            .transpose()?;
+        if let Some(r) = set_recipe {
+            for ov in r.overrides() {
+                apply_override(&mut value, &known, &ov)?;
+            }
+        }
         for ov in overrides {
             apply_override(&mut value, &known, ov)?;
         }
@@ -284,6 +318,21 @@ impl Config {
             );
         }
         self.baselines.validate()?;
+        self.sampler.validate()?;
+        if self.model == "ldc" && self.sampler.kind != SamplerKind::Model {
+            bail!(
+                "config key `sampler.kind = {}`: LDC-VAE trains its own sampler net, chosen by \
+                 `ldc.recipe` (ot, the same OT sampler as `sampler.kind = ot`, or paper); its \
+                 ex-post GMM is evaluated beside it anyway",
+                self.sampler.kind
+            );
+        }
+        if self.model == "two-stage-vae" && self.sampler.kind != SamplerKind::Model {
+            bail!(
+                "config key `sampler.kind = {}`: the 2-stage VAE generates through its second stage",
+                self.sampler.kind
+            );
+        }
         at_least("eval.fid_samples", self.eval.fid_samples as i64, 2)?;
         at_least("eval.latent_samples", self.eval.latent_samples as i64, 2)?;
         if self.eval.fid_batch < 1 {
@@ -305,6 +354,7 @@ impl Config {
             bn_groups: self.train.bn_groups,
             ldc: &self.ldc,
             baselines: &self.baselines,
+            sampler: &self.sampler,
         }
     }
 

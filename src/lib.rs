@@ -10,6 +10,8 @@
 //!   layer, the sampler net.
 //! - [`svgd`]: RBF kernel, median bandwidth, Stein direction Φ, KDE score.
 //! - [`models`]: one file per model behind [`models::Model`].
+//! - [`samplers`]: generation routes fitted on a trained model's frozen
+//!   encoder (GMM, Gaussian, prior, and sampler nets trained by OT, MMD or SVGD).
 //! - [`optim`]: Adam with saveable state (exact resume).
 //! - [`train`]: the one training loop, checkpoints, metrics, NaN handling.
 //! - [`eval`]: FID, latent MMD, t-SNE, plots, grids, report.
@@ -28,6 +30,7 @@ pub mod nets;
 pub mod optim;
 pub mod rng;
 pub mod run_dir;
+pub mod samplers;
 pub mod svgd;
 pub mod train;
 pub mod util;

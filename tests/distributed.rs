@@ -8,7 +8,7 @@
 mod common;
 
 use common::tiny_overrides;
-use ldc_vae::models::ldc::SVGD_SAMPLER_OVERRIDES;
+use ldc_vae::models::ldc::PAPER_RECIPE;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -36,7 +36,7 @@ fn sets(model: &str, extra: &[&str]) -> Vec<String> {
     // The SVGD sampler in both phases: after 2 steps at this rate the encoder's
     // latents are too narrow for the MMD refinement's whitened bank, whose
     // direction is then ~1e-7 and compares only rounding noise between worker counts.
-    v.extend(SVGD_SAMPLER_OVERRIDES.map(String::from));
+    v.extend([PAPER_RECIPE.to_string()]);
     v.push(format!("model={model}"));
     v.extend(extra.iter().map(|s| s.to_string()));
     v.into_iter().flat_map(|s| ["--set".into(), s]).collect()

@@ -100,6 +100,9 @@ fn sampler_alone_on_saved_mnist_nets_matches_gaussian_and_covers_classes() {
             true,
             None,
             references,
+            // The test split: the run's 1,000 held-out validation images would
+            // do as well; the assertions below use the test labels.
+            ldc_vae::eval::run::ScoreOn::Test,
         )
         .unwrap()
     };

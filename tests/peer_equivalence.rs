@@ -75,17 +75,9 @@ fn compare(python: &Path, dir: &Path, adam: &str, steps: u64) {
             // The peer runs the decoder in PyTorch's default layout; channels-last
             // is the same maths with other rounding (σ²'s rule amplifies it).
             "net.channels_last=false".into(),
-            // The peer implements the paper's sampler SVGD (RBF kernel, self-term
-            // kept), not the presets' issue-14 recipe.
-            "ldc.sampler_leave_one_out=false".into(),
-            "ldc.sampler_kernel=rbf".into(),
-            "ldc.joint_sampler=true".into(),
-            "ldc.sampler_objective=svgd".into(),
-            "ldc.kde_whiten=false".into(),
-            "ldc.sampler_h_scale=1".into(),
-            "ldc.refine_bank=fifo".into(),
-            // ... on the paper's sampler net (image-shaped noise, the encoder architecture).
-            "ldc.sampler_net=conv".into(),
+            // The peer implements the paper's sampler recipe (SVGD with the
+            // self-term toward the FIFO bank's KDE, the conv sampler net).
+            ldc_vae::models::ldc::PAPER_RECIPE.into(),
         ],
     )
     .unwrap();

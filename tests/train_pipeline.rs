@@ -6,7 +6,7 @@ mod common;
 
 use common::{checkpoint, tiny_overrides};
 use ldc_vae::config::Config;
-use ldc_vae::models::ldc::SVGD_SAMPLER_OVERRIDES;
+use ldc_vae::models::ldc::PAPER_RECIPE;
 use ldc_vae::train::{self, TrainOptions};
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +21,7 @@ fn tiny(extra: &[&str]) -> Config {
         "ldc.sampler_refine_steps=5",
     ]);
     // The SVGD sampler this test was written for (it checks the KDE's τ²).
-    ov.extend(SVGD_SAMPLER_OVERRIDES.map(String::from));
+    ov.extend([PAPER_RECIPE.to_string()]);
     ov.extend(extra.iter().map(|s| s.to_string()));
     Config::load(Some("mnist-cpu"), None, &ov).unwrap()
 }

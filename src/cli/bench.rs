@@ -287,16 +287,7 @@ impl Ctx {
 /// sides of the LDC rows: DESIGN §1.6's RBF Stein direction with the self-term,
 /// the median-rule KDE on the FIFO bank, the conv sampler trained at every
 /// joint step (the peer has no MMD objective and always trains its sampler).
-const LDC_PEER_SAMPLER: [&str; 8] = [
-    "ldc.joint_sampler=true",
-    "ldc.sampler_objective=svgd",
-    "ldc.sampler_kernel=rbf",
-    "ldc.sampler_leave_one_out=false",
-    "ldc.kde_bandwidth=median",
-    "ldc.kde_whiten=false",
-    "ldc.sampler_h_scale=1",
-    "ldc.sampler_net=conv",
-];
+const LDC_PEER_SAMPLER: [&str; 1] = [crate::models::ldc::PAPER_RECIPE];
 
 /// What the LDC peer implements; other options are refused rather than timed wrongly.
 fn check_ldc_peer_config(cfg: &Config) -> Result<()> {

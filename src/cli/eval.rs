@@ -108,7 +108,7 @@ pub struct CompareSamplersArgs {
     #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
     pub variants: Vec<String>,
     /// Also score each generator's N decoded samples by FID, KID and
-    /// precision/recall against the first N test images (off by default:
+    /// precision/recall against the first N images of `--on` (validation by default) (off by default:
     /// the Inception pass costs ~0.2 s an image on a CPU); with --variant, N
     /// must not exceed the run's eval.latent_samples.
     #[arg(long, value_name = "N")]
@@ -117,6 +117,11 @@ pub struct CompareSamplersArgs {
     /// run's own sampler), which are the same on every call for a run.
     #[arg(long)]
     pub no_references: bool,
+    /// The images every generator is scored against (latent MMD², classes,
+    /// FID/KID/P-R): `validation`, the run's held-out training images (the
+    /// last `data.val_size`; choose here), or `test` (report only).
+    #[arg(long, value_enum, default_value = "validation")]
+    pub on: crate::eval::run::ScoreOn,
 }
 
 pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
@@ -138,6 +143,7 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
             false,
             a.fid,
             !a.no_references,
+            a.on,
         )?;
         for r in rows {
             let fid = match (r.fid, r.kid, r.precision, r.recall) {
@@ -166,6 +172,7 @@ pub fn run_compare(a: CompareSamplersArgs) -> Result<()> {
         &out,
         false,
         a.fid,
+        a.on,
     )?;
     let opt = |v: Option<f64>, scale: f64, d: usize| {
         v.map(|x| format!("{:.d$}", scale * x))

@@ -155,6 +155,96 @@ impl ReferenceSet {
     }
 }
 
+/// Which real images generators are scored against (issue 26): choices are
+/// made on validation images held out of the training split (the last
+/// `data.val_size` training images, never trained on); the test set is for
+/// reporting only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreOn {
+    Validation,
+    Test,
+}
+
+impl ScoreOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreOn::Validation => "validation",
+            ScoreOn::Test => "test",
+        }
+    }
+
+    /// The images of this set for a run's config (validation: its held-out
+    /// training images; test: the test split).
+    pub fn images(self, cfg: &Config) -> Result<ImageSet> {
+        match self {
+            ScoreOn::Validation => {
+                let v = train::load_train_data(cfg)?.val;
+                if v.len() < 2 {
+                    anyhow::bail!(
+                        "the run holds out {} validation images (`data.val_size`): too few to \
+                         score on; score on the test set (`--on test`) or train with a larger \
+                         `data.val_size`",
+                        v.len()
+                    );
+                }
+                Ok(v)
+            }
+            ScoreOn::Test => {
+                data::load_split(&cfg.data.dataset, data_dir(cfg).as_deref(), Split::Test)
+            }
+        }
+    }
+}
+
+impl ReferenceSet {
+    /// The first `n` images of `on` (validation: at most `data.val_size`,
+    /// an error beyond). Validation activations are cached like the test
+    /// set's, keyed by the data set, `val_size` and `n`.
+    pub fn load_on(net: &fid::Inception, cfg: &Config, n: usize, on: ScoreOn) -> Result<Self> {
+        if on == ScoreOn::Test {
+            return Self::load(net, cfg, n);
+        }
+        let val = on.images(cfg)?;
+        if n as i64 > val.len() {
+            anyhow::bail!(
+                "scoring on {n} validation images, but the run holds out only {} \
+                 (`data.val_size`; they must not have been trained on): ask for at most {} \
+                 images, or use `--on test`",
+                val.len(),
+                val.len()
+            );
+        }
+        let key = data::split_identity(&cfg.data.dataset, data_dir(cfg).as_deref(), Split::Train)?;
+        let sha = fid::sha256_file(net.path())?;
+        let path = fid::default_stats_dir().join(format!(
+            "{key}-val{}-n{n}-{}.acts.safetensors",
+            cfg.data.val_size,
+            &sha[..sha.len().min(16)]
+        ));
+        let acts = match fid::load_activations(&path) {
+            Ok(a) if a.size() == [n as i64, fid::FID_DIMS] => {
+                tracing::info!("validation activations from cache {}", path.display());
+                a
+            }
+            _ => {
+                tracing::info!("computing Inception activations of {n} validation images");
+                let a =
+                    net.activations(&val.images.narrow(0, 0, n as i64), cfg.eval.fid_batch, true)?;
+                if let Err(e) = fid::save_activations(&a, &path) {
+                    tracing::warn!("{e:#}: validation activations not cached");
+                }
+                a
+            }
+        };
+        let stats = fid::FidStats::from_activations(&acts)?;
+        let manifold = Manifold::new(&acts, feature_metrics::PR_K)?;
+        Ok(ReferenceSet {
+            reference: fid::Reference { stats, acts },
+            manifold,
+        })
+    }
+}
+
 /// FID, KID and (when asked) precision/recall of one image set.
 #[derive(Debug, Clone)]
 pub struct Scores {
@@ -369,14 +459,17 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
             )?)
         };
         tracing::info!(
-            "FID ({nfid} images): rec {:.2}, sample {:.2}, ex-post GMM {:?}; KID×10³: rec {:.2}, sample {:.2}, ex-post GMM {:?}; \
+            "FID ({nfid} images): rec {:.2}, sample {:.2}, ex-post GMM {}; KID×10³: rec {:.2}, sample {:.2}, ex-post GMM {}; \
              precision/recall (k={}): sample {}, ex-post GMM {}; in {:.0} s",
             rec_s.fid,
             sample_s.fid,
-            gmm_s.as_ref().map(|s| s.fid),
+            gmm_s.as_ref().map(|s| format!("{:.2}", s.fid)).unwrap_or_else(|| "–".into()),
             1e3 * rec_s.kid.mean,
             1e3 * sample_s.kid.mean,
-            gmm_s.as_ref().map(|s| 1e3 * s.kid.mean),
+            gmm_s
+                .as_ref()
+                .map(|s| format!("{:.2}", 1e3 * s.kid.mean))
+                .unwrap_or_else(|| "–".into()),
             feature_metrics::PR_K,
             sample_s.pr_text(),
             gmm_s.as_ref().map(|s| s.pr_text()).unwrap_or_else(|| "–".into()),

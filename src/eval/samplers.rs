@@ -8,8 +8,10 @@
 //! images (one network pass per generator; the test set's activations come
 //! from the cache `ldc-vae eval` fills).
 
-use crate::data::{self, Split};
-use crate::eval::run::{decode_all, encode_set, kid_seed, score_images, ReferenceSet, Scores};
+use crate::data;
+use crate::eval::run::{
+    decode_all, encode_set, kid_seed, score_images, ReferenceSet, ScoreOn, Scores,
+};
 use crate::eval::{classes, fid, grid, mmd};
 use crate::gmm::Gmm;
 use crate::models::ldc::{Ldc, SamplerPhase, SamplerTarget};
@@ -59,12 +61,13 @@ impl Scorer {
         fid: Option<usize>,
         cfg: &crate::config::Config,
         dev: Device,
-        test_len: i64,
+        held_len: i64,
+        on: ScoreOn,
     ) -> Result<Option<Self>> {
         let Some(n) = fid else { return Ok(None) };
-        let n = n.min(test_len as usize);
+        let n = n.min(held_len as usize);
         let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
-        let reference = ReferenceSet::load(&net, cfg, n)?;
+        let reference = ReferenceSet::load_on(&net, cfg, n, on)?;
         Ok(Some(Scorer {
             net,
             reference,
@@ -128,12 +131,13 @@ struct Frozen {
     dev: tch::Device,
     tensors: std::collections::HashMap<String, tch::Tensor>,
     data: train::TrainData,
+    /// The images generators are scored against: validation (default) or test.
     test: data::ImageSet,
 }
 
 /// Read the run in `run_dir` (an error saying `what` exists only for ldc if its
 /// model has no sampler net) and its data; create `out`.
-fn frozen(run_dir: &Path, out: &Path, what: &str) -> Result<Frozen> {
+fn frozen(run_dir: &Path, out: &Path, what: &str, on: ScoreOn) -> Result<Frozen> {
     let (cfg, _, _) = run_dir::load_run(run_dir, None)?;
     if !crate::models::info(&cfg.model)?.sampler_net {
         bail!(
@@ -146,11 +150,7 @@ fn frozen(run_dir: &Path, out: &Path, what: &str) -> Result<Frozen> {
     let dev = crate::util::parse_device(&cfg.device)?;
     let (tensors, _) = run_dir::read_checkpoint(run_dir)?;
     let data = train::load_train_data(&cfg)?;
-    let test = data::load_split(
-        &cfg.data.dataset,
-        (!cfg.data.dir.is_empty()).then(|| Path::new(&cfg.data.dir)),
-        Split::Test,
-    )?;
+    let test = on.images(&cfg)?;
     Ok(Frozen {
         cfg,
         dev,
@@ -170,20 +170,28 @@ pub fn compare(
     out: &Path,
     quiet: bool,
     fid: Option<usize>,
+    on: ScoreOn,
 ) -> Result<Vec<TargetResult>> {
     let Frozen {
-        mut cfg,
+        cfg,
         dev,
         tensors,
         data,
         test,
-    } = frozen(run_dir, out, "sampler targets exist")?;
+    } = frozen(run_dir, out, "sampler targets exist", on)?;
+    // DESIGN §1.8's comparison is of the SVGD sampler's targets in the joint
+    // phase: the paper's recipe, whatever the run's (an OT run's objective
+    // needs the fixed training-set bank, not the FIFO one these steps feed).
+    let mut cfg = crate::config::Config::from_toml_str(
+        &cfg.to_toml(),
+        &[crate::models::ldc::PAPER_RECIPE.to_string()],
+    )?;
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
     let mut results = Vec::new();
 
     // Reference sets, the same for every target.
     let mut base = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
-    base.load_state(&tensors)?;
+    base.load_frozen_nets(&tensors)?;
     reseed(cfg.seed, Stream::Eval, 10);
     let z_test = encode_set(&base, &test, nl, 250);
     reseed(cfg.seed, Stream::Eval, 11);
@@ -201,7 +209,7 @@ pub fn compare(
         c.test_hist = c.hist(&test.images.narrow(0, 0, ns));
         c
     });
-    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
+    let scorer = Scorer::new(fid, &cfg, dev, test.len(), on)?;
     // Class TV on the latents already drawn; FID/KID/P-R on `n` fresh ones,
     // drawn after reseeding to `fid_stream` (the counter `ldc-vae eval` uses
     // for the same generator, so the numbers match its eval.json).
@@ -294,7 +302,7 @@ pub fn compare(
         cfg.ldc.sampler_target = target;
         cfg.ldc.kde_scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
         let mut m = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
-        m.load_state(&tensors)?;
+        m.load_frozen_nets(&tensors)?;
         m.reset_sampler(target, cfg.seed, cfg.sampler_lr());
         let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
         batches.epoch_offset = 1 << 21;
@@ -355,7 +363,13 @@ pub fn compare(
         "# Sampler targets on the frozen nets of `{}`\n",
         run_dir.display()
     )?;
-    writeln!(md, "Each sampler trained alone for {steps} steps (batch {}, {} particles, kde_scale {}); latent MMD² (RBF, median bandwidth, unbiased) between {nl} encoder latents of test images and {nl} latents of each generator.\n", cfg.train.batch_size, cfg.ldc.sampler_particles, kde_scale.unwrap_or(cfg.ldc.kde_scale))?;
+    writeln!(
+        md,
+        "Scored on **{} images** ({}).\n",
+        on.as_str(),
+        on_note(on)
+    )?;
+    writeln!(md, "Each sampler trained alone for {steps} steps with the paper's SVGD recipe (`ldc.recipe = paper`; batch {}, {} particles, kde_scale {}); latent MMD² (RBF, median bandwidth, unbiased) between {nl} encoder latents of {} images and {nl} latents of each generator.\n", cfg.train.batch_size, cfg.ldc.sampler_particles, kde_scale.unwrap_or(cfg.ldc.kde_scale), on.as_str())?;
     if let Some(c) = &classes {
         writeln!(md, "Class TV = total-variation distance between the class histograms (cosine 1-NN on labelled training images) of {} decoded samples and of {} test images.\n", c.n, c.n)?;
     }
@@ -364,7 +378,7 @@ pub fn compare(
         .find_map(|r| r.scores.as_ref().map(|s| s.kid))
     {
         let n = scorer.as_ref().map(|s| s.n).unwrap_or(0);
-        writeln!(md, "FID, KID and precision/recall (k = {}) from the Inception features of {n} decoded samples per generator against the first {n} test images; KID ×10³, mean ± std over {} random subset(s) of {} (one subset = the whole sets, the exact unbiased estimate).\n", crate::eval::feature_metrics::PR_K, k.subsets, k.subset_size)?;
+        writeln!(md, "FID, KID and precision/recall (k = {}) from the Inception features of {n} decoded samples per generator against the first {n} {} images; KID ×10³, mean ± std over {} random subset(s) of {} (one subset = the whole sets, the exact unbiased estimate).\n", crate::eval::feature_metrics::PR_K, on.as_str(), k.subsets, k.subset_size)?;
     }
     writeln!(
         md,
@@ -398,7 +412,7 @@ pub fn compare(
                 "class_hist": r.class_hist, "class_tv": r.class_tv,
                 "fid": sc["fid"], "kid": sc["kid"], "kid_std": sc["kid_std"],
                 "precision": sc["precision"], "recall": sc["recall"],
-                "fid_samples": scorer.as_ref().map(|s| s.n)})
+                "fid_samples": scorer.as_ref().map(|s| s.n), "scored_on": on.as_str()})
         })
         .collect();
     crate::util::write_atomic(
@@ -406,6 +420,17 @@ pub fn compare(
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     Ok(results)
+}
+
+/// What the scoring set is, for the tables.
+fn on_note(on: ScoreOn) -> &'static str {
+    match on {
+        ScoreOn::Validation => {
+            "the last `data.val_size` images of the training split, held out of training: \
+             choices are made here, the test set is kept for reporting"
+        }
+        ScoreOn::Test => "the test split: for reporting, not for choosing",
+    }
 }
 
 /// One sampler variant of the study (issue 14): a name and `ldc.*` overrides.
@@ -524,6 +549,7 @@ pub fn study(
     quiet: bool,
     fid: Option<usize>,
     references: bool,
+    on: ScoreOn,
 ) -> Result<Vec<StudyRow>> {
     use crate::eval::classes;
     let Frozen {
@@ -532,7 +558,7 @@ pub fn study(
         tensors,
         data,
         test,
-    } = frozen(run_dir, out, "the sampler study exists")?;
+    } = frozen(run_dir, out, "the sampler study exists", on)?;
     let geo = Geometry::for_dataset(&cfg.data.dataset);
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
     let mut base = Ldc::new(&cfg.spec(), geo, dev)?;
@@ -573,7 +599,7 @@ pub fn study(
             None => Vec::new(),
         }
     };
-    let scorer = Scorer::new(fid, &cfg, dev, test.len())?;
+    let scorer = Scorer::new(fid, &cfg, dev, test.len(), on)?;
     let score = |name: &str,
                  overrides: Vec<String>,
                  m: &Ldc,
@@ -654,7 +680,10 @@ pub fn study(
         // decoder and the 1-NN classifier alone move the class histogram
         // (its TV is the floor no generator on these nets can beat).
         rows.push(score(
-            "encoder latents of test images (reconstructions)",
+            &format!(
+                "encoder latents of {} images (reconstructions)",
+                on.as_str()
+            ),
             vec![],
             &base,
             &z_test,
@@ -721,9 +750,15 @@ pub fn study(
         "# Sampler study on the frozen nets of `{}`\n",
         run_dir.display()
     )?;
-    writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of test images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the test images' histogram {test_hist:?}; latent classes: the label of each latent's nearest (whitened) encoder latent of a labelled test image.\n", cfg.train.batch_size)?;
+    writeln!(
+        md,
+        "Scored on **{o} images** ({}).\n",
+        on_note(on),
+        o = on.as_str()
+    )?;
+    writeln!(md, "Each variant: a fresh sampler trained {steps} refinement steps (batch {}) with the run's settings plus the variant's overrides. Latent MMD² (RBF, median bandwidth) and k-NN precision/recall (k = 3, whitened latents) against {nl} encoder latents of {o} images; classes of {nc} decoded samples by cosine 1-NN on training images, TV distance to the {o} images' histogram {test_hist:?}; latent classes: the label of each latent's nearest (whitened) encoder latent of a labelled {o} image.\n", cfg.train.batch_size, o = on.as_str())?;
     if let Some(sc) = &scorer {
-        writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;
+        writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} {} images.\n", crate::eval::feature_metrics::PR_K, on.as_str(), n = sc.n)?;
     }
     writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let opt = |v: Option<f64>, scale: f64, d: usize| {

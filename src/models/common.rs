@@ -3,12 +3,13 @@
 //! both, reconstruction losses in the reference's scalings, the state
 //! helpers, and the [`Baseline`] trait that makes a [`Model`] of them.
 
-use super::expost::ExPost;
+use super::expost::{ExPost, GmmConfig};
 use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
 use crate::nets::sn::SnDecoder;
 use crate::nets::{Decoder, Encoder, Geometry, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
+use crate::samplers::{ExPostNet, SamplerKind};
 use anyhow::Result;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -75,30 +76,59 @@ impl<T: Baseline> Model for T {
     fn post_training_steps(&self) -> u64 {
         self.latents().post_training_steps()
     }
-    fn post_training_step(&mut self, data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
+    fn post_training_step(&mut self, data: &mut dyn BatchSource, i: u64) -> Result<StepStats> {
         let key = self.key();
-        if self.latents().0.is_none() {
-            anyhow::bail!("{key} samples from its prior: it has no post-training phase");
+        match self.latents() {
+            PriorOrExPost::Prior => {
+                anyhow::bail!("{key} samples from its prior: it has no post-training phase")
+            }
+            PriorOrExPost::Gmm(_) => {
+                let z = encode_all(data, self.core().device, |x| {
+                    let _g = tch::no_grad_guard();
+                    self.fit_latents(x)
+                });
+                match self.parts_mut().1 {
+                    PriorOrExPost::Gmm(e) => e.fit(&z),
+                    _ => unreachable!("matched above"),
+                }
+            }
+            PriorOrExPost::Net(net) => {
+                // The net's bank: the frozen encoder's latents of (a seeded
+                // subset of) the training images, encoded once per process.
+                if net.needs_bank() {
+                    let size = net.bank_size();
+                    let seed = self.core().seed;
+                    let dev = self.core().device;
+                    let z = crate::samplers::bank::encode_bank(data, size, seed, |_, x| {
+                        self.fit_latents(&x.to_device(dev))
+                    })?;
+                    if let PriorOrExPost::Net(n) = self.parts_mut().1 {
+                        n.set_bank(&z);
+                    }
+                }
+                match self.parts_mut().1 {
+                    PriorOrExPost::Net(n) => n.step(i),
+                    _ => unreachable!("matched above"),
+                }
+            }
         }
-        let z = encode_all(data, self.core().device, |x| {
-            let _g = tch::no_grad_guard();
-            self.fit_latents(x)
-        });
-        let (_, latents) = self.parts_mut();
-        latents.0.as_mut().expect("checked above").fit(&z)
     }
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut v = self.core().state();
-        if let Some(e) = &self.latents().0 {
-            v.extend(e.state());
+        match self.latents() {
+            PriorOrExPost::Gmm(e) => v.extend(e.state()),
+            PriorOrExPost::Net(n) => v.extend(n.state()),
+            PriorOrExPost::Prior => {}
         }
         v
     }
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         let (core, latents) = self.parts_mut();
         core.load_state(t)?;
-        if let Some(e) = &mut latents.0 {
-            e.load_state(t)?;
+        match latents {
+            PriorOrExPost::Gmm(e) => e.load_state(t)?,
+            PriorOrExPost::Net(n) => n.load_state(t)?,
+            PriorOrExPost::Prior => {}
         }
         Ok(())
     }
@@ -136,41 +166,85 @@ impl AnyDecoder {
     }
 }
 
-/// Where a baseline draws latents: `N(0, I)`, or an ex-post density fitted on
+/// Where a baseline draws latents: `N(0, I)`, an ex-post density fitted on
 /// the encoder's latents after training (the RAEs; VAE, CV-VAE and WAE-MMD
-/// with `baselines.vae_sampler = gmm`).
-pub struct PriorOrExPost(pub Option<ExPost>);
+/// with `baselines.vae_sampler = gmm`; any of them with `sampler.kind = gmm |
+/// gaussian`), or a sampler net trained on them (`sampler.kind = ot | mmd |
+/// svgd`, crate::samplers).
+pub enum PriorOrExPost {
+    Prior,
+    Gmm(ExPost),
+    Net(Box<ExPostNet>),
+}
 
 impl PriorOrExPost {
     /// Always the ex-post GMM.
     pub fn ex_post(spec: &Spec) -> PriorOrExPost {
-        PriorOrExPost(Some(ExPost::new(&spec.baselines.gmm, spec.seed)))
+        PriorOrExPost::Gmm(ExPost::new(&spec.baselines.gmm, spec.seed))
+    }
+
+    /// The route `sampler.kind` names, `default` (the model's own) for `model`.
+    pub fn chosen(spec: &Spec, core: &Core, default: PriorOrExPost) -> PriorOrExPost {
+        let s = spec.sampler;
+        match s.kind {
+            SamplerKind::Model => default,
+            SamplerKind::Gmm => Self::ex_post(spec),
+            SamplerKind::Gaussian => {
+                let one = GmmConfig {
+                    gmm_components: 1,
+                    ..spec.baselines.gmm.clone()
+                };
+                PriorOrExPost::Gmm(ExPost::new(&one, spec.seed))
+            }
+            SamplerKind::Prior => PriorOrExPost::Prior,
+            SamplerKind::Ot | SamplerKind::Mmd | SamplerKind::Svgd => {
+                PriorOrExPost::Net(Box::new(ExPostNet::new(
+                    s,
+                    s.kind.objective().expect("a sampler net's kind"),
+                    spec.seed,
+                    core.geo,
+                    spec.net.width,
+                    core.latent,
+                    spec.lr,
+                    (spec.beta1, spec.beta2),
+                    core.device,
+                )))
+            }
+        }
     }
 
     pub fn generation(&self) -> Generation {
-        match self.0 {
-            Some(_) => Generation::ExPostGmm,
-            None => Generation::Prior,
+        match self {
+            PriorOrExPost::Gmm(_) => Generation::ExPostGmm,
+            PriorOrExPost::Net(_) => Generation::SamplerNet,
+            PriorOrExPost::Prior => Generation::Prior,
         }
     }
 
     pub fn sample(&self, n: i64, latent: i64, device: Device, model: &str) -> Result<Tensor> {
-        match &self.0 {
-            Some(e) => e.sample(n, device, model),
-            None => Ok(Tensor::randn([n, latent], (Kind::Float, device))),
+        match self {
+            PriorOrExPost::Gmm(e) => e.sample(n, device, model),
+            PriorOrExPost::Net(net) => Ok(net.sample(n).to_device(device)),
+            PriorOrExPost::Prior => Ok(Tensor::randn([n, latent], (Kind::Float, device))),
         }
     }
 
     pub fn name(&self) -> String {
-        match &self.0 {
-            Some(e) => e.name(),
-            None => "N(0, I) prior".into(),
+        match self {
+            PriorOrExPost::Gmm(e) => e.name(),
+            PriorOrExPost::Net(net) => net.name(),
+            PriorOrExPost::Prior => "N(0, I) prior".into(),
         }
     }
 
-    /// One post-training step (the fit) with an ex-post density, none without.
+    /// One post-training step (the fit) with an ex-post density, the net's
+    /// steps with a sampler net, none without.
     pub fn post_training_steps(&self) -> u64 {
-        u64::from(self.0.is_some())
+        match self {
+            PriorOrExPost::Gmm(_) => 1,
+            PriorOrExPost::Net(net) => net.steps(),
+            PriorOrExPost::Prior => 0,
+        }
     }
 }
 

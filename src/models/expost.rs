@@ -100,6 +100,9 @@ impl ExPost {
     }
 
     pub fn name(&self) -> String {
+        if self.components == 1 {
+            return "ex-post Gaussian (full covariance)".into();
+        }
         format!(
             "ex-post GMM ({} components, full covariance)",
             self.components

@@ -7,17 +7,20 @@
 //! - The encoder follows the SVGD direction Φ (Eq. 15–16) toward it.
 //! - The sampler `S_ω(ε_s)` follows Φ toward the chosen target (DESIGN §1.8).
 
+use super::ldc_recipe::Recipe;
 use super::{load_var_store, var_store_state, BatchSource, Generation, Model, Spec, StepStats};
 use crate::dist;
-use crate::nets::{image_noise, Decoder, Encoder, Geometry, Mlp, NetInit, NoiseJoin};
+use crate::nets::{image_noise, Decoder, Encoder, Geometry, NetInit, NoiseJoin};
 use crate::optim::Adam;
 use crate::rng::{reseed, Stream};
+use crate::samplers::{BankTarget, SamplerNetShape};
+pub use crate::samplers::{SamplerNet, SamplerNetKind, SamplerObjective};
 use crate::svgd;
 use crate::util::{at_least, in_range, positive};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tch::{nn::Module, nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// `L = -(1/n) Σ_j y_j · stopgrad(Φ(y_j))` (DESIGN §1.7–1.8): a gradient step on
 /// the parameters producing `y` moves each `y_j` along `+Φ` (Eq. 16).
@@ -96,6 +99,9 @@ pub enum Sigma2Rule {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LdcConfig {
+    /// paper | ot | custom: the sampler recipe (models::ldc_recipe), which sets
+    /// the sampler keys below unless they are given.
+    pub recipe: Recipe,
     /// w in log p(z|x) = -||x-D(z)||²/σ² - (w/2)||z||²; 0 = the paper's literal form.
     pub prior_weight: f64,
     pub sigma2: Sigma2,
@@ -252,30 +258,10 @@ pub enum SamplerKernel {
     Imq,
 }
 
-/// `ldc.sampler_objective`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SamplerObjective {
-    Svgd,
-    Mmd,
-    /// Semi-discrete entropic optimal transport to the bank
-    /// ([`svgd::ot_plan`]): every bank row must receive the same share of
-    /// the particles' mass, so the clusters' weights are matched by
-    /// construction, where MMD's pull between distant clusters vanishes.
-    Ot,
-}
-
-/// `ldc.sampler_net`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SamplerNetKind {
-    Conv,
-    Mlp,
-}
-
 impl Default for LdcConfig {
     fn default() -> Self {
         LdcConfig {
+            recipe: Recipe::Custom,
             prior_weight: 1.0,
             sigma2: Sigma2::Rule(Sigma2Rule::BatchNormVar),
             sigma2_min: 1e-4,
@@ -450,6 +436,33 @@ impl LdcConfig {
         Ok(())
     }
 
+    /// What the sampler net is built from.
+    pub fn sampler_shape(
+        &self,
+        geo: Geometry,
+        width: f64,
+        latent: i64,
+        bn_groups: usize,
+    ) -> SamplerNetShape {
+        SamplerNetShape {
+            kind: self.sampler_net,
+            noise_dim: self.sampler_noise_dim,
+            hidden: self.sampler_hidden,
+            geo,
+            width,
+            latent,
+            bn_groups,
+        }
+    }
+
+    /// The sampler's target on `bank` (KDE τ² only for the SVGD objective,
+    /// times `scale`).
+    fn bank_target(&self, bank: &Tensor, scale: f64) -> BankTarget {
+        let kde = (self.sampler_objective == SamplerObjective::Svgd)
+            .then(|| (svgd::KdeBandwidth::from(self.kde_bandwidth), scale));
+        BankTarget::build(bank, self.kde_whiten, kde)
+    }
+
     /// Sampler learning rate, defaulting to the encoder/decoder one.
     pub fn sampler_lr(&self, train_lr: f64) -> f64 {
         if self.sampler_lr > 0.0 {
@@ -484,97 +497,6 @@ pub fn build(spec: &Spec, geo: Geometry, device: Device) -> Result<Box<dyn Model
     Ok(Box::new(Ldc::new(spec, geo, device)?))
 }
 
-/// The sampler net `S_ω` (config `ldc.sampler_net`).
-pub enum SamplerNet {
-    /// The RAE encoder on image-shaped noise (the paper's choice, DESIGN §1.8).
-    Conv(Box<Encoder>),
-    /// An MLP on a `noise_dim`-dim Gaussian.
-    Mlp { net: Mlp, noise_dim: i64 },
-}
-
-impl SamplerNet {
-    fn new(
-        vs: &VarStore,
-        cfg: &LdcConfig,
-        geo: Geometry,
-        width: f64,
-        latent: i64,
-        bn_groups: usize,
-    ) -> SamplerNet {
-        if cfg.sampler_net == SamplerNetKind::Mlp {
-            let (e, h) = (cfg.sampler_noise_dim, cfg.sampler_hidden);
-            SamplerNet::Mlp {
-                net: Mlp::new(&vs.root(), &[e, h, h, h, latent]),
-                noise_dim: e,
-            }
-        } else {
-            SamplerNet::Conv(Box::new(
-                Encoder::new(&vs.root(), geo, width, latent, NoiseJoin::None).bn_groups(bn_groups),
-            ))
-        }
-    }
-
-    /// `n` draws of the net's input noise (current generator).
-    pub fn noise(&self, n: i64, geo: Geometry, device: Device) -> Tensor {
-        match self {
-            SamplerNet::Conv(_) => image_noise(n, geo, device),
-            SamplerNet::Mlp { noise_dim, .. } => {
-                Tensor::randn([n, *noise_dim], (Kind::Float, device))
-            }
-        }
-    }
-
-    pub fn forward(&self, eps: &Tensor, train: bool) -> Tensor {
-        match self {
-            SamplerNet::Conv(e) => e.forward(eps, None, train),
-            SamplerNet::Mlp { net, .. } => net.forward(eps),
-        }
-    }
-}
-
-/// The aggregate_kde target as one sampler step sees it (DESIGN §1.8, issue 14):
-/// the bank in the working coordinates (whitened or not), τ², and the bank's
-/// median-heuristic bandwidth there.
-struct KdeTarget {
-    whitening: Option<svgd::Whitening>,
-    bank: Tensor,
-    /// τ², a 0-dim f64 tensor on the bank's device; `None` under
-    /// `sampler_objective = mmd`, which does not use it (the held-out rule
-    /// would otherwise cost a pass over the bank at every build).
-    tau2: Option<Tensor>,
-    h_bank: Tensor,
-}
-
-impl KdeTarget {
-    /// `scale` multiplies the rule's τ²; `rule` and whitening from `cfg`.
-    fn build(bank: &Tensor, cfg: &LdcConfig, scale: f64) -> KdeTarget {
-        let _g = tch::no_grad_guard();
-        let whitening = cfg.kde_whiten.then(|| svgd::Whitening::fit(bank));
-        let bank = match &whitening {
-            Some(w) => w.apply(bank),
-            None => bank.shallow_clone(),
-        };
-        let h_bank = svgd::median_bandwidth_subset(&bank, 1000);
-        let rule = svgd::KdeBandwidth::from(cfg.kde_bandwidth);
-        let tau2 = (cfg.sampler_objective == SamplerObjective::Svgd)
-            .then(|| svgd::kde_tau2_tensor(&bank, rule, &h_bank) * scale);
-        KdeTarget {
-            whitening,
-            bank,
-            tau2,
-            h_bank,
-        }
-    }
-
-    /// Working coordinates of latents `z` (differentiable).
-    fn coords(&self, z: &Tensor) -> Tensor {
-        match &self.whitening {
-            Some(w) => w.apply(z),
-            None => z.shallow_clone(),
-        }
-    }
-}
-
 pub struct Ldc {
     cfg: LdcConfig,
     geo: Geometry,
@@ -605,24 +527,20 @@ pub struct Ldc {
     /// The refinement phase's KDE target on the encoded training set
     /// (`ldc.refine_bank = train_set`), built at its first step; not saved:
     /// rebuilt identically (seeded) after a resume.
-    refine_target: Option<KdeTarget>,
+    refine_target: Option<BankTarget>,
     /// `sampler_objective = ot`: the dual potential `g` of the refinement
     /// bank's rows, `[M]`, zero when the target is first built. Saved with
     /// the checkpoint (`ot_potential`) and kept when the target is rebuilt
     /// after a resume, so that a resumed refinement continues where it was.
     ot_potential: Tensor,
+    /// The fingerprint of the bank `ot_potential` was learnt on
+    /// ([`BankTarget::fingerprint`]; saved as `ot_potential_bank`).
+    ot_potential_of: Tensor,
 }
 
-/// `--set` overrides that give back DESIGN §1.8's SVGD sampler (mnist-cpu's
-/// default before issue 14's MMD sampler; its `sampler_refine_steps` aside):
-/// for tests written for it and for users who want the paper's sampler.
-pub const SVGD_SAMPLER_OVERRIDES: [&str; 5] = [
-    "ldc.joint_sampler=true",
-    "ldc.sampler_objective=svgd",
-    "ldc.refine_bank=fifo",
-    "ldc.kde_whiten=false",
-    "ldc.sampler_h_scale=1",
-];
+/// The `--set` line of the paper's sampler recipe ([`Recipe::Paper`]), for
+/// the tests written for the SVGD sampler.
+pub const PAPER_RECIPE: &str = "ldc.recipe=paper";
 
 /// Learning-rate factor of refinement step `i` of `steps`: a cosine from 1 to
 /// `end` (`ldc.sampler_refine_lr_end`); `end` after the last step (an extended
@@ -669,7 +587,7 @@ impl Ldc {
         // encoder/decoder trajectory.
         reseed(cfg.seed, Stream::SamplerInit, 0);
         let smp_vs = VarStore::new(device);
-        let sampler = SamplerNet::new(&smp_vs, cfg.ldc, geo, w, d, cfg.bn_groups);
+        let sampler = SamplerNet::new(&smp_vs, &cfg.ldc.sampler_shape(geo, w, d, cfg.bn_groups));
         let opt_e = Adam::new(&enc_vs, cfg.lr, cfg.beta1, cfg.beta2);
         let opt_d = Adam::new(&dec_vs, cfg.lr, cfg.beta1, cfg.beta2);
         let opt_s = Adam::new(&smp_vs, cfg.ldc.sampler_lr(cfg.lr), cfg.beta1, cfg.beta2);
@@ -697,6 +615,7 @@ impl Ldc {
             sampler_base_lr: cfg.ldc.sampler_lr(cfg.lr),
             refine_target: None,
             ot_potential: Tensor::zeros([0], (Kind::Float, device)),
+            ot_potential_of: Tensor::zeros([0], (Kind::Float, device)),
         })
     }
 
@@ -954,7 +873,7 @@ impl Ldc {
                     SamplerPhase::Joint => self.cfg.kde_scale,
                     SamplerPhase::Refine(_) => self.cfg.sampler_refine_kde_scale,
                 };
-                built = KdeTarget::build(&self.bank, &self.cfg, scale);
+                built = self.cfg.bank_target(&self.bank, scale);
                 &built
             }
         };
@@ -978,11 +897,6 @@ impl Ldc {
         let yd = yu.detach();
         let y_all = dist::gather_rows(&yd);
         if self.cfg.sampler_objective == SamplerObjective::Ot {
-            if self.ot_potential.size()[0] != target.bank.size()[0] {
-                // A sampler reset after the target was built: start from zero.
-                self.ot_potential =
-                    Tensor::zeros([target.bank.size()[0]], (Kind::Float, target.bank.device()));
-            }
             let eps = match phase {
                 SamplerPhase::Refine(i) if self.cfg.ot_epsilon_start > 0.0 => ot_epsilon_at(
                     i,
@@ -992,26 +906,14 @@ impl Ldc {
                 ),
                 _ => self.cfg.ot_epsilon,
             };
-            // The plan of every worker's particles (the potential's step must
-            // be the same everywhere); this worker's rows for its direction.
-            let plan_all = svgd::ot_plan(
+            let phi = target.ot_step(
+                &yd,
                 &y_all,
-                &target.bank,
-                &self.ot_potential,
-                &target.h_bank,
+                &mut self.ot_potential,
                 eps,
+                self.cfg.ot_potential_lr,
+                self.cfg.ot_debias,
             );
-            let plan = if y_all.size()[0] == yd.size()[0] {
-                plan_all.shallow_clone()
-            } else {
-                svgd::ot_plan(&yd, &target.bank, &self.ot_potential, &target.h_bank, eps)
-            };
-            let mut phi = svgd::ot_direction(&yd, &plan, &target.bank);
-            if self.cfg.ot_debias {
-                // (T_bank(y) − y) − (T_self(y) − y)
-                phi = phi + &yd - svgd::ot_self_projection(&yd, &y_all, &target.h_bank, eps);
-            }
-            svgd::ot_potential_step(&mut self.ot_potential, &plan_all, self.cfg.ot_potential_lr);
             let loss = stein_loss(&yu, &phi);
             self.opt_s.backward_step(&loss);
             let mut stats = LazyStats::default();
@@ -1070,31 +972,22 @@ impl Ldc {
     /// Encode the whole training set once with the frozen encoder (inference
     /// mode, seeded noise) and build the refinement phase's KDE target on it.
     fn build_refine_target(&mut self, data: &mut dyn BatchSource) -> Result<()> {
-        let n = data.num_train();
-        if n < 2 {
-            bail!("the training set holds fewer than 2 images: no KDE bank");
-        }
         let size = match self.cfg.refine_bank_size {
-            0 => n,
-            s => s.min(n),
+            0 => data.num_train(),
+            s => s.min(data.num_train()),
         };
-        // A seeded random subset of the training images, in chunks.
-        let order: Vec<i64> = crate::rng::permutation(n as usize, self.seed, 1 << 43)
-            .into_iter()
-            .take(size as usize)
-            .collect();
-        let chunk = 500;
-        let mut parts = Vec::new();
-        for (c, idx) in order.chunks(chunk).enumerate() {
-            let x = Tensor::cat(
-                &idx.iter().map(|&i| data.chunk(i, 1)).collect::<Vec<_>>(),
-                0,
-            );
-            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
-            parts.push(self.encode_eval(&x));
-        }
-        let bank = Tensor::cat(&parts, 0);
-        let t = KdeTarget::build(&bank, &self.cfg, self.cfg.sampler_refine_kde_scale);
+        let bank = crate::samplers::bank::encode_bank(
+            data,
+            self.cfg.refine_bank_size,
+            self.seed,
+            |c, x| {
+                reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
+                self.encode_eval(x)
+            },
+        )?;
+        let t = self
+            .cfg
+            .bank_target(&bank, self.cfg.sampler_refine_kde_scale);
         tracing::info!(
             "refinement target: {} encoded training images, {}{}",
             size,
@@ -1119,9 +1012,20 @@ impl Ldc {
                 ""
             }
         );
+        // (An older checkpoint saved no fingerprint: its potential is kept.)
+        let tagged = self.ot_potential_of.numel() > 0;
+        if self.ot_potential.size()[0] > 0 && tagged && !t.matches(&self.ot_potential_of) {
+            // Issue 26: a potential is tied to the coordinates it was learnt in.
+            tracing::warn!(
+                "the saved OT potential belongs to another bank (size, whitening or latents \
+                 differ): the transport restarts from zero"
+            );
+            self.ot_potential = Tensor::zeros([0], (Kind::Float, t.bank.device()));
+        }
         if self.ot_potential.size()[0] != t.bank.size()[0] {
             self.ot_potential = Tensor::zeros([t.bank.size()[0]], (Kind::Float, t.bank.device()));
         }
+        self.ot_potential_of = t.fingerprint();
         self.refine_target = Some(t);
         Ok(())
     }
@@ -1213,11 +1117,9 @@ impl Ldc {
         let vs = VarStore::new(self.device);
         let sampler = SamplerNet::new(
             &vs,
-            &self.cfg,
-            self.geo,
-            self.width,
-            self.latent,
-            self.bn_groups,
+            &self
+                .cfg
+                .sampler_shape(self.geo, self.width, self.latent, self.bn_groups),
         );
         if self.pytorch_init {
             crate::nets::init_like_pytorch(&var_store_state(&vs, "sampler"), seed);
@@ -1325,6 +1227,10 @@ impl Model for Ldc {
         v.push(("kde_bank".into(), self.bank.shallow_clone()));
         if self.ot_potential.size()[0] > 0 {
             v.push(("ot_potential".into(), self.ot_potential.shallow_clone()));
+            v.push((
+                "ot_potential_bank".into(),
+                self.ot_potential_of.shallow_clone(),
+            ));
         }
         v
     }
@@ -1341,10 +1247,15 @@ impl Model for Ldc {
             .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `kde_bank`"))?;
         self.bank = bank.to_device(self.device).to_kind(Kind::Float);
         // Absent from checkpoints before the OT sampler or before its refinement.
-        self.ot_potential = match t.get("ot_potential") {
+        let get = |k: &str| match t.get(k) {
             Some(g) => g.to_device(self.device).to_kind(Kind::Float),
             None => Tensor::zeros([0], (Kind::Float, self.device)),
         };
+        self.ot_potential = get("ot_potential");
+        self.ot_potential_of = get("ot_potential_bank");
+        // Rebuilt (seeded, identical) at the next refinement step, where the
+        // potential is checked against it.
+        self.refine_target = None;
         Ok(())
     }
 
@@ -1371,7 +1282,7 @@ mod tests {
             "net.channels_last=false",
         ]
         .iter()
-        .chain(&SVGD_SAMPLER_OVERRIDES)
+        .chain(&[PAPER_RECIPE])
         .map(|s| s.to_string())
         .collect()
     }

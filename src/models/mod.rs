@@ -28,6 +28,7 @@ use tch::{Device, Tensor};
 pub mod common;
 pub mod expost;
 pub mod ldc;
+pub mod ldc_recipe;
 pub mod rae;
 pub mod reference;
 pub mod two_stage;
@@ -201,6 +202,8 @@ pub struct Spec<'a> {
     pub bn_groups: usize,
     pub ldc: &'a ldc::LdcConfig,
     pub baselines: &'a BaselineConfig,
+    /// `[sampler]`: the generation route fitted after training.
+    pub sampler: &'a crate::samplers::SamplerConfig,
 }
 
 /// The baselines' knobs (TOML section `[baselines]`), each model's beside it.

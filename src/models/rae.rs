@@ -117,12 +117,13 @@ impl Rae {
             .filter(|(n, _)| n.starts_with("decoder.convt") && n.ends_with(".weight"))
             .collect();
         dec_kernels.sort_by(|a, b| a.0.cmp(&b.0));
+        let latents = PriorOrExPost::chosen(cfg, &core, PriorOrExPost::ex_post(cfg));
         Ok(Rae {
             kind,
             core,
             w,
             dec_kernels: dec_kernels.into_iter().map(|(_, t)| t).collect(),
-            latents: PriorOrExPost::ex_post(cfg),
+            latents,
         })
     }
 
@@ -131,7 +132,10 @@ impl Rae {
     }
 
     pub fn gmm(&self) -> Option<&Gmm> {
-        self.latents.0.as_ref().and_then(|e| e.gmm.as_ref())
+        match &self.latents {
+            PriorOrExPost::Gmm(e) => e.gmm.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -281,7 +285,10 @@ mod tests {
             let mut src = Fixed(x.shallow_clone());
             let mut c = tiny_config(kind);
             c.baselines.gmm.gmm_components = 3;
-            a.latents.0.as_mut().unwrap().components = 3;
+            match &mut a.latents {
+                PriorOrExPost::Gmm(e) => e.components = 3,
+                _ => panic!("the RAE's route is its GMM"),
+            }
             let st = a.post_training_step(&mut src, 0).unwrap();
             assert!(st.get("gmm_log_likelihood").unwrap().is_finite());
             reseed(0, Stream::Eval, 0);

@@ -98,7 +98,7 @@ impl VaeSampler {
     /// The generation route this option names.
     pub fn route(self, spec: &Spec) -> PriorOrExPost {
         match self {
-            VaeSampler::Prior => PriorOrExPost(None),
+            VaeSampler::Prior => PriorOrExPost::Prior,
             VaeSampler::Gmm => PriorOrExPost::ex_post(spec),
         }
     }
@@ -152,13 +152,14 @@ impl Vae {
         let w = super::reference::resolve(cfg)?;
         let d = cfg.net.latent_dim;
         let core = Core::new(cfg, geo, device, if cv { d } else { 2 * d }, false);
+        let latents = PriorOrExPost::chosen(cfg, &core, cfg.baselines.route.vae_sampler.route(cfg));
         Ok(Vae {
             name: if cv { "cv-vae" } else { "vae" },
             core,
             beta: w.latent,
             fixed_std: cv.then_some(w.cv_std),
             encode_mean: cfg.baselines.route.vae_encode == VaeEncode::Mean,
-            latents: cfg.baselines.route.vae_sampler.route(cfg),
+            latents,
         })
     }
 

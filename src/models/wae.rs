@@ -100,12 +100,13 @@ impl Wae {
     pub fn new(cfg: &Spec, geo: Geometry, device: Device) -> Result<Wae> {
         let w = reference::resolve(cfg)?;
         let core = Core::new(cfg, geo, device, cfg.net.latent_dim, false);
+        let latents = PriorOrExPost::chosen(cfg, &core, cfg.baselines.route.vae_sampler.route(cfg));
         Ok(Wae {
             core,
             lambda: w.latent,
             recon_sum_scale: w.wae_recon_sum_scale,
             input_noise: Family::of(cfg.dataset) == Family::Celeba,
-            latents: cfg.baselines.route.vae_sampler.route(cfg),
+            latents,
         })
     }
 }
