@@ -6,9 +6,12 @@
 //! images' per generator. With `fid = Some(N)` each generator's N decoded
 //! samples also get FID, KID and precision/recall against the first N test
 //! images (one network pass per generator; the test set's activations come
-//! from the cache `ldc-vae eval` fills).
+//! from the cache `ldc-vae eval` fills). Every generator also gets the
+//! data-copying statistic C_T ([`copying`]) of its latents against the
+//! training latents, the test images' latents held out, as `ldc-vae eval`.
 
 use crate::data::{self, Split};
+use crate::eval::copying::{self, Copying, CopyingTest};
 use crate::eval::run::{decode_all, encode_set, kid_seed, score_images, ReferenceSet, Scores};
 use crate::eval::{classes, fid, grid, mmd};
 use crate::gmm::Gmm;
@@ -36,6 +39,18 @@ pub struct TargetResult {
     pub class_tv: Option<f64>,
     /// FID, KID and precision/recall at the `fid` images asked for.
     pub scores: Option<Scores>,
+    /// Data-copying C_T of the generator's latents (see [`copying`]).
+    pub copying: Copying,
+}
+
+/// The data-copying test of `ldc-vae eval` on these latents: training
+/// latents partitioned into cells, the test images' latents held out.
+fn copying_test(seed: u64, z_train: &Tensor, z_test: &Tensor) -> CopyingTest {
+    let opts = copying::CopyingOptions::for_size(
+        z_test.size()[0],
+        crate::rng::derive(seed, Stream::Eval, 40),
+    );
+    CopyingTest::new(z_train, z_test, opts)
 }
 
 /// What each generator is judged by besides latent MMD² (see [`TargetResult`]).
@@ -188,6 +203,7 @@ pub fn compare(
     let z_test = encode_set(&base, &test, nl, 250);
     reseed(cfg.seed, Stream::Eval, 11);
     let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
+    let copy_test = copying_test(cfg.seed, &z_train, &z_test);
     let classes = data.train.labels.as_ref().map(|labels| {
         let m = 10_000.min(data.train.len());
         let ns = 1000.min(nl);
@@ -260,6 +276,7 @@ pub fn compare(
         class_hist: j.class_hist,
         class_tv: j.class_tv,
         scores: j.scores,
+        copying: copy_test.score(&z_gauss),
     });
     // The ex-post GMM (the RAE route), fitted as `ldc-vae eval` fits it: the
     // yardstick the issue-14 sampler has to reach.
@@ -287,6 +304,7 @@ pub fn compare(
         class_hist: j.class_hist,
         class_tv: j.class_tv,
         scores: j.scores,
+        copying: copy_test.score(&z_gmm),
     });
 
     for t in targets {
@@ -346,6 +364,7 @@ pub fn compare(
             class_hist: j.class_hist,
             class_tv: j.class_tv,
             scores: j.scores,
+            copying: copy_test.score(&z),
         });
     }
 
@@ -368,7 +387,12 @@ pub fn compare(
     }
     writeln!(
         md,
-        "| generator | MMD² | ratio to Gaussian | FID | KID ×10³ | precision | recall | class TV | samples |\n|---|---|---|---|---|---|---|---|---|"
+        "{}\n",
+        copying_note(copy_test.cells(), nl, z_train.size()[0])
+    )?;
+    writeln!(
+        md,
+        "| generator | MMD² | ratio to Gaussian | FID | KID ×10³ | precision | recall | class TV | C_T | samples |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let opt =
         |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
@@ -376,7 +400,7 @@ pub fn compare(
         let sc = r.scores.as_ref();
         writeln!(
             md,
-            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | ![]({}) |",
+            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | {:.2} | ![]({}) |",
             r.target,
             r.mmd2,
             r.mmd2 / mmd_gauss,
@@ -386,6 +410,7 @@ pub fn compare(
             opt(sc.and_then(|s| s.pr).map(|p| p.precision), 3),
             opt(sc.and_then(|s| s.pr).map(|p| p.recall), 3),
             opt(r.class_tv, 3),
+            r.copying.ct,
             r.grid
         )?;
     }
@@ -398,7 +423,8 @@ pub fn compare(
                 "class_hist": r.class_hist, "class_tv": r.class_tv,
                 "fid": sc["fid"], "kid": sc["kid"], "kid_std": sc["kid_std"],
                 "precision": sc["precision"], "recall": sc["recall"],
-                "fid_samples": scorer.as_ref().map(|s| s.n)})
+                "fid_samples": scorer.as_ref().map(|s| s.n),
+                "copying_ct": r.copying.ct, "copying": r.copying})
         })
         .collect();
     crate::util::write_atomic(
@@ -469,6 +495,13 @@ pub struct StudyRow {
     pub kid_std: Option<f64>,
     pub precision: Option<f64>,
     pub recall: Option<f64>,
+    /// Data-copying C_T of the latents (see [`copying`]).
+    pub copying: Copying,
+}
+
+/// One line on the C_T column of the tables.
+fn copying_note(cells: usize, n: i64, n_train: i64) -> String {
+    format!("C_T: data-copying statistic (Meehan et al. 2020) of {n} latents per generator against {n_train} encoder latents of training images, {n} test-image latents held out, {cells} k-means cells; ≪ 0 (e.g. < −3) = closer to the training latents than held-out data are (copying), ≈ 0 fine, ≫ 0 underfitting.")
 }
 
 /// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
@@ -543,6 +576,7 @@ pub fn study(
     let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
     let white = crate::svgd::Whitening::fit(&z_train);
     let u_test = white.apply(&z_test);
+    let copy_test = copying_test(cfg.seed, &z_train, &z_test);
     // Class histograms by cosine 1-NN on labelled training images (MNIST).
     let labelled = data.train.labels.as_ref().map(|lab| {
         let m = 10_000.min(data.train.len());
@@ -582,6 +616,7 @@ pub fn study(
                  secs: f64|
      -> Result<StudyRow> {
         let mmd2 = mmd::mmd2_rbf(&z_test, z);
+        let copying = copy_test.score(z);
         let uz = white.apply(z);
         let (p, r) = knn_precision_recall(&u_test, &uz, 3);
         let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
@@ -599,7 +634,7 @@ pub fn study(
                 .collect::<String>()
         );
         grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
-        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}, latent classes {lh:?}");
+        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, C_T {:.2}, classes {h:?}, latent classes {lh:?}", copying.ct);
         let fs = match &scorer {
             Some(sc) => Some(sc.score_latents(m, z, cfg.seed, cfg.eval.fid_batch, quiet)?),
             None => None,
@@ -629,6 +664,7 @@ pub fn study(
             kid_std: fs.as_ref().map(|f| f.kid.std),
             precision: fs.as_ref().and_then(|f| f.pr).map(|p| p.precision),
             recall: fs.as_ref().and_then(|f| f.pr).map(|p| p.recall),
+            copying,
         })
     };
     let mut rows = Vec::new();
@@ -725,7 +761,12 @@ pub fn study(
     if let Some(sc) = &scorer {
         writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} test images.\n", crate::eval::feature_metrics::PR_K, n = sc.n)?;
     }
-    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "{}\n",
+        copying_note(copy_test.cells(), nl, z_train.size()[0])
+    )?;
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | C_T | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let opt = |v: Option<f64>, scale: f64, d: usize| {
         v.map(|x| format!("{:.d$}", scale * x))
             .unwrap_or_else(|| "–".into())
@@ -733,13 +774,14 @@ pub fn study(
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:.2} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
             r.latent_precision,
             r.latent_recall,
             r.class_tv,
+            r.copying.ct,
             r.classes,
             r.latent_classes,
             opt(r.fid, 1.0, 2),
