@@ -271,6 +271,10 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     // Data-copying (Meehan et al. 2020) in latent space: are the generated
     // latents closer to the training latents than the test images' latents
     // (held out) are? Equal sizes: `nl` generated against `nl` held out.
+    // T is this one encoding of the first 5·nl training images: with a noisy
+    // encoder (LDC's) it flags a generator replaying these latents, not one
+    // replaying another encoding or other images (e.g. the OT sampler's own
+    // bank: re-encoding moves a latent about as far as its nearest neighbour).
     let copy_test = copying::CopyingTest::new(
         &z_train,
         &z_test,
