@@ -191,6 +191,19 @@ fn fmt_pr(p: Option<f64>, r: Option<f64>) -> String {
     format!("{} / {}", fmt_opt(p, 2), fmt_opt(r, 2))
 }
 
+/// The generator's C_T, with the cells it counts out of the partition's.
+fn fmt_copying(e: &EvalSummary) -> String {
+    match &e.copying {
+        Some(c) => format!(
+            "{} ({}/{} cells)",
+            fmt_opt(e.copying_ct, 2),
+            c.cells_kept,
+            c.cells
+        ),
+        None => fmt_opt(e.copying_ct, 2),
+    }
+}
+
 fn fmt_count(v: Option<u64>) -> String {
     v.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
 }
@@ -295,7 +308,9 @@ fn features_note(runs: &[RunReport]) -> String {
          encoder's training latents, per-cell Mann–Whitney Z of the distances to the nearest training latent, \
          generated vs the latents of as many held-out test images); negative = the generated latents lie closer to \
          the training data than held-out images do, i.e. copying (Meehan et al. flag C_T well below 0, e.g. < −3), \
-         ≈ 0 = as close as fresh data, positive = farther (underfitting). \
+         ≈ 0 = as close as fresh data, positive = farther (underfitting); cells with fewer than 20 generated \
+         samples are left out (shown as kept/cells), and a generator collapsed onto a few dense regions scores \
+         negative too, so read it beside recall and class TV. \
          \"(GMM)\" = the same for samples of an ex-post GMM on the encoder latents.",
         set(&|e| e.kid_subsets),
         set(&|e| e.kid_subset_size),
@@ -419,7 +434,7 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
             fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
             fmt_opt(e.class_tv, 3),
             fmt_opt(e.class_tv_gmm, 3),
-            fmt_opt(e.copying_ct, 2),
+            fmt_copying(e),
             fmt_opt(e.copying_ct_gmm, 2),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),
@@ -600,7 +615,7 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
             fmt_opt(e.class_tv, 3),
             fmt_opt(e.class_tv_gmm, 3),
-            fmt_opt(e.copying_ct, 2),
+            fmt_copying(e),
             fmt_opt(e.copying_ct_gmm, 2),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),

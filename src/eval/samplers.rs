@@ -400,7 +400,7 @@ pub fn compare(
         let sc = r.scores.as_ref();
         writeln!(
             md,
-            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | {:.2} | ![]({}) |",
+            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | {} | ![]({}) |",
             r.target,
             r.mmd2,
             r.mmd2 / mmd_gauss,
@@ -410,7 +410,7 @@ pub fn compare(
             opt(sc.and_then(|s| s.pr).map(|p| p.precision), 3),
             opt(sc.and_then(|s| s.pr).map(|p| p.recall), 3),
             opt(r.class_tv, 3),
-            r.copying.ct,
+            fmt_ct(&r.copying),
             r.grid
         )?;
     }
@@ -499,9 +499,14 @@ pub struct StudyRow {
     pub copying: Copying,
 }
 
+/// A table cell: C_T (cells kept / cells).
+fn fmt_ct(c: &Copying) -> String {
+    format!("{:.2} ({}/{})", c.ct, c.cells_kept, c.cells)
+}
+
 /// One line on the C_T column of the tables.
 fn copying_note(cells: usize, n: i64, n_train: i64) -> String {
-    format!("C_T: data-copying statistic (Meehan et al. 2020) of {n} latents per generator against {n_train} encoder latents of training images, {n} test-image latents held out, {cells} k-means cells; ≪ 0 (e.g. < −3) = closer to the training latents than held-out data are (copying), ≈ 0 fine, ≫ 0 underfitting.")
+    format!("C_T: data-copying statistic (Meehan et al. 2020) of {n} latents per generator against {n_train} encoder latents of training images, {n} test-image latents held out, {cells} k-means cells; ≪ 0 (e.g. < −3) = closer to the training latents than held-out data are (copying), ≈ 0 fine, ≫ 0 underfitting; (kept/cells): the cells holding ≥ 20 generated samples, which C_T averages over (a generator collapsed into a few dense cells scores negative too).")
 }
 
 /// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
@@ -774,14 +779,14 @@ pub fn study(
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:.2} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
             r.latent_precision,
             r.latent_recall,
             r.class_tv,
-            r.copying.ct,
+            fmt_ct(&r.copying),
             r.classes,
             r.latent_classes,
             opt(r.fid, 1.0, 2),
