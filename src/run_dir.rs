@@ -308,6 +308,18 @@ pub struct EvalSummary {
     /// the test images' (model's generator, ex-post GMM).
     pub class_tv: Option<f64>,
     pub class_tv_gmm: Option<f64>,
+    /// Data-copying statistic C_T (Meehan et al. 2020) in latent space of the
+    /// model's generator and of the ex-post GMM, against the training latents
+    /// with test-image latents held out (`crate::eval::copying`): ≪ 0 means
+    /// closer to the training latents than held-out data are. Absent in
+    /// eval.json files written before it existed.
+    #[serde(default)]
+    pub copying_ct: Option<f64>,
+    #[serde(default)]
+    pub copying_ct_gmm: Option<f64>,
+    /// The model generator's whole test (C_T, global Z_U, cells, sizes).
+    #[serde(default)]
+    pub copying: Option<crate::eval::copying::Copying>,
     pub train: Option<TrainCounts>,
     /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
     /// name relative to the run folder.
@@ -401,6 +413,7 @@ mod tests {
         let e = EvalSummary::read(dir.path()).unwrap();
         assert_eq!(e.rec_fid, Some(3.5));
         assert_eq!(e.test_mse, None);
+        assert_eq!((e.copying_ct, e.copying), (None, None));
         assert_eq!(e.figures.len(), 1);
         let p = Progress {
             step: 5,
@@ -409,6 +422,20 @@ mod tests {
         };
         assert!(e.is_of(&p));
         assert!(!e.is_of(&Progress { post_step: 2, ..p }));
+        // With the data-copying keys (C_T null when no cell counted).
+        std::fs::write(
+            dir.path().join(EVAL),
+            r#"{"model": "ldc", "dataset": "mnist", "copying_ct": -4.5, "copying_ct_gmm": null,
+               "copying": {"ct": -4.5, "zu": -6.25, "cells": 50, "cells_kept": 48, "n_train": 10000,
+                           "n_held_out": 2000, "n_generated": 2000}}"#,
+        )
+        .unwrap();
+        let e = EvalSummary::read(dir.path()).unwrap();
+        assert_eq!((e.copying_ct, e.copying_ct_gmm), (Some(-4.5), None));
+        let c = e.copying.unwrap();
+        assert_eq!((c.zu, c.cells_kept, c.n_train), (-6.25, 48, 10000));
+        e.write(dir.path()).unwrap();
+        assert_eq!(EvalSummary::read(dir.path()).unwrap(), e);
         let e = EvalSummary::read(Path::new("/nonexistent")).unwrap_err();
         assert!(format!("{e:#}").contains("eval.json"), "{e:#}");
     }

@@ -19,7 +19,8 @@ fn fake_runs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
             "latent_mmd2":0.015,"latent_mmd2_gaussian":0.012,"latent_mmd2_gmm":0.011,"latent_samples":2000,
             "rec_kid":0.0021,"rec_kid_std":0.0003,"sample_kid":0.0345,"sample_kid_std":0.002,"sample_kid_gmm":0.0288,
             "sample_kid_gmm_std":0.001,"sample_precision":0.61,"sample_recall":0.42,"sample_precision_gmm":0.7,
-            "sample_recall_gmm":0.55,"class_tv":0.213,"class_tv_gmm":0.05,"kid_subsets":100,"kid_subset_size":1000,"pr_k":3,
+            "sample_recall_gmm":0.55,"class_tv":0.213,"class_tv_gmm":0.05,"copying_ct":-0.42,"copying_ct_gmm":1.3,
+            "copying":{"ct":-0.42,"zu":-1.5,"cells":50,"cells_kept":47,"n_train":10000,"n_held_out":2000,"n_generated":2000},"kid_subsets":100,"kid_subset_size":1000,"pr_k":3,
             "train":{"steps":1200,"epochs":2,"wall_s":250.0},
             "figures":{"tsne":"tsne.png","recon":"recon.png","samples":"samples.png","samples_gmm":"samples_gmm.png","loss":"loss.png"}}"#,
     )
@@ -115,16 +116,24 @@ fn report_from_two_runs() {
     // an eval.json from before these metrics (the VAE's) shows dashes.
     let ldc_run = md.lines().find(|l| l.starts_with("| ldc-mnist |")).unwrap();
     assert!(
-        ldc_run.contains("| 2.10 | 34.50 | 28.80 | 0.61 / 0.42 | 0.70 / 0.55 | 0.213 | 0.050 |"),
+        ldc_run.contains(
+            "| 2.10 | 34.50 | 28.80 | 0.61 / 0.42 | 0.70 / 0.55 | 0.213 | 0.050 | -0.42 (47/50 cells) | 1.30 |"
+        ),
         "{ldc_run}"
     );
     let vae_run = md.lines().find(|l| l.starts_with("| vae-mnist |")).unwrap();
     assert!(
-        vae_run.contains("| – | – | – | – | – | – | – |"),
+        vae_run.contains("| – | – | – | – | – | – | – | – | – | 1000 |"),
         "{vae_run}"
     );
     assert!(md.contains("Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall"));
     assert!(html.contains("<th>Sample KID ×10³</th>") && html.contains("<td>34.50</td>"));
+    // Data-copying C_T beside them, with its sign explained.
+    assert!(
+        md.contains("| Copying C_T | Copying C_T (GMM) |") && html.contains("<th>Copying C_T</th>")
+    );
+    assert!(html.contains("<td>-0.42 (47/50 cells)</td><td>1.30</td>"));
+    assert!(md.contains("Meehan et al.") && md.contains("copying"));
     assert!(md.contains("100 random subset(s) of 1000 images") && md.contains("k = 3"));
     // Sample-count note, latent consistency, configs, figures.
     assert!(md.contains("1000 generated") && md.contains("10000") && md.contains("biased upward"));

@@ -1,6 +1,7 @@
-//! Evaluation: FID, KID, precision/recall, latent-consistency MMD, t-SNE, plots, grids, report.
+//! Evaluation: FID, KID, precision/recall, latent-consistency MMD, data-copying C_T, t-SNE, plots, grids, report.
 
 pub mod classes;
+pub mod copying;
 pub mod feature_metrics;
 pub mod fid;
 pub mod grid;

@@ -191,6 +191,19 @@ fn fmt_pr(p: Option<f64>, r: Option<f64>) -> String {
     format!("{} / {}", fmt_opt(p, 2), fmt_opt(r, 2))
 }
 
+/// The generator's C_T, with the cells it counts out of the partition's.
+fn fmt_copying(e: &EvalSummary) -> String {
+    match &e.copying {
+        Some(c) => format!(
+            "{} ({}/{} cells)",
+            fmt_opt(e.copying_ct, 2),
+            c.cells_kept,
+            c.cells
+        ),
+        None => fmt_opt(e.copying_ct, 2),
+    }
+}
+
 fn fmt_count(v: Option<u64>) -> String {
     v.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
 }
@@ -291,6 +304,13 @@ fn features_note(runs: &[RunReport]) -> String {
          samples between the data's modes), recall = share of test images inside the generated manifold (low: missed \
          modes). Class TV: total-variation distance between the class histogram (cosine 1-NN on labelled training \
          images) of 1,000 generated images and of as many test images; 0 = the same class proportions. \
+         Copying C_T: the data-copying statistic of Meehan et al. (2020) in latent space (k-means cells of the \
+         encoder's training latents, per-cell Mann–Whitney Z of the distances to the nearest training latent, \
+         generated vs the latents of as many held-out test images); negative = the generated latents lie closer to \
+         the training data than held-out images do, i.e. copying (Meehan et al. flag C_T well below 0, e.g. < −3), \
+         ≈ 0 = as close as fresh data, positive = farther (underfitting); cells with fewer than 20 generated \
+         samples are left out (shown as kept/cells), and a generator collapsed onto a few dense regions scores \
+         negative too, so read it beside recall and class TV. \
          \"(GMM)\" = the same for samples of an ex-post GMM on the encoder latents.",
         set(&|e| e.kid_subsets),
         set(&|e| e.kid_subset_size),
@@ -388,17 +408,17 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
 
     let _ = writeln!(s, "## Runs\n");
     let _ = writeln!(s, "{}\n", features_note(runs));
-    let _ = writeln!(s, "| Run | Model | Data | Preset | Generator | Rec FID | Sample FID | Sample FID (GMM) | Rec KID ×10³ | Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall | Precision / recall (GMM) | Class TV | Class TV (GMM) | FID images | Val MSE | Steps | Epochs | Train time |");
+    let _ = writeln!(s, "| Run | Model | Data | Preset | Generator | Rec FID | Sample FID | Sample FID (GMM) | Rec KID ×10³ | Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall | Precision / recall (GMM) | Class TV | Class TV (GMM) | Copying C_T | Copying C_T (GMM) | FID images | Val MSE | Steps | Epochs | Train time |");
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in runs {
         let e = &r.eval;
         let (st, ep, wall) = train_text(&e.train);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
             md_escape(&r.name),
             md_escape(&model_title(&model_key(&e.model))),
             md_escape(&e.dataset),
@@ -414,6 +434,8 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
             fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
             fmt_opt(e.class_tv, 3),
             fmt_opt(e.class_tv_gmm, 3),
+            fmt_copying(e),
+            fmt_opt(e.copying_ct_gmm, 2),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),
         );
@@ -568,7 +590,7 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
     s += "<table><tr><th>Run</th><th>Model</th><th>Data</th><th>Preset</th><th>Generator</th>\
           <th>Rec FID</th><th>Sample FID</th><th>Sample FID (GMM)</th><th>Rec KID ×10³</th><th>Sample KID ×10³</th>\
           <th>Sample KID ×10³ (GMM)</th><th>Precision / recall</th><th>Precision / recall (GMM)</th><th>Class TV</th>\
-          <th>Class TV (GMM)</th><th>FID images</th><th>Val MSE</th><th>Steps</th>\
+          <th>Class TV (GMM)</th><th>Copying C_T</th><th>Copying C_T (GMM)</th><th>FID images</th><th>Val MSE</th><th>Steps</th>\
           <th>Epochs</th><th>Train time</th></tr>\n";
     for r in runs {
         let e = &r.eval;
@@ -577,7 +599,7 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             s,
             "<tr><td class=\"l\"><a href=\"#run-{n}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
              <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{st}</td><td>{ep}</td><td>{wall}</td></tr>",
             esc(&model_title(&model_key(&e.model))),
             esc(&e.dataset),
@@ -593,6 +615,8 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
             fmt_opt(e.class_tv, 3),
             fmt_opt(e.class_tv_gmm, 3),
+            fmt_copying(e),
+            fmt_opt(e.copying_ct_gmm, 2),
             fmt_count(e.fid_samples),
             fmt_opt(e.val_mse, 5),
             n = esc(&r.name),

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::data::{self, ImageSet, Split};
 use crate::eval::feature_metrics::{self, Kid, Manifold, PrecisionRecall};
-use crate::eval::{classes, fid, grid, mmd, plots};
+use crate::eval::{classes, copying, fid, grid, mmd, plots};
 use crate::gmm::Gmm;
 use crate::models::{self, Generation, Model};
 use crate::rng::{reseed, Stream};
@@ -358,6 +358,48 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         model.sampler_name()
     );
     let model_is_gmm = model.generation() == Generation::ExPostGmm;
+    // Data-copying (Meehan et al. 2020) in latent space: are the generated
+    // latents closer to the latents the generator was fitted on than the test
+    // images' latents (held out) are? Equal sizes: `nl` generated against `nl`
+    // held out. T is the generator's own bank where it has one (LDC-VAE's
+    // refinement bank, rebuilt exactly as training encoded it; an ex-post
+    // sampler net's): with a noisy encoder (LDC's) another encoding of the
+    // same images would hide a replay of the bank, since re-encoding moves a
+    // latent about as far as its nearest neighbour. Else (and for the ex-post
+    // GMM, fitted on encoded training images) the encoded training images.
+    let copy_opts =
+        copying::CopyingOptions::for_size(nl, crate::rng::derive(cfg.seed, Stream::Eval, 40));
+    let copy_test = copying::CopyingTest::new(&z_train, &z_test, copy_opts);
+    let gen_bank = {
+        let mut batches =
+            train::Batches::new(&trainset, cfg.train.batch_size, cfg.seed, model.device());
+        model.generator_bank(&mut batches)?
+    };
+    let copy_model = match &gen_bank {
+        Some(bank) => {
+            tracing::info!(
+                "data-copying test of the generator against its own bank of {} latents",
+                bank.size()[0]
+            );
+            copying::CopyingTest::new(&bank.to_device(Device::Cpu), &z_test, copy_opts)
+                .score(&z_model)
+        }
+        None => copy_test.score(&z_model),
+    };
+    let copy_gmm = copy_test.score(&z_gmm);
+    tracing::info!(
+        "data-copying C_T (latents, {} cells, {} held out, {} training; ≪ 0 = copying): {} {:.2} (global Z_U {:.2}, {} cells kept), ex-post GMM {:.2} (Z_U {:.2}, {} kept)",
+        copy_model.cells,
+        copy_model.n_held_out,
+        copy_model.n_train,
+        model.sampler_name(),
+        copy_model.ct,
+        copy_model.zu,
+        copy_model.cells_kept,
+        copy_gmm.ct,
+        copy_gmm.zu,
+        copy_gmm.cells_kept
+    );
 
     // Figures: reconstructions and samples (Fig. 3), latent t-SNE (Fig. 2), curves.
     let nrec = 32.min(test.len());
@@ -545,6 +587,9 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "sample_classes": class_hist,
         "class_tv": class_tv,
         "class_tv_gmm": class_tv_gmm,
+        "copying_ct": copy_model.ct,
+        "copying_ct_gmm": copy_gmm.ct,
+        "copying": copy_model,
         "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.and_then(|s| s.counts.epochs), "wall_s": prog.wall_s},
     });
     for k in FID_FIELDS {
@@ -591,10 +636,10 @@ mod tests {
     #[test]
     fn eval_summary_has_every_feature_metric_field() {
         let v = serde_json::to_value(EvalSummary::default()).unwrap();
-        for k in
-            FID_FIELDS
-                .iter()
-                .chain(&["class_tv", "class_tv_gmm", "test_mse", "sample_classes"])
+        for k in FID_FIELDS
+            .iter()
+            .chain(&["class_tv", "class_tv_gmm", "test_mse", "sample_classes"])
+            .chain(&["copying_ct", "copying_ct_gmm", "copying"])
         {
             assert!(v.get(k).is_some(), "EvalSummary lacks `{k}`");
         }

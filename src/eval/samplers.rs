@@ -6,9 +6,12 @@
 //! images' per generator. With `fid = Some(N)` each generator's N decoded
 //! samples also get FID, KID and precision/recall against the first N test
 //! images (one network pass per generator; the test set's activations come
-//! from the cache `ldc-vae eval` fills).
+//! from the cache `ldc-vae eval` fills). Every generator also gets the
+//! data-copying statistic C_T ([`copying`]) of its latents against the
+//! training latents, the test images' latents held out, as `ldc-vae eval`.
 
 use crate::data;
+use crate::eval::copying::{self, Copying, CopyingTest};
 use crate::eval::run::{
     decode_all, encode_set, kid_seed, score_images, ReferenceSet, ScoreOn, Scores,
 };
@@ -38,6 +41,18 @@ pub struct TargetResult {
     pub class_tv: Option<f64>,
     /// FID, KID and precision/recall at the `fid` images asked for.
     pub scores: Option<Scores>,
+    /// Data-copying C_T of the generator's latents (see [`copying`]).
+    pub copying: Copying,
+}
+
+/// The data-copying test of `ldc-vae eval` on these latents: training
+/// latents partitioned into cells, the test images' latents held out.
+fn copying_test(seed: u64, z_train: &Tensor, z_test: &Tensor) -> CopyingTest {
+    let opts = copying::CopyingOptions::for_size(
+        z_test.size()[0],
+        crate::rng::derive(seed, Stream::Eval, 40),
+    );
+    CopyingTest::new(z_train, z_test, opts)
 }
 
 /// What each generator is judged by besides latent MMD² (see [`TargetResult`]).
@@ -196,6 +211,7 @@ pub fn compare(
     let z_test = encode_set(&base, &test, nl, 250);
     reseed(cfg.seed, Stream::Eval, 11);
     let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
+    let copy_test = copying_test(cfg.seed, &z_train, &z_test);
     let classes = data.train.labels.as_ref().map(|labels| {
         let m = 10_000.min(data.train.len());
         let ns = 1000.min(nl);
@@ -268,6 +284,7 @@ pub fn compare(
         class_hist: j.class_hist,
         class_tv: j.class_tv,
         scores: j.scores,
+        copying: copy_test.score(&z_gauss),
     });
     // The ex-post GMM (the RAE route), fitted as `ldc-vae eval` fits it: the
     // yardstick the issue-14 sampler has to reach.
@@ -295,6 +312,7 @@ pub fn compare(
         class_hist: j.class_hist,
         class_tv: j.class_tv,
         scores: j.scores,
+        copying: copy_test.score(&z_gmm),
     });
 
     for t in targets {
@@ -354,6 +372,7 @@ pub fn compare(
             class_hist: j.class_hist,
             class_tv: j.class_tv,
             scores: j.scores,
+            copying: copy_test.score(&z),
         });
     }
 
@@ -382,7 +401,12 @@ pub fn compare(
     }
     writeln!(
         md,
-        "| generator | MMD² | ratio to Gaussian | FID | KID ×10³ | precision | recall | class TV | samples |\n|---|---|---|---|---|---|---|---|---|"
+        "{}\n",
+        copying_note(copy_test.cells(), nl, z_train.size()[0])
+    )?;
+    writeln!(
+        md,
+        "| generator | MMD² | ratio to Gaussian | FID | KID ×10³ | precision | recall | class TV | C_T | samples |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let opt =
         |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
@@ -390,7 +414,7 @@ pub fn compare(
         let sc = r.scores.as_ref();
         writeln!(
             md,
-            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | ![]({}) |",
+            "| {} | {:.4} | {:.2} | {} | {} | {} | {} | {} | {} | ![]({}) |",
             r.target,
             r.mmd2,
             r.mmd2 / mmd_gauss,
@@ -400,6 +424,7 @@ pub fn compare(
             opt(sc.and_then(|s| s.pr).map(|p| p.precision), 3),
             opt(sc.and_then(|s| s.pr).map(|p| p.recall), 3),
             opt(r.class_tv, 3),
+            fmt_ct(&r.copying),
             r.grid
         )?;
     }
@@ -412,7 +437,8 @@ pub fn compare(
                 "class_hist": r.class_hist, "class_tv": r.class_tv,
                 "fid": sc["fid"], "kid": sc["kid"], "kid_std": sc["kid_std"],
                 "precision": sc["precision"], "recall": sc["recall"],
-                "fid_samples": scorer.as_ref().map(|s| s.n), "scored_on": on.as_str()})
+                "fid_samples": scorer.as_ref().map(|s| s.n), "scored_on": on.as_str(),
+                "copying_ct": r.copying.ct, "copying": r.copying})
         })
         .collect();
     crate::util::write_atomic(
@@ -494,6 +520,18 @@ pub struct StudyRow {
     pub kid_std: Option<f64>,
     pub precision: Option<f64>,
     pub recall: Option<f64>,
+    /// Data-copying C_T of the latents (see [`copying`]).
+    pub copying: Copying,
+}
+
+/// A table cell: C_T (cells kept / cells).
+fn fmt_ct(c: &Copying) -> String {
+    format!("{:.2} ({}/{})", c.ct, c.cells_kept, c.cells)
+}
+
+/// One line on the C_T column of the tables.
+fn copying_note(cells: usize, n: i64, n_train: i64) -> String {
+    format!("C_T: data-copying statistic (Meehan et al. 2020) of {n} latents per generator against the latents it was fitted on (a sampler net of the study: its own bank, rebuilt as training encoded it; the ex-post densities: {n_train} encoder latents of training images), {n} test-image latents held out, {cells} k-means cells; ≪ 0 (e.g. < −3) = closer to the training latents than held-out data are (copying), ≈ 0 fine, ≫ 0 underfitting; (kept/cells): the cells holding ≥ 20 generated samples, which C_T averages over (a generator collapsed into a few dense cells scores negative too).")
 }
 
 /// k-NN precision and recall (Kynkäänniemi et al. 2019, k = 3) of `fake`
@@ -569,6 +607,7 @@ pub fn study(
     let z_train = encode_set(&base, &data.train, (5 * nl).min(data.train.len()), 250);
     let white = crate::svgd::Whitening::fit(&z_train);
     let u_test = white.apply(&z_test);
+    let copy_test = copying_test(cfg.seed, &z_train, &z_test);
     // Class histograms by cosine 1-NN on labelled training images (MNIST).
     let labelled = data.train.labels.as_ref().map(|lab| {
         let m = 10_000.min(data.train.len());
@@ -600,14 +639,27 @@ pub fn study(
         }
     };
     let scorer = Scorer::new(fid, &cfg, dev, test.len(), on)?;
+    // `own_bank`: a sampler net, tested for copying against the bank it was
+    // fitted on (as `ldc-vae eval` does), not another encoding of the images.
     let score = |name: &str,
                  overrides: Vec<String>,
                  m: &Ldc,
                  z: &Tensor,
                  std: f64,
-                 secs: f64|
+                 secs: f64,
+                 own_bank: bool|
      -> Result<StudyRow> {
         let mmd2 = mmd::mmd2_rbf(&z_test, z);
+        let bank = if own_bank {
+            let mut b = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
+            m.generator_bank(&mut b)?
+        } else {
+            None
+        };
+        let copying = match bank {
+            Some(bank) => copying_test(cfg.seed, &bank.to_device(Device::Cpu), &z_test).score(z),
+            None => copy_test.score(z),
+        };
         let uz = white.apply(z);
         let (p, r) = knn_precision_recall(&u_test, &uz, 3);
         let imgs = decode_all(m, &z.narrow(0, 0, nc), 250);
@@ -625,7 +677,7 @@ pub fn study(
                 .collect::<String>()
         );
         grid::save_grid(&imgs.narrow(0, 0, 100), 10, &out.join(&grid_name))?;
-        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, classes {h:?}, latent classes {lh:?}");
+        tracing::info!("{name}: MMD² {mmd2:.4}, latent precision {p:.3}, recall {r:.3}, class TV {tv:.3}, C_T {:.2}, classes {h:?}, latent classes {lh:?}", copying.ct);
         let fs = match &scorer {
             Some(sc) => Some(sc.score_latents(m, z, cfg.seed, cfg.eval.fid_batch, quiet)?),
             None => None,
@@ -655,6 +707,7 @@ pub fn study(
             kid_std: fs.as_ref().map(|f| f.kid.std),
             precision: fs.as_ref().and_then(|f| f.pr).map(|p| p.precision),
             recall: fs.as_ref().and_then(|f| f.pr).map(|p| p.recall),
+            copying,
         })
     };
     let mut rows = Vec::new();
@@ -664,7 +717,15 @@ pub fn study(
         let gmm = fit_expost_gmm(&cfg, &z_train)?;
         reseed(cfg.seed, Stream::Eval, 15);
         let z_gmm = gmm.sample(nl).to_device(dev);
-        rows.push(score("ex-post GMM", vec![], &base, &z_gmm, f64::NAN, 0.0)?);
+        rows.push(score(
+            "ex-post GMM",
+            vec![],
+            &base,
+            &z_gmm,
+            f64::NAN,
+            0.0,
+            false,
+        )?);
         let gauss = mmd::Gaussian::fit(&z_train);
         reseed(cfg.seed, Stream::Eval, 13);
         let z_gauss = gauss.sample(nl).to_device(dev);
@@ -675,6 +736,7 @@ pub fn study(
             &z_gauss,
             f64::NAN,
             0.0,
+            false,
         )?);
         // The encoder's own latents of the test images, decoded: how far the
         // decoder and the 1-NN classifier alone move the class histogram
@@ -689,6 +751,7 @@ pub fn study(
             &z_test,
             f64::NAN,
             0.0,
+            false,
         )?);
         reseed(cfg.seed, Stream::Eval, 12);
         let z_own = crate::eval::run::sample_latents(&base, nl, 250)?;
@@ -699,6 +762,7 @@ pub fn study(
             &z_own,
             f64::NAN,
             0.0,
+            true,
         )?);
     }
 
@@ -741,7 +805,15 @@ pub fn study(
         let secs = t0.elapsed().as_secs_f64();
         reseed(cfg.seed, Stream::Eval, 12);
         let z = crate::eval::run::sample_latents(&m, nl, 250)?;
-        rows.push(score(&v.name, v.overrides.clone(), &m, &z, last_std, secs)?);
+        rows.push(score(
+            &v.name,
+            v.overrides.clone(),
+            &m,
+            &z,
+            last_std,
+            secs,
+            true,
+        )?);
     }
 
     let mut md = String::new();
@@ -760,7 +832,12 @@ pub fn study(
     if let Some(sc) = &scorer {
         writeln!(md, "FID, KID ×10³ and precision/recall (k = {}) in Inception feature space: the first {n} decoded latents of each generator against the first {n} {} images.\n", crate::eval::feature_metrics::PR_K, on.as_str(), n = sc.n)?;
     }
-    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "{}\n",
+        copying_note(copy_test.cells(), nl, z_train.size()[0])
+    )?;
+    writeln!(md, "| generator | overrides | MMD² | latent precision | latent recall | class TV | C_T | classes | latent classes | FID | KID ×10³ | precision | recall | s | samples |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let opt = |v: Option<f64>, scale: f64, d: usize| {
         v.map(|x| format!("{:.d$}", scale * x))
             .unwrap_or_else(|| "–".into())
@@ -768,13 +845,14 @@ pub fn study(
     for r in &rows {
         writeln!(
             md,
-            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} | {} | {:?} | {:?} | {} | {} | {} | {} | {:.0} | ![]({}) |",
             r.name,
             r.overrides.join(" "),
             r.mmd2,
             r.latent_precision,
             r.latent_recall,
             r.class_tv,
+            fmt_ct(&r.copying),
             r.classes,
             r.latent_classes,
             opt(r.fid, 1.0, 2),

@@ -113,6 +113,21 @@ impl<T: Baseline> Model for T {
             }
         }
     }
+    fn generator_bank(&self, data: &mut dyn BatchSource) -> Result<Option<Tensor>> {
+        match self.latents() {
+            PriorOrExPost::Net(net) => {
+                let dev = self.core().device;
+                crate::samplers::bank::encode_bank(
+                    data,
+                    net.bank_size(),
+                    self.core().seed,
+                    |_, x| self.fit_latents(&x.to_device(dev)),
+                )
+                .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
     fn state(&self) -> Vec<(String, Tensor)> {
         let mut v = self.core().state();
         match self.latents() {

@@ -971,20 +971,21 @@ impl Ldc {
 
     /// Encode the whole training set once with the frozen encoder (inference
     /// mode, seeded noise) and build the refinement phase's KDE target on it.
+    /// The refinement's bank: a seeded subset of `refine_bank_size` training
+    /// images, each chunk encoded with its own seeded noise.
+    fn encode_refine_bank(&self, data: &mut dyn BatchSource) -> Result<Tensor> {
+        crate::samplers::bank::encode_bank(data, self.cfg.refine_bank_size, self.seed, |c, x| {
+            reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
+            self.encode_eval(x)
+        })
+    }
+
     fn build_refine_target(&mut self, data: &mut dyn BatchSource) -> Result<()> {
         let size = match self.cfg.refine_bank_size {
             0 => data.num_train(),
             s => s.min(data.num_train()),
         };
-        let bank = crate::samplers::bank::encode_bank(
-            data,
-            self.cfg.refine_bank_size,
-            self.seed,
-            |c, x| {
-                reseed(self.seed, Stream::EncoderNoise, (1u64 << 42) + c as u64);
-                self.encode_eval(x)
-            },
-        )?;
+        let bank = self.encode_refine_bank(data)?;
         let t = self
             .cfg
             .bank_target(&bank, self.cfg.sampler_refine_kde_scale);
@@ -1203,6 +1204,20 @@ impl Model for Ldc {
 
     fn post_training_steps(&self) -> u64 {
         self.cfg.sampler_refine_steps
+    }
+
+    fn generator_bank(&self, data: &mut dyn BatchSource) -> Result<Option<Tensor>> {
+        let train_set = self.cfg.sampler_refine_steps > 0
+            && self.cfg.refine_bank == RefineBank::TrainSet
+            && self.target == SamplerTarget::AggregateKde;
+        if train_set {
+            return self.encode_refine_bank(data).map(Some);
+        }
+        // The joint phase's KDE target: the FIFO bank of recent encoder particles.
+        Ok(
+            (self.target == SamplerTarget::AggregateKde && self.bank.size()[0] >= 2)
+                .then(|| self.bank.shallow_clone()),
+        )
     }
 
     fn post_training_step(&mut self, data: &mut dyn BatchSource, i: u64) -> Result<StepStats> {

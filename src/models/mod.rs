@@ -345,6 +345,15 @@ pub trait Model {
     fn post_training_step(&mut self, _data: &mut dyn BatchSource, _i: u64) -> Result<StepStats> {
         bail!("{} has no post-training phase", self.name())
     }
+    /// The latents the model's generator was fitted on, when it has such a
+    /// bank (LDC-VAE's refinement bank of encoded training images or its FIFO
+    /// bank of encoder particles; an ex-post sampler net's bank), rebuilt
+    /// exactly as training built it: the training set of eval's data-copying
+    /// test. `None`: the generator's training latents are the encoded
+    /// training images themselves (GMMs) or it has none (priors).
+    fn generator_bank(&self, _data: &mut dyn BatchSource) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     /// Named tensors that make up the whole state (weights, BN statistics,
     /// optimizer moments, banks) for a checkpoint.
     fn state(&self) -> Vec<(String, Tensor)>;
