@@ -1,5 +1,6 @@
 //! Evaluation: FID, KID, precision/recall, latent-consistency MMD, t-SNE, plots, grids, report.
 
+pub mod aggregate;
 pub mod classes;
 pub mod feature_metrics;
 pub mod fid;
@@ -7,5 +8,6 @@ pub mod grid;
 pub mod mmd;
 pub mod plots;
 pub mod report;
+pub mod report_tables;
 pub mod run;
 pub mod samplers;
