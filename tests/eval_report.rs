@@ -455,7 +455,7 @@ fn seeds_spread_bold_and_budget_figure() {
     let out = std::env::var_os("LDC_VAE_REPORT_DEMO")
         .map(|d| std::path::PathBuf::from(d).join("seeds"))
         .unwrap_or_else(|| dir.path().join("report"));
-    let (html_p, md_p) = write_report(&[root.clone()], &out).unwrap();
+    let (html_p, md_p) = write_report(std::slice::from_ref(&root), &out).unwrap();
     let md = std::fs::read_to_string(&md_p).unwrap();
     let html = std::fs::read_to_string(&html_p).unwrap();
     let row = |t: &str| {
@@ -470,12 +470,12 @@ fn seeds_spread_bold_and_budget_figure() {
     // 41 ± 1 against 46 ± 1: bold.
     let l = row("LDC-VAE (OT)");
     assert!(
-        l.contains("| **11.00 ± 1.00 (3)**; 9.00 ± 1.00 (3) (1.02) | 60.00 ± 10.00 (3); **41.00 ± 1.00 (3)** (4.73) |"),
+        l.contains("| **2 ep: 11.00 ± 1.00 (3)**; 4 ep: 9.00 ± 1.00 (3) (1.02) | 2 ep: 60.00 ± 10.00 (3); **4 ep: 41.00 ± 1.00 (3)** (4.73) |"),
         "{l}"
     );
     let r = row("RAE-L2");
     assert!(
-        r.contains("| 21.00 ± 1.00 (3); 19.00 ± 1.00 (3) (10.53) | 56.00 ± 1.00 (3); 46.00 ± 1.00 (3) (8.69) |"),
+        r.contains("| 2 ep: 21.00 ± 1.00 (3); 4 ep: 19.00 ± 1.00 (3) (10.53) | 2 ep: 56.00 ± 1.00 (3); 4 ep: 46.00 ± 1.00 (3) (8.69) |"),
         "{r}"
     );
     let ot = row("RAE-L2 + OT");
@@ -483,7 +483,10 @@ fn seeds_spread_bold_and_budget_figure() {
     // The extra row follows its model's.
     let pos = |t: &str| md.find(&format!("\n| {t} |")).unwrap();
     assert!(pos("RAE-L2") < pos("RAE-L2 + OT") && pos("RAE-L2 + OT") < pos("RAE-GP"));
-    assert!(html.contains("<b>11.00 ± 1.00 (3)</b>") && html.contains("<b>41.00 ± 1.00 (3)</b>"));
+    assert!(
+        html.contains("<b>2 ep: 11.00 ± 1.00 (3)</b>")
+            && html.contains("<b>4 ep: 41.00 ± 1.00 (3)</b>")
+    );
     // Bold: 2 in Table 1; in the runs table the same 2 FIDs and the sample
     // KID at both budgets (LDC 12 ± 2 against 20 ± 0; 10 ± 0 against 20 ± 0).
     assert_eq!(

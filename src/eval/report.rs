@@ -262,9 +262,9 @@ fn features_note(runs: &[RunReport]) -> String {
     };
     format!(
         "KID ×10³: kernel inception distance (Bińkowski et al. 2018; cubic polynomial kernel, unbiased MMD², mean over \
-         {} random subset(s) of {} images, at most half of the images since issue 26 so that subsets differ (one \
-         subset = the whole image sets, the exact unbiased estimate, in evaluations made before); the ± of the \
-         tables is over seeds, not subsets), from the same Inception features as FID; unlike FID it is \
+         {} random subset(s) of {} images: at most half the images, so that the subsets differ (evaluations made \
+         before issue 26 used one subset, the whole image sets: the exact unbiased estimate); the ± of the tables \
+         is over seeds, not subsets), from the same Inception features as FID; unlike FID it is \
          unbiased in the sample count. Precision / recall: k-NN manifolds in Inception feature space (k = {}, \
          Kynkäänniemi et al. 2019): precision = share of generated images inside the test images' manifold (low: \
          samples between the data's modes), recall = share of test images inside the generated manifold (low: missed \

@@ -156,6 +156,29 @@ fn table1_rows(cells: &[Cell]) -> Vec<rows::RowId> {
     out
 }
 
+/// What tells a cell from the other cells of its row and data set in Table 1
+/// (the preset, the epochs), when there are others; `None` when not.
+fn config_label(cells: &[Cell], c: &Cell) -> Option<String> {
+    let same: Vec<&Cell> = cells
+        .iter()
+        .filter(|o| o.dataset == c.dataset && o.row.key == c.row.key)
+        .collect();
+    let presets = same.iter().any(|o| o.preset != c.preset);
+    let epochs = same.iter().any(|o| o.epochs != c.epochs);
+    let mut parts = Vec::new();
+    if presets {
+        parts.push(c.preset.clone());
+    }
+    if epochs {
+        parts.push(match c.epochs {
+            Some(e) if e.fract() == 0.0 => format!("{e} ep"),
+            Some(e) => format!("{e:.2} ep"),
+            None => "? ep".into(),
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// Table 1: one row per row, Rec and Sample FID per data set; ours (each
 /// cell mean ± std over seeds) with the paper's number in brackets.
 pub fn table1(runs: &[RunReport], cells: &[Cell]) -> Table {
@@ -179,7 +202,7 @@ pub fn table1(runs: &[RunReport], cells: &[Cell]) -> Table {
                     if c.row.key != row.key || c.dataset != *d {
                         continue;
                     }
-                    let (text, bold) = if sample {
+                    let (mut text, bold) = if sample {
                         let mut t = stat_text(c.stat(|e| e.sample_fid), 2);
                         if let Some(g) = c.stat(|e| e.sample_fid_gmm) {
                             t += &format!(" · GMM {}", g.text(2, true));
@@ -188,6 +211,9 @@ pub fn table1(runs: &[RunReport], cells: &[Cell]) -> Table {
                     } else {
                         (stat_text(c.stat(|e| e.rec_fid), 2), rec_bold[i])
                     };
+                    if let Some(l) = config_label(cells, c) {
+                        text = format!("{l}: {text}");
+                    }
                     let t = TCell::num(text, bold);
                     md.push(t.md);
                     html.push(t.html);
