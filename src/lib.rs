@@ -15,6 +15,7 @@
 //! - [`optim`]: Adam with saveable state (exact resume).
 //! - [`train`]: the one training loop, checkpoints, metrics, NaN handling.
 //! - [`eval`]: FID, latent MMD, t-SNE, plots, grids, report.
+//! - [`rows`]: the rows of Table 1 (a model plus config overrides).
 //! - [`config`]: TOML presets and `--set key=value` overrides.
 //! - [`dist`]: data-parallel training over MPI (feature `mpi`).
 
@@ -29,6 +30,7 @@ pub mod models;
 pub mod nets;
 pub mod optim;
 pub mod rng;
+pub mod rows;
 pub mod run_dir;
 pub mod samplers;
 pub mod svgd;

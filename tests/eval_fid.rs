@@ -443,7 +443,8 @@ fn features_once_keep_fid_bit_identical_and_cache_activations() {
         s.fid, s.kid, s.pr
     );
     assert_eq!(s.fid.to_bits(), fid_old.to_bits());
-    assert_eq!(s.kid.subset_size, 6);
+    // KID subsets: half the smaller set (6 reference images, 7 generated).
+    assert_eq!((s.kid.subset_size, s.kid.subsets), (3, 100));
     assert!(s.kid.mean.is_finite() && s.pr.is_some());
 }
 
@@ -458,7 +459,7 @@ fn features_once_keep_fid_bit_identical_and_cache_activations() {
 #[ignore]
 fn real_images_feature_metrics_sanity() {
     use ldc_vae::data::{load_split, Split};
-    use ldc_vae::eval::feature_metrics::{kid_default, precision_recall, PR_K};
+    use ldc_vae::eval::feature_metrics::{kid as kid_of, kid_default, precision_recall, PR_K};
     use ldc_vae::eval::fid::{default_stats_dir, reference_features_with};
     let _rng = ldc_vae::rng::exclusive();
     let n: usize = std::env::var("LDC_VAE_SANITY_N")
@@ -487,7 +488,8 @@ fn real_images_feature_metrics_sanity() {
     let pr = precision_recall(&r.acts, &acts, PR_K).unwrap();
     eprintln!("train vs test, {n} images: FID {fid:.2}, KID {kid:?}, {pr:?}");
     let same = precision_recall(&r.acts, &r.acts, PR_K).unwrap();
-    let kid_same = kid_default(&r.acts, &r.acts, 0).unwrap();
+    // The whole set against itself (default subsets would be two different halves).
+    let kid_same = kid_of(&r.acts, &r.acts, 1, n, 0).unwrap();
     eprintln!("test vs itself: KID {kid_same:?}, {same:?}");
     assert_eq!((same.precision, same.recall), (1.0, 1.0));
     // A set against itself: the unbiased estimate is −2(mean k(x,x) − mean

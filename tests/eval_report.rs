@@ -80,7 +80,14 @@ fn report_from_two_runs() {
 
     // Every Table-1 row, with the paper's numbers beside ours.
     for row in [
-        "VAE", "CV-VAE", "WAE-MMD", "2sAE", "RAE-L2", "RAE-SN", "RAE-GP", "LDC-VAE",
+        "VAE",
+        "CV-VAE",
+        "WAE-MMD",
+        "2sAE",
+        "RAE-L2",
+        "RAE-SN",
+        "RAE-GP",
+        "LDC-VAE (OT)",
     ] {
         assert!(
             md.contains(&format!("| {row} |")),
@@ -94,18 +101,27 @@ fn report_from_two_runs() {
     for col in ["MNIST", "CELEBA", "CIFAR10"] {
         assert!(md.contains(col) && html.contains(col));
     }
-    let ldc_row = md.lines().find(|l| l.starts_with("| LDC-VAE |")).unwrap();
-    assert!(ldc_row.contains("**12.30** (1.02)"), "{ldc_row}");
+    // Rows beyond the paper's appear only with runs.
+    assert!(!md.contains("RAE-L2 + OT") && !md.contains("paper recipe"));
+    let ldc_row = md
+        .lines()
+        .find(|l| l.starts_with("| LDC-VAE (OT) |"))
+        .unwrap();
+    assert!(ldc_row.contains("| 12.30 (1.02) |"), "{ldc_row}");
     assert!(
-        ldc_row.contains("**40.10 · GMM 35.00** (4.73)"),
+        ldc_row.contains("| 40.10 · GMM 35.00 (4.73) |"),
         "{ldc_row}"
     );
     assert!(ldc_row.contains("– (36.84)"), "{ldc_row}");
     let vae_row = md.lines().find(|l| l.starts_with("| VAE |")).unwrap();
     assert!(
-        vae_row.contains("**25.50** (18.26)") && vae_row.contains("**61.25** (19.21)"),
+        vae_row.contains("| 25.50 (18.26) |") && vae_row.contains("| 61.25 (19.21) |"),
         "{vae_row}"
     );
+    // One seed per cell: values alone, nothing bold, and the note says why.
+    assert!(!ldc_row.contains("**") && !vae_row.contains("**"));
+    assert!(!html.contains("<b>1") && !html.contains("<b>2") && !html.contains("<b>4"));
+    assert!(md.contains("one seed: no difference is called"));
     for p in ["101.24", "117.44", "74.16", "48.12"] {
         assert!(
             md.contains(p) && html.contains(p),
@@ -114,26 +130,37 @@ fn report_from_two_runs() {
     }
     // The runs table: KID ×10³, precision / recall and class TV beside FID;
     // an eval.json from before these metrics (the VAE's) shows dashes.
+    // Columns: run (Run, Model, Data, Preset, Seeds, FID images), reconstruction
+    // (FID, KID, val MSE), sampler (generator, FID, KID, P/R, TV), ex-post GMM
+    // (FID, KID, P/R, TV), training (steps, epochs, time).
     let ldc_run = md.lines().find(|l| l.starts_with("| ldc-mnist |")).unwrap();
     assert!(
-        ldc_run.contains(
-            "| 2.10 | 34.50 | 28.80 | 0.61 / 0.42 | 0.70 / 0.55 | 0.213 | 0.050 | -0.42 (47/50 cells) | 1.30 |"
-        ),
+        ldc_run
+            .contains("| LDC-VAE (OT) | mnist | mnist-cpu | 1 | 1000 | 12.30 | 2.10 | 0.01000 |"),
         "{ldc_run}"
     );
+    assert!(
+        ldc_run.contains("| 40.10 | 34.50 | 0.61 / 0.42 | 0.213 | -0.42 | 35.00 | 28.80 | 0.70 / 0.55 | 0.050 | 1.30 | 1200 | 2.00 | 4.2 min |"),
+        "{ldc_run}"
+    );
+    assert!(!ldc_run.contains("**"), "{ldc_run}");
     let vae_run = md.lines().find(|l| l.starts_with("| vae-mnist |")).unwrap();
     assert!(
-        vae_run.contains("| – | – | – | – | – | – | – | – | – | 1000 |"),
+        vae_run.contains("| 61.25 | – | – | – | – | – | – | – | – |"),
         "{vae_run}"
     );
-    assert!(md.contains("Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall"));
+    assert!(md.contains("Sample FID (GMM) | Sample KID ×10³ (GMM) | Precision / recall (GMM)"));
     assert!(html.contains("<th>Sample KID ×10³</th>") && html.contains("<td>34.50</td>"));
-    // Data-copying C_T beside them, with its sign explained.
+    // The runs table's columns are grouped and it scrolls in its own box.
     assert!(
-        md.contains("| Copying C_T | Copying C_T (GMM) |") && html.contains("<th>Copying C_T</th>")
+        html.contains("<tr class=\"groups\"><th colspan=\"6\">run</th><th colspan=\"3\">reconstruction</th><th colspan=\"6\">sampler</th><th colspan=\"5\">ex-post GMM</th><th colspan=\"3\">training</th></tr>"),
+        "column groups"
     );
-    assert!(html.contains("<td>-0.42 (47/50 cells)</td><td>1.30</td>"));
-    assert!(md.contains("Meehan et al.") && md.contains("copying"));
+    assert!(
+        html.contains("div.scroll{overflow-x:auto")
+            && html.matches("<div class=\"scroll\">").count() == 3
+    );
+    assert!(!out.join("budget.png").exists() && !html.contains("alt=\"budget\""));
     assert!(md.contains("100 random subset(s) of 1000 images") && md.contains("k = 3"));
     // Sample-count note, latent consistency, configs, figures.
     assert!(md.contains("1000 generated") && md.contains("10000") && md.contains("biased upward"));
@@ -303,15 +330,18 @@ fn report_over_reproduce_folders() {
     .unwrap();
     let md = std::fs::read_to_string(&md_p).unwrap();
     let html = std::fs::read_to_string(&html_p).unwrap();
-    let ldc_row = md.lines().find(|l| l.starts_with("| LDC-VAE |")).unwrap();
+    let ldc_row = md
+        .lines()
+        .find(|l| l.starts_with("| LDC-VAE (OT) |"))
+        .unwrap();
     // MNIST blank, CelebA and CIFAR-10 filled (columns: MNIST, CELEBA, CIFAR10).
     assert!(
-        ldc_row.contains("| – (1.02) | – (4.73) | **66.25** (34.82) | **76.25** (36.84) | **81.50** (49.18) | **91.50** (101.24) |"),
+        ldc_row.contains("| – (1.02) | – (4.73) | 66.25 (34.82) | 76.25 (36.84) | 81.50 (49.18) | 91.50 (101.24) |"),
         "{ldc_row}"
     );
     let rae_row = md.lines().find(|l| l.starts_with("| RAE-L2 |")).unwrap();
     assert!(
-        rae_row.contains("**66.25**") && rae_row.contains("**81.50**"),
+        rae_row.contains("| 66.25 (43.52) |") && rae_row.contains("| 81.50 (32.24) |"),
         "{rae_row}"
     );
     for name in [
@@ -335,4 +365,175 @@ fn report_over_reproduce_folders() {
     std::fs::create_dir_all(&empty).unwrap();
     let e = format!("{:#}", write_report(&[empty], &out).unwrap_err());
     assert!(e.contains("ldc-vae eval"), "{e}");
+}
+
+/// Fake run `dir` of `model` (config with `extra` TOML) trained `epochs`
+/// epochs in `wall` seconds (summary.json; eval.json says 1 s, which the
+/// report must not use).
+fn seeded_run(
+    dir: &Path,
+    model: &str,
+    extra: &str,
+    epochs: u32,
+    seed: u32,
+    nums: [f64; 3],
+    wall: f64,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("seed = {seed}\nmodel = \"{model}\"\n{extra}\n[train]\nepochs = {epochs}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("eval.json"),
+        format!(
+            r#"{{"model":"{model}","dataset":"mnist","preset":"mnist-cpu","data_note":"MNIST IDX","rec_fid":{},"sample_fid":{},
+                "sample_kid":{},"fid_samples":500,"figures":{{}},
+                "train":{{"steps":{},"epochs":{epochs},"wall_s":1.0}}}}"#,
+            nums[0],
+            nums[1],
+            nums[2],
+            60 * epochs
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("summary.json"),
+        format!(r#"{{"model":"{model}","dataset":"mnist","preset":"mnist-cpu","complete":true,"epochs":{epochs},"wall_s":{wall},"val_mse":0.01}}"#),
+    )
+    .unwrap();
+}
+
+/// Three seeds of LDC-VAE and RAE-L2 at 2 and 4 epochs, and one RAE-L2 + OT
+/// run (a row found from its config): cells with mean ± std, bold only
+/// beyond the spread, and the budget figure.
+#[test]
+fn seeds_spread_bold_and_budget_figure() {
+    let _rng = ldc_vae::rng::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reproduce");
+    // [rec FID, sample FID, sample KID] per seed.
+    let ldc = [
+        [
+            [10.0, 50.0, 0.010],
+            [11.0, 60.0, 0.012],
+            [12.0, 70.0, 0.014],
+        ],
+        [[8.0, 40.0, 0.01], [9.0, 41.0, 0.01], [10.0, 42.0, 0.01]],
+    ];
+    let rae = [
+        [[20.0, 55.0, 0.02], [21.0, 56.0, 0.02], [22.0, 57.0, 0.02]],
+        [[18.0, 45.0, 0.02], [19.0, 46.0, 0.02], [20.0, 47.0, 0.02]],
+    ];
+    for (b, epochs) in [2u32, 4].into_iter().enumerate() {
+        for k in 0..3 {
+            let wall = 50.0 * epochs as f64 + 10.0 * k as f64;
+            let d = |row: &str| root.join(format!("e{epochs}/{row}/seed{k}"));
+            seeded_run(&d("ldc"), "ldc", "", epochs, k as u32, ldc[b][k], wall);
+            seeded_run(
+                &d("rae-l2"),
+                "rae-l2",
+                "",
+                epochs,
+                k as u32,
+                rae[b][k],
+                wall,
+            );
+        }
+    }
+    // One seed of a row beyond the registry's: the best rec FID at 4 epochs,
+    // but one seed calls no difference, so that column has no bold.
+    seeded_run(
+        &root.join("e4/rae-l2-ot"),
+        "rae-l2",
+        "[sampler]\nkind = \"ot\"",
+        4,
+        0,
+        [5.0, 100.0, 0.05],
+        200.0,
+    );
+    let out = std::env::var_os("LDC_VAE_REPORT_DEMO")
+        .map(|d| std::path::PathBuf::from(d).join("seeds"))
+        .unwrap_or_else(|| dir.path().join("report"));
+    let (html_p, md_p) = write_report(std::slice::from_ref(&root), &out).unwrap();
+    let md = std::fs::read_to_string(&md_p).unwrap();
+    let html = std::fs::read_to_string(&html_p).unwrap();
+    let row = |t: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {t} |")))
+            .unwrap_or_else(|| panic!("no row {t}:\n{md}"))
+            .to_string()
+    };
+    // LDC at 2 epochs: rec 11 ± 1 against RAE-L2's 21 ± 1: bold. Sample
+    // 60 ± 10 against 56 ± 1: within the spread, no bold in that column.
+    // At 4 epochs: rec has no bold (RAE-L2 + OT leads with one seed); sample
+    // 41 ± 1 against 46 ± 1: bold.
+    let l = row("LDC-VAE (OT)");
+    assert!(
+        l.contains("| **2 ep: 11.00 ± 1.00 (3)**; 4 ep: 9.00 ± 1.00 (3) (1.02) | 2 ep: 60.00 ± 10.00 (3); **4 ep: 41.00 ± 1.00 (3)** (4.73) |"),
+        "{l}"
+    );
+    let r = row("RAE-L2");
+    assert!(
+        r.contains("| 2 ep: 21.00 ± 1.00 (3); 4 ep: 19.00 ± 1.00 (3) (10.53) | 2 ep: 56.00 ± 1.00 (3); 4 ep: 46.00 ± 1.00 (3) (8.69) |"),
+        "{r}"
+    );
+    let ot = row("RAE-L2 + OT");
+    assert!(ot.contains("| 5.00 | 100.00 |"), "{ot}");
+    // The extra row follows its model's.
+    let pos = |t: &str| md.find(&format!("\n| {t} |")).unwrap();
+    assert!(pos("RAE-L2") < pos("RAE-L2 + OT") && pos("RAE-L2 + OT") < pos("RAE-GP"));
+    assert!(
+        html.contains("<b>2 ep: 11.00 ± 1.00 (3)</b>")
+            && html.contains("<b>4 ep: 41.00 ± 1.00 (3)</b>")
+    );
+    // Bold: 2 in Table 1; in the runs table the same 2 FIDs and the sample
+    // KID at both budgets (LDC 12 ± 2 against 20 ± 0; 10 ± 0 against 20 ± 0).
+    assert_eq!(
+        html.matches("<b>").count() - html.matches("<b>Data.</b>").count(),
+        2 + 4
+    );
+    assert!(md.contains("larger of the two standard deviations") && md.contains("one seed"));
+    // The runs table: one line per cell, the seeds' names, KID ×10³ 12 ± 2,
+    // the mean wall time of summary.json (100, 110, 120 s).
+    let c = md
+        .lines()
+        .find(|l| l.starts_with("| e2-ldc-seed0, e2-ldc-seed1, e2-ldc-seed2 |"))
+        .unwrap_or_else(|| panic!("no cell line:\n{md}"));
+    assert!(
+        c.contains("| LDC-VAE (OT) | mnist | mnist-cpu | 3 | 500 | **11.00 ± 1.00 (3)** |"),
+        "{c}"
+    );
+    assert!(
+        c.contains("| 60.00 ± 10.00 (3) | **12.00 ± 2.00 (3)** |")
+            && c.ends_with("| 120 | 2.00 | 110 s |"),
+        "{c}"
+    );
+    assert_eq!(
+        md.matches("| mnist | mnist-cpu |").count(),
+        5,
+        "one line per cell"
+    );
+    // Every run has its section, named by the folders that tell it apart.
+    for n in ["e2-ldc-seed0", "e4-rae-l2-seed2", "rae-l2-ot"] {
+        assert!(html.contains(&format!("id=\"run-{n}\"")), "{n}");
+    }
+    // The budget figure: written, a PNG of 2 × 2 panels, in both reports.
+    let fig = out.join("budget.png");
+    let (w, h) = image::image_dimensions(&fig).expect("budget.png");
+    assert_eq!((w, h), (1200, 640));
+    assert!(
+        md.contains("![budget](budget.png)")
+            && html.contains("alt=\"budget\" src=\"data:image/png;base64,")
+    );
+    let png = image::open(&fig).unwrap().to_rgb8();
+    let coloured = png
+        .pixels()
+        .filter(|p| p[0] != p[1] || p[1] != p[2])
+        .count();
+    assert!(
+        coloured > 500,
+        "budget figure looks empty ({coloured} coloured pixels)"
+    );
 }

@@ -6,8 +6,12 @@
 //!   MMD² between the two feature sets with the cubic polynomial kernel
 //!   `k(x, y) = (x·y/d + 1)³`, averaged over random subsets of equal size
 //!   (drawn without replacement), as torch-fidelity's `kid_features_to_metric`
-//!   computes it: default 100 subsets of `min(1000, n₁, n₂)` images; the spread
-//!   is the population standard deviation over subsets (`np.std`). Unlike FID
+//!   computes it, with the spread the population standard deviation over
+//!   subsets (`np.std`). Our default is 100 subsets of `min(1000, n/2)` images
+//!   (n = the smaller set, at least 2), not torch-fidelity's `min(1000, n)`:
+//!   with 1,000 images every subset of 1,000 is the whole set and the spread
+//!   is 0, telling nothing (issue 26); half the images make the subsets
+//!   differ. Unlike FID
 //!   it is unbiased in the sample count, so a 500-image evaluation estimates
 //!   the same number as a 10,000-image one. Values are raw (not ×1000); the
 //!   report and the CLI print them ×10³ and say so.
@@ -30,7 +34,8 @@ use tch::{Device, Kind, Tensor};
 
 /// KID subsets (torch-fidelity's and torchmetrics' default).
 pub const KID_SUBSETS: usize = 100;
-/// Largest KID subset (torch-fidelity's and torchmetrics' default).
+/// Largest KID subset (torch-fidelity's and torchmetrics' default); the
+/// default subsets are also at most half the smaller set ([`kid_default`]).
 pub const KID_SUBSET_SIZE: usize = 1000;
 /// Neighbourhood size of the precision/recall manifolds (the paper's k = 3).
 pub const PR_K: usize = 3;
@@ -163,9 +168,18 @@ pub fn kid(a: &Tensor, b: &Tensor, subsets: usize, subset_size: usize, seed: u64
     })
 }
 
-/// KID with the defaults ([`KID_SUBSETS`] subsets of up to [`KID_SUBSET_SIZE`]).
+/// Subset size of [`kid_default`] for sets of `na` and `nb` images: at most
+/// [`KID_SUBSET_SIZE`] and half the smaller set, at least 2.
+pub fn default_subset_size(na: usize, nb: usize) -> usize {
+    KID_SUBSET_SIZE.min(na.min(nb) / 2).max(2)
+}
+
+/// KID with the defaults: [`KID_SUBSETS`] subsets of
+/// [`default_subset_size`] images, so that the subsets differ and the std
+/// says how much the estimate varies (whole sets: call [`kid`]).
 pub fn kid_default(a: &Tensor, b: &Tensor, seed: u64) -> Result<Kid> {
-    kid(a, b, KID_SUBSETS, KID_SUBSET_SIZE, seed)
+    let (na, nb) = (a.size()[0] as usize, b.size()[0] as usize);
+    kid(a, b, KID_SUBSETS, default_subset_size(na, nb), seed)
 }
 
 /// Squared Euclidean distances between the rows of `x` `[n, D]` and `y`
@@ -342,6 +356,31 @@ mod tests {
             "{k1:?} vs {iid:?}"
         );
         assert!(k2.mean > k1.mean, "{k2:?} vs {k1:?}");
+    }
+
+    #[test]
+    fn default_subsets_are_half_the_images_and_spread() {
+        assert_eq!(default_subset_size(1000, 1000), 500);
+        assert_eq!(default_subset_size(10_000, 10_000), 1000);
+        assert_eq!(default_subset_size(500, 300), 150);
+        assert_eq!(default_subset_size(3, 3), 2);
+        // 200 images each: 100 subsets of 100, which differ, so the std is
+        // positive (with subsets of the whole sets it was exactly 0).
+        let x = noise(200, 8, 31);
+        let y = &noise(200, 8, 32) + 0.2;
+        let k = kid_default(&x, &y, 7).unwrap();
+        assert_eq!((k.subsets, k.subset_size), (KID_SUBSETS, 100));
+        assert!(k.std > 0.0 && k.mean > 0.0, "{k:?}");
+        let whole = kid(&x, &y, KID_SUBSETS, KID_SUBSET_SIZE, 7).unwrap();
+        assert_eq!((whole.subsets, whole.subset_size, whole.std), (1, 200, 0.0));
+        // The subset means estimate the same (unbiased) number as the whole sets.
+        assert!(
+            (k.mean - whole.mean).abs() < 3.0 * k.std,
+            "{k:?} vs {whole:?}"
+        );
+        // Two images: one subset of both.
+        let two = kid_default(&x.narrow(0, 0, 2), &y.narrow(0, 0, 3), 0).unwrap();
+        assert_eq!(two.subset_size, 2);
     }
 
     #[test]

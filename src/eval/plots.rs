@@ -1,5 +1,5 @@
 //! Figures as PNG (plotters, bitmap backend): the t-SNE latent scatter of the
-//! paper's Figure 2 and training loss curves.
+//! paper's Figure 2, training loss curves and the budget curves of the report.
 //!
 //! Text (titles, legends, tick labels) needs a system font (plotters' `ttf`
 //! feature, through fontconfig). When drawing with text fails, the figure is
@@ -362,6 +362,195 @@ fn draw_curve(
                 .draw_series(s.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(perr)?;
         }
+    }
+    Ok(())
+}
+
+/// matplotlib's `tab10`: one colour per row of the budget figure.
+const TAB10: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The budget figure: for each data set (and preset) of `lines`, rec FID and
+/// sample FID (rows) against the epochs and against the training wall time
+/// (columns, both on log₂ axes), one line per row of Table 1 (legend), each
+/// point the mean over seeds with ± one standard deviation as an error bar.
+pub fn budget_curves(lines: &[super::aggregate::BudgetLine], path: &Path) -> Result<()> {
+    use super::aggregate::{BudgetPoint, Stat};
+    let mut panels: Vec<&str> = Vec::new();
+    for l in lines {
+        if !panels.contains(&l.panel.as_str()) {
+            panels.push(&l.panel);
+        }
+    }
+    if panels.is_empty() {
+        bail!("budget_curves: no curves");
+    }
+    type Pick = fn(&BudgetPoint) -> Option<Stat>;
+    let metrics: [(&str, Pick); 2] = [("rec FID", |p| p.rec), ("sample FID", |p| p.sample)];
+    let axes: [(&str, Pick); 2] = [
+        ("epochs", |p| {
+            Some(Stat {
+                mean: p.epochs,
+                std: 0.0,
+                n: 1,
+            })
+        }),
+        ("training wall time (s)", |p| p.wall_s),
+    ];
+    let (w, panel_h) = (1200u32, 320u32);
+    render_png(
+        path,
+        (w, panel_h * 2 * panels.len() as u32),
+        |root, text| {
+            let grid = root.split_evenly((2 * panels.len(), 2));
+            for (pi, panel) in panels.iter().enumerate() {
+                for (mi, (mname, metric)) in metrics.iter().enumerate() {
+                    for (ai, (aname, axis)) in axes.iter().enumerate() {
+                        let area = &grid[(2 * pi + mi) * 2 + ai];
+                        // (line index, x = log₂ of the axis, y mean, y std) of every point.
+                        let mut pts: Vec<(usize, f64, f64, f64)> = Vec::new();
+                        for (li, l) in lines.iter().enumerate().filter(|(_, l)| l.panel == *panel) {
+                            for p in &l.points {
+                                if let (Some(x), Some(y)) = (axis(p), metric(p)) {
+                                    if x.mean > 0.0 && y.mean.is_finite() {
+                                        pts.push((li, x.mean.log2(), y.mean, y.std));
+                                    }
+                                }
+                            }
+                        }
+                        let title = format!("{panel}: {mname} vs {aname}");
+                        draw_budget_panel(area, &title, aname, lines, &pts, text)?;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+fn draw_budget_panel(
+    area: &Area,
+    title: &str,
+    x_name: &str,
+    lines: &[super::aggregate::BudgetLine],
+    pts: &[(usize, f64, f64, f64)],
+    text: bool,
+) -> Result<()> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(_, x, y, s) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y - s);
+        y1 = y1.max(y + s);
+    }
+    if pts.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let xpad = ((x1 - x0) * 0.08).max(0.25);
+    let ypad = ((y1 - y0) * 0.08).max(1e-3 * y1.abs().max(1.0));
+    let mut b = ChartBuilder::on(area);
+    b.margin(10).margin_right(20);
+    if text {
+        b.caption(title, ("sans-serif", 17))
+            .x_label_area_size(36)
+            .y_label_area_size(55);
+    }
+    let mut chart = b
+        .build_cartesian_2d(x0 - xpad..x1 + xpad, y0 - ypad..y1 + ypad)
+        .map_err(perr)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(BLACK.mix(0.04));
+    // Epochs: labels at powers of two only; wall time: 3 significant digits.
+    let epochs_axis = x_name == "epochs";
+    let fmt_x = |v: &f64| {
+        let x = 2f64.powf(*v);
+        if epochs_axis {
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
+        } else {
+            let digits = (2 - x.abs().max(1e-9).log10().floor() as i32).max(0) as usize;
+            let r = 10f64.powi(x.abs().max(1e-9).log10().floor() as i32 - 2);
+            let t = format!("{:.digits$}", (x / r).round() * r);
+            if t.contains('.') {
+                t.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                t
+            }
+        }
+    };
+    let fmt_y = |v: &f64| tick(*v);
+    let desc = format!("{x_name} (log₂)");
+    if text {
+        mesh.x_desc(desc.as_str())
+            .x_label_formatter(&fmt_x)
+            .y_label_formatter(&fmt_y);
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw().map_err(perr)?;
+    let cap = 0.04 * (x1 - x0 + 2.0 * xpad);
+    for (li, l) in lines.iter().enumerate() {
+        let mine: Vec<(f64, f64, f64)> = pts
+            .iter()
+            .filter(|p| p.0 == li)
+            .map(|p| (p.1, p.2, p.3))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let color = TAB10[li % TAB10.len()];
+        let s = chart
+            .draw_series(LineSeries::new(
+                mine.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))
+            .map_err(perr)?;
+        if text {
+            s.label(l.label.clone()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        }
+        chart
+            .draw_series(
+                mine.iter()
+                    .map(|p| Circle::new((p.0, p.1), 3, color.filled())),
+            )
+            .map_err(perr)?;
+        for &(x, y, sd) in mine.iter().filter(|p| p.2 > 0.0) {
+            let style = color.stroke_width(1);
+            for seg in [
+                vec![(x, y - sd), (x, y + sd)],
+                vec![(x - cap, y - sd), (x + cap, y - sd)],
+                vec![(x - cap, y + sd), (x + cap, y + sd)],
+            ] {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(seg, style)))
+                    .map_err(perr)?;
+            }
+        }
+    }
+    if text && !pts.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(perr)?;
     }
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! The Table-1 report: `report.html` (self-contained, figures embedded as
 //! base64 data URIs) and `report.md` (figures copied beside it) from run
 //! folders, each holding `config.toml`, `eval.json` (written by `ldc-vae eval`)
-//! and PNG figures.
+//! and PNG figures. Runs that differ only in seed are one cell
+//! ([`super::aggregate`]); the tables are built in [`super::report_tables`].
 
+use super::aggregate;
+use super::report_tables::{self as tables, md_escape};
 use crate::models;
-use crate::run_dir::{self, EvalSummary, TrainCounts};
+use crate::rows::{self, RowId};
+use crate::run_dir::{self, EvalSummary, TrainSummary};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -20,6 +24,9 @@ pub const PAPER_DATASETS: [(&str, &str); 3] = [
     ("celeba", "CELEBA"),
     ("cifar10", "CIFAR10"),
 ];
+
+/// File name of the budget figure in the report folder.
+pub const BUDGET_FIGURE: &str = "budget.png";
 
 /// The models of the paper's Table 1 in its row order, as (key, row title,
 /// [Rec, Sample] FID for MNIST, CELEBA, CIFAR10): the registry's Table-1 rows.
@@ -44,6 +51,13 @@ pub fn model_title(key: &str) -> String {
         .unwrap_or_else(|_| key.to_string())
 }
 
+/// Title of the report row of a row key or model key (`ldc` is "LDC-VAE (OT)").
+pub fn row_title(key: &str) -> String {
+    rows::find(key, rows::ROWS)
+        .map(|r| r.title.to_string())
+        .unwrap_or_else(|_| key.to_string())
+}
+
 /// The paper's (Rec, Sample) FID of a model on a data set, if Table 1 has it.
 pub fn paper_fid(model: &str, dataset: &str) -> Option<(f64, f64)> {
     let row = models::info(&model_key(model)).ok()?.table1?;
@@ -58,14 +72,21 @@ pub fn paper_fid(model: &str, dataset: &str) -> Option<(f64, f64)> {
 pub struct RunReport {
     /// The folder.
     pub dir: PathBuf,
-    /// Unique short name (the folder's name, suffixed when two runs share it).
+    /// Unique short name (the folder's name, with as many parent folders in
+    /// front as it takes to tell runs apart).
     pub name: String,
     pub eval: EvalSummary,
     /// `config.toml`'s text, when present.
     pub config: Option<String>,
+    /// Its row of Table 1 ([`rows::row_of_run`] on the config).
+    pub row: RowId,
+    /// Epochs trained: eval.json's count, else the config's `train.epochs`.
+    pub epochs: Option<f64>,
+    /// Training wall time (s): summary.json's, else eval.json's.
+    pub wall_s: Option<f64>,
 }
 
-/// Read `eval.json` and `config.toml` of a run folder.
+/// Read `eval.json`, `config.toml` and `summary.json` of a run folder.
 pub fn load_run(dir: &Path) -> Result<RunReport> {
     let eval = EvalSummary::read(dir)
         .with_context(|| format!("run `ldc-vae eval {}` first", dir.display()))?;
@@ -76,12 +97,71 @@ pub fn load_run(dir: &Path) -> Result<RunReport> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
+    let row = rows::row_of_run(config.as_deref(), &eval.model, rows::ROWS);
+    let config_epochs = config
+        .as_deref()
+        .and_then(|c| toml::from_str::<toml::Table>(c).ok())
+        .and_then(|t| t.get("train")?.get("epochs")?.as_integer())
+        .map(|e| e as f64);
+    let epochs = eval.train.as_ref().and_then(|t| t.epochs).or(config_epochs);
+    let wall_s = TrainSummary::read(dir)
+        .ok()
+        .and_then(|s| s.counts.wall_s)
+        .or(eval.train.as_ref().and_then(|t| t.wall_s));
     Ok(RunReport {
         dir: dir.to_path_buf(),
         name,
         eval,
         config,
+        row,
+        epochs,
+        wall_s,
     })
+}
+
+/// Names for runs: each folder's name, with parent folders' names in front
+/// (joined by `-`) for as many levels as it takes to tell apart runs whose
+/// names collide (`reproduce` folders hold `ldc/`, `seed0/`, ... many times).
+fn path_names(dirs: &[PathBuf]) -> Vec<String> {
+    let comps: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|d| {
+            let d = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+            let mut c: Vec<String> = d
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            c.reverse();
+            c
+        })
+        .collect();
+    let name = |c: &[String], depth: usize| -> String {
+        if c.is_empty() {
+            return "run".into();
+        }
+        let mut v: Vec<&str> = c[..depth.min(c.len())].iter().map(|s| s.as_str()).collect();
+        v.reverse();
+        v.join("-")
+    };
+    let mut depth = vec![1usize; dirs.len()];
+    loop {
+        let names: Vec<String> = (0..dirs.len()).map(|i| name(&comps[i], depth[i])).collect();
+        let mut changed = false;
+        for i in 0..dirs.len() {
+            // Twice the same folder stays one name (made unique below).
+            let clash = (0..dirs.len()).any(|j| comps[j] != comps[i] && names[j] == names[i]);
+            if clash && depth[i] < comps[i].len() {
+                depth[i] += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return names;
+        }
+    }
 }
 
 /// Read several run folders, making their names unique.
@@ -90,22 +170,8 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<RunReport>> {
         .iter()
         .map(|d| load_run(d))
         .collect::<Result<Vec<_>>>()?;
-    // Folder names that collide (`reproduce` folders of several presets all
-    // hold `ldc/`, `vae/`, ...) get their parent folder's name in front.
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &runs {
-        *count.entry(r.name.clone()).or_insert(0) += 1;
-    }
-    for r in &mut runs {
-        if count[&r.name] > 1 {
-            if let Some(parent) = r.dir.canonicalize().ok().and_then(|d| {
-                d.parent()
-                    .and_then(|p| p.file_name())
-                    .map(|p| p.to_string_lossy().into_owned())
-            }) {
-                r.name = format!("{parent}-{}", r.name);
-            }
-        }
+    for (r, n) in runs.iter_mut().zip(path_names(dirs)) {
+        r.name = n;
     }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in &mut runs {
@@ -163,107 +229,6 @@ fn figure_list(e: &EvalSummary) -> Vec<(String, String, String)> {
     out
 }
 
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.digits$}"),
-        Some(x) => format!("{x}"),
-        None => "–".into(),
-    }
-}
-
-fn fmt_mmd(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() && x.abs() < 1.0 => format!("{x:.5}"),
-        other => fmt_opt(other, 4),
-    }
-}
-
-/// KID ×10³ (the unit of the report's tables).
-fn fmt_kid(v: Option<f64>) -> String {
-    fmt_opt(v.map(|x| 1e3 * x), 2)
-}
-
-/// "precision / recall".
-fn fmt_pr(p: Option<f64>, r: Option<f64>) -> String {
-    if p.is_none() && r.is_none() {
-        return "–".into();
-    }
-    format!("{} / {}", fmt_opt(p, 2), fmt_opt(r, 2))
-}
-
-/// The generator's C_T, with the cells it counts out of the partition's.
-fn fmt_copying(e: &EvalSummary) -> String {
-    match &e.copying {
-        Some(c) => format!(
-            "{} ({}/{} cells)",
-            fmt_opt(e.copying_ct, 2),
-            c.cells_kept,
-            c.cells
-        ),
-        None => fmt_opt(e.copying_ct, 2),
-    }
-}
-
-fn fmt_count(v: Option<u64>) -> String {
-    v.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
-}
-
-/// Columns of the main table: the paper's data sets, then any other data set
-/// a run used.
-fn datasets_of(runs: &[RunReport]) -> Vec<(String, String)> {
-    let mut cols: Vec<(String, String)> = PAPER_DATASETS
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.to_string()))
-        .collect();
-    for r in runs {
-        let k = r.eval.dataset.to_lowercase();
-        if !cols.iter().any(|c| c.0 == k) {
-            cols.push((k.clone(), k.to_uppercase()));
-        }
-    }
-    cols
-}
-
-/// Rows of the main table: the paper's models, then any other model a run used.
-fn models_of(runs: &[RunReport]) -> Vec<String> {
-    let mut rows: Vec<String> = paper_table1().iter().map(|r| r.0.to_string()).collect();
-    for r in runs {
-        let k = model_key(&r.eval.model);
-        if !rows.contains(&k) {
-            rows.push(k);
-        }
-    }
-    rows
-}
-
-/// One cell of the main table, as (ours, paper) texts.
-fn cell(runs: &[RunReport], model: &str, dataset: &str, sample: bool) -> (String, String) {
-    let mine: Vec<String> = runs
-        .iter()
-        .filter(|r| model_key(&r.eval.model) == model && r.eval.dataset.to_lowercase() == dataset)
-        .map(|r| {
-            if sample {
-                let mut s = fmt_opt(r.eval.sample_fid, 2);
-                if let Some(g) = r.eval.sample_fid_gmm {
-                    s += &format!(" · GMM {}", fmt_opt(Some(g), 2));
-                }
-                s
-            } else {
-                fmt_opt(r.eval.rec_fid, 2)
-            }
-        })
-        .collect();
-    let ours = if mine.is_empty() {
-        String::new()
-    } else {
-        mine.join("; ")
-    };
-    let paper = paper_fid(model, dataset)
-        .map(|p| format!("{:.2}", if sample { p.1 } else { p.0 }))
-        .unwrap_or_default();
-    (ours, paper)
-}
-
 fn sample_note(runs: &[RunReport]) -> String {
     let counts: std::collections::BTreeSet<String> = runs
         .iter()
@@ -297,20 +262,21 @@ fn features_note(runs: &[RunReport]) -> String {
     };
     format!(
         "KID ×10³: kernel inception distance (Bińkowski et al. 2018; cubic polynomial kernel, unbiased MMD², mean over \
-         {} random subset(s) of {} images as torch-fidelity; one subset = the whole image sets, the exact unbiased \
-         estimate), from the same Inception features as FID; unlike FID it is \
+         {} random subset(s) of {} images: at most half the images, so that the subsets differ (evaluations made \
+         before issue 26 used one subset, the whole image sets: the exact unbiased estimate); the ± of the tables \
+         is over seeds, not subsets), from the same Inception features as FID; unlike FID it is \
          unbiased in the sample count. Precision / recall: k-NN manifolds in Inception feature space (k = {}, \
          Kynkäänniemi et al. 2019): precision = share of generated images inside the test images' manifold (low: \
          samples between the data's modes), recall = share of test images inside the generated manifold (low: missed \
          modes). Class TV: total-variation distance between the class histogram (cosine 1-NN on labelled training \
          images) of 1,000 generated images and of as many test images; 0 = the same class proportions. \
          Copying C_T: the data-copying statistic of Meehan et al. (2020) in latent space (k-means cells of the \
-         encoder's training latents, per-cell Mann–Whitney Z of the distances to the nearest training latent, \
-         generated vs the latents of as many held-out test images); negative = the generated latents lie closer to \
-         the training data than held-out images do, i.e. copying (Meehan et al. flag C_T well below 0, e.g. < −3), \
-         ≈ 0 = as close as fresh data, positive = farther (underfitting); cells with fewer than 20 generated \
-         samples are left out (shown as kept/cells), and a generator collapsed onto a few dense regions scores \
-         negative too, so read it beside recall and class TV. \
+         latents the generator was fitted on: a sampler net's own bank, else the encoder's training latents; \
+         per-cell Mann–Whitney Z of the distances to the nearest of them, generated vs the latents of as many \
+         held-out test images); negative = the generated latents lie closer to the training data than held-out \
+         images do, i.e. copying (Meehan et al. flag C_T well below 0, e.g. < −3), ≈ 0 = as close as fresh data, \
+         positive = farther (underfitting); cells with fewer than 20 generated samples are left out, and a \
+         generator collapsed onto a few dense regions scores negative too, so read it beside recall and class TV. \
          \"(GMM)\" = the same for samples of an ex-post GMM on the encoder latents.",
         set(&|e| e.kid_subsets),
         set(&|e| e.kid_subset_size),
@@ -342,127 +308,46 @@ images and latents from the model's generator (the sampler net for LDC-VAE, the 
 columns are the same against an ex-post Gaussian and an ex-post GMM fitted to the encoder latents, the yardsticks \
 a generator should beat. Lower is more consistent. The paper shows only t-SNE pictures of this (Fig. 2).";
 
-fn train_text(t: &Option<TrainCounts>) -> (String, String, String) {
-    let t = t.clone().unwrap_or_default();
-    let wall = t.wall_s.map(|w| {
-        if w >= 120.0 {
-            format!("{:.1} min", w / 60.0)
-        } else {
-            format!("{w:.0} s")
-        }
-    });
-    (
-        fmt_count(t.steps),
-        t.epochs
-            .map(|e| format!("{e:.2}"))
-            .unwrap_or_else(|| "–".into()),
-        wall.unwrap_or_else(|| "–".into()),
-    )
-}
+const BUDGET_NOTE: &str = "Rec FID and sample FID of each row trained for several epoch counts \
+(`reproduce --epochs`), against the epochs (log₂ axis) and against the training wall time (log₂ \
+axis, mean over seeds); error bars: ± one standard deviation over seeds, where a point has several.";
+
+const RUNS_NOTE: &str = "One line per cell (its runs differ only in seed; mean ± sample standard \
+deviation, number of seeds in brackets); bold as in Table 1, for FID and KID.";
 
 // ---------------------------------------------------------------- Markdown
 
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
-}
-
-/// The Markdown report; figures are referenced as `<run name>/<file>`.
-pub fn render_markdown(runs: &[RunReport]) -> String {
+/// The Markdown report; figures are referenced as `<run name>/<file>`, the
+/// budget figure (when given) as [`BUDGET_FIGURE`].
+pub fn render_markdown(runs: &[RunReport], budget: Option<&Path>) -> String {
     let mut s = String::new();
-    let cols = datasets_of(runs);
+    let cells = aggregate::cells(runs);
     let _ = writeln!(s, "# LDC-VAE: Table 1 and figures\n");
-    let _ = writeln!(s, "Each cell: **ours** (paper). Rec = FID of test-set reconstructions, Sample = FID of generated images; \"GMM\" = samples from an ex-post GMM on the encoder latents (the paper's RAE rows use this). A blank \"ours\" means no run.\n");
-    let mut head = "| Model |".to_string();
-    let mut rule = "|---|".to_string();
-    for (_, t) in &cols {
-        head += &format!(" {t} Rec | {t} Sample |");
-        rule += "---|---|";
-    }
-    let _ = writeln!(s, "{head}\n{rule}");
-    for m in models_of(runs) {
-        let mut row = format!("| {} |", md_escape(&model_title(&m)));
-        for (d, _) in &cols {
-            for sample in [false, true] {
-                let (ours, paper) = cell(runs, &m, d, sample);
-                let ours = if ours.is_empty() {
-                    "–".to_string()
-                } else {
-                    format!("**{}**", md_escape(&ours))
-                };
-                let paper = if paper.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({paper})")
-                };
-                row += &format!(" {ours}{paper} |");
-            }
-        }
-        let _ = writeln!(s, "{row}");
-    }
-    let _ = writeln!(s, "\n{}\n", sample_note(runs));
+    let _ = writeln!(s, "Each cell: ours (paper). Rec = FID of test-set reconstructions, Sample = FID of generated images; \"GMM\" = samples from an ex-post GMM on the encoder latents (the paper's RAE rows use this). A \"–\" means no run.\n");
+    let _ = writeln!(s, "{}", tables::table1(runs, &cells).markdown());
+    let _ = writeln!(s, "{}\n", aggregate::bold_note(&cells));
+    let _ = writeln!(s, "{}\n", sample_note(runs));
     let _ = writeln!(s, "**Data.**\n");
     for n in data_notes(runs) {
         let _ = writeln!(s, "- {}", md_escape(&n));
     }
     let _ = writeln!(s);
-
+    if budget.is_some() {
+        let _ = writeln!(
+            s,
+            "## Training budget\n\n{BUDGET_NOTE}\n\n![budget]({BUDGET_FIGURE})\n"
+        );
+    }
     let _ = writeln!(s, "## Runs\n");
-    let _ = writeln!(s, "{}\n", features_note(runs));
-    let _ = writeln!(s, "| Run | Model | Data | Preset | Generator | Rec FID | Sample FID | Sample FID (GMM) | Rec KID ×10³ | Sample KID ×10³ | Sample KID ×10³ (GMM) | Precision / recall | Precision / recall (GMM) | Class TV | Class TV (GMM) | Copying C_T | Copying C_T (GMM) | FID images | Val MSE | Steps | Epochs | Train time |");
-    let _ = writeln!(
-        s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for r in runs {
-        let e = &r.eval;
-        let (st, ep, wall) = train_text(&e.train);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
-            md_escape(&r.name),
-            md_escape(&model_title(&model_key(&e.model))),
-            md_escape(&e.dataset),
-            md_escape(e.preset.as_deref().unwrap_or("–")),
-            md_escape(e.sampler.as_deref().unwrap_or("–")),
-            fmt_opt(e.rec_fid, 2),
-            fmt_opt(e.sample_fid, 2),
-            fmt_opt(e.sample_fid_gmm, 2),
-            fmt_kid(e.rec_kid),
-            fmt_kid(e.sample_kid),
-            fmt_kid(e.sample_kid_gmm),
-            fmt_pr(e.sample_precision, e.sample_recall),
-            fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
-            fmt_opt(e.class_tv, 3),
-            fmt_opt(e.class_tv_gmm, 3),
-            fmt_copying(e),
-            fmt_opt(e.copying_ct_gmm, 2),
-            fmt_count(e.fid_samples),
-            fmt_opt(e.val_mse, 5),
-        );
-    }
-    let _ = writeln!(s, "\n## Latent consistency\n\n{MMD_NOTE}\n");
-    let _ = writeln!(s, "| Run | Model | Latents | MMD² encoder vs generator | vs ex-post Gaussian | vs ex-post GMM |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for r in runs {
-        let e = &r.eval;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} |",
-            md_escape(&r.name),
-            md_escape(&model_title(&model_key(&e.model))),
-            fmt_count(e.latent_samples),
-            fmt_mmd(e.latent_mmd2),
-            fmt_mmd(e.latent_mmd2_gaussian),
-            fmt_mmd(e.latent_mmd2_gmm)
-        );
-    }
+    let _ = writeln!(s, "{}\n\n{RUNS_NOTE}\n", features_note(runs));
+    let _ = writeln!(s, "{}", tables::runs_table(&cells).markdown());
+    let _ = writeln!(s, "## Latent consistency\n\n{MMD_NOTE}\n");
+    let _ = writeln!(s, "{}", tables::latent_table(runs).markdown());
     for r in runs {
         let _ = writeln!(
             s,
             "\n## Run `{}` — {} on {}\n",
-            r.name,
-            model_title(&model_key(&r.eval.model)),
-            r.eval.dataset
+            r.name, r.row.title, r.eval.dataset
         );
         let _ = writeln!(s, "Folder: `{}`\n", r.dir.display());
         for (k, cap, f) in figure_list(&r.eval) {
@@ -495,7 +380,7 @@ fn fig_file_name(f: &str) -> String {
 
 // ---------------------------------------------------------------- HTML
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -522,58 +407,32 @@ fn data_uri(path: &Path) -> Result<String> {
 
 const CSS: &str = "body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1150px;margin:24px auto;\
 padding:0 16px;color:#222;line-height:1.45}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;\
-padding-bottom:4px}table{border-collapse:collapse;margin:12px 0;font-size:14px}th,td{border:1px solid #ccc;\
-padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3;text-align:center}td.l{text-align:left}\
-.paper{color:#888;font-size:12px}.ours{font-weight:600}.note{color:#555;font-size:13px;max-width:900px}\
+padding-bottom:4px}div.scroll{overflow-x:auto;max-width:100%;margin:12px 0}table{border-collapse:collapse;\
+font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}\
+th{background:#f3f3f3;text-align:center}tr.groups th{background:#e6e6e6}td.l{text-align:left}\
+.paper{color:#888;font-size:12px}.note{color:#555;font-size:13px;max-width:900px}\
 figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top}figure img{max-width:520px;\
 border:1px solid #ddd}img.grid{image-rendering:pixelated}figure img.wide{max-width:900px}\
 figure.wide figcaption{max-width:900px}figcaption{font-size:13px;color:#444;max-width:520px}\
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto;max-height:400px}.missing{color:#b00}";
 
-/// The self-contained HTML report (figures embedded).
-pub fn render_html(runs: &[RunReport]) -> Result<String> {
+/// The self-contained HTML report (figures embedded; the budget figure when given).
+pub fn render_html(runs: &[RunReport], budget: Option<&Path>) -> Result<String> {
     let mut s = String::new();
-    let cols = datasets_of(runs);
+    let cells = aggregate::cells(runs);
     s += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>LDC-VAE report</title>";
     let _ = write!(
         s,
         "<style>{CSS}</style></head><body>\n<h1>LDC-VAE: Table 1 and figures</h1>\n"
     );
-    s += "<p class=\"note\">Each cell: <span class=\"ours\">ours</span> above <span class=\"paper\">(paper)</span>. \
+    s += "<p class=\"note\">Each cell: ours above <span class=\"paper\">(paper)</span>. \
           Rec = FID of test-set reconstructions, Sample = FID of generated images; \u{201c}GMM\u{201d} = samples from an \
           ex-post GMM on the encoder latents (the paper's RAE rows use this).</p>\n";
-    s += "<table><tr><th rowspan=\"2\">Model</th>";
-    for (_, t) in &cols {
-        let _ = write!(s, "<th colspan=\"2\">{}</th>", esc(t));
-    }
-    s += "</tr><tr>";
-    for _ in &cols {
-        s += "<th>Rec</th><th>Sample</th>";
-    }
-    s += "</tr>\n";
-    for m in models_of(runs) {
-        let _ = write!(s, "<tr><td class=\"l\">{}</td>", esc(&model_title(&m)));
-        for (d, _) in &cols {
-            for sample in [false, true] {
-                let (ours, paper) = cell(runs, &m, d, sample);
-                let ours = if ours.is_empty() {
-                    "–".to_string()
-                } else {
-                    esc(&ours)
-                };
-                let paper = if paper.is_empty() {
-                    String::new()
-                } else {
-                    format!("<br><span class=\"paper\">({paper})</span>")
-                };
-                let _ = write!(s, "<td><span class=\"ours\">{ours}</span>{paper}</td>");
-            }
-        }
-        s += "</tr>\n";
-    }
+    s += &tables::table1(runs, &cells).html();
     let _ = write!(
         s,
-        "</table>\n<p class=\"note\">{}</p>\n",
+        "<p class=\"note\">{}</p>\n<p class=\"note\">{}</p>\n",
+        esc(&aggregate::bold_note(&cells)),
         esc(&sample_note(runs))
     );
     s += "<p class=\"note\"><b>Data.</b></p><ul class=\"note\">";
@@ -581,74 +440,33 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         let _ = write!(s, "<li>{}</li>", esc(&n));
     }
     s += "</ul>\n";
-
-    let _ = write!(
-        s,
-        "<h2>Runs</h2>\n<p class=\"note\">{}</p>\n",
-        esc(&features_note(runs))
-    );
-    s += "<table><tr><th>Run</th><th>Model</th><th>Data</th><th>Preset</th><th>Generator</th>\
-          <th>Rec FID</th><th>Sample FID</th><th>Sample FID (GMM)</th><th>Rec KID ×10³</th><th>Sample KID ×10³</th>\
-          <th>Sample KID ×10³ (GMM)</th><th>Precision / recall</th><th>Precision / recall (GMM)</th><th>Class TV</th>\
-          <th>Class TV (GMM)</th><th>Copying C_T</th><th>Copying C_T (GMM)</th><th>FID images</th><th>Val MSE</th><th>Steps</th>\
-          <th>Epochs</th><th>Train time</th></tr>\n";
-    for r in runs {
-        let e = &r.eval;
-        let (st, ep, wall) = train_text(&e.train);
-        let _ = writeln!(
+    if let Some(b) = budget {
+        let _ = write!(
             s,
-            "<tr><td class=\"l\"><a href=\"#run-{n}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
-             <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{st}</td><td>{ep}</td><td>{wall}</td></tr>",
-            esc(&model_title(&model_key(&e.model))),
-            esc(&e.dataset),
-            esc(e.preset.as_deref().unwrap_or("–")),
-            esc(e.sampler.as_deref().unwrap_or("–")),
-            fmt_opt(e.rec_fid, 2),
-            fmt_opt(e.sample_fid, 2),
-            fmt_opt(e.sample_fid_gmm, 2),
-            fmt_kid(e.rec_kid),
-            fmt_kid(e.sample_kid),
-            fmt_kid(e.sample_kid_gmm),
-            fmt_pr(e.sample_precision, e.sample_recall),
-            fmt_pr(e.sample_precision_gmm, e.sample_recall_gmm),
-            fmt_opt(e.class_tv, 3),
-            fmt_opt(e.class_tv_gmm, 3),
-            fmt_copying(e),
-            fmt_opt(e.copying_ct_gmm, 2),
-            fmt_count(e.fid_samples),
-            fmt_opt(e.val_mse, 5),
-            n = esc(&r.name),
+            "<h2>Training budget</h2>\n<figure class=\"wide\"><img class=\"wide\" alt=\"budget\" src=\"{}\">\
+             <figcaption>{}</figcaption></figure>\n",
+            data_uri(b)?,
+            esc(BUDGET_NOTE)
         );
     }
-    s += "</table>\n";
+    let _ = write!(
+        s,
+        "<h2>Runs</h2>\n<p class=\"note\">{}</p>\n<p class=\"note\">{}</p>\n",
+        esc(&features_note(runs)),
+        esc(RUNS_NOTE)
+    );
+    s += &tables::runs_table(&cells).html();
     let _ = write!(
         s,
         "<h2>Latent consistency</h2>\n<p class=\"note\">{}</p>\n",
         esc(MMD_NOTE)
     );
-    s += "<table><tr><th>Run</th><th>Model</th><th>Latents</th><th>MMD² encoder vs generator</th>\
-          <th>vs ex-post Gaussian</th><th>vs ex-post GMM</th></tr>\n";
-    for r in runs {
-        let e = &r.eval;
-        let _ = writeln!(
-            s,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.name),
-            esc(&model_title(&model_key(&e.model))),
-            fmt_count(e.latent_samples),
-            fmt_mmd(e.latent_mmd2),
-            fmt_mmd(e.latent_mmd2_gaussian),
-            fmt_mmd(e.latent_mmd2_gmm)
-        );
-    }
-    s += "</table>\n";
+    s += &tables::latent_table(runs).html();
     for r in runs {
         let _ = writeln!(
             s,
             "<h2 id=\"run-{n}\">Run <code>{n}</code> — {} on {}</h2>\n<p class=\"note\">Folder: <code>{}</code></p>",
-            esc(&model_title(&model_key(&r.eval.model))),
+            esc(&r.row.title),
             esc(&r.eval.dataset),
             esc(&r.dir.display().to_string()),
             n = esc(&r.name)
@@ -697,12 +515,51 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
     Ok(s)
 }
 
-/// Write `out/report.html` and `out/report.md` (with the figures copied to
-/// `out/<run name>/`) for the given run folders. Every file is written
-/// atomically. Returns the two report paths.
+/// Order of folder names with numbers compared as numbers (`e2` < `e16`,
+/// `seed2` < `seed10`).
+fn natural_key(p: &Path) -> Vec<(String, u64)> {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let (mut text, mut num) = (String::new(), None::<u64>);
+    for ch in name.chars() {
+        if let Some(d) = ch.to_digit(10) {
+            num = Some(num.unwrap_or(0).saturating_mul(10).saturating_add(d as u64));
+        } else {
+            if let Some(n) = num.take() {
+                out.push((std::mem::take(&mut text), n));
+            }
+            text.push(ch);
+        }
+    }
+    out.push((text, num.unwrap_or(0)));
+    out
+}
+
+/// The evaluated runs below `d` (not below a run), up to `depth` levels down.
+fn runs_below(d: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(d)
+        .with_context(|| format!("cannot list {}", d.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subs.sort_by_key(|p| natural_key(p));
+    for s in subs {
+        if s.join(run_dir::EVAL).is_file() {
+            out.push(s);
+        } else if depth > 1 {
+            runs_below(&s, depth - 1, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// The run folders of `dirs`: a folder with `eval.json` is a run; a folder
-/// without one (a `reproduce` output) stands for its sub-folders that have
-/// one, in name order.
+/// without one (a `reproduce` output) stands for the evaluated runs below it
+/// (`<row>/`, `<row>/seed<k>/`, `e<E>/<row>/...`, `<preset>/...`: up to five
+/// levels), in name order with numbers compared as numbers.
 pub fn expand_run_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for d in dirs {
@@ -711,22 +568,22 @@ pub fn expand_run_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             out.push(d.clone());
             continue;
         }
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(d)
-            .with_context(|| format!("cannot list {}", d.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join(run_dir::EVAL).is_file())
-            .collect();
+        let mut subs = Vec::new();
+        runs_below(d, 5, &mut subs)?;
         if subs.is_empty() {
             // No eval.json here or below: load_run's error says to run eval.
             out.push(d.clone());
             continue;
         }
-        subs.sort();
         out.extend(subs);
     }
     Ok(out)
 }
 
+/// Write `out/report.html` and `out/report.md` (with the figures copied to
+/// `out/<run name>/`, and the budget figure [`BUDGET_FIGURE`] when some row
+/// was trained for several epoch counts) for the given run folders. Every
+/// file is written atomically. Returns the two report paths.
 pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, PathBuf)> {
     if run_dirs.is_empty() {
         bail!("no run folders given");
@@ -748,9 +605,17 @@ pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, PathBu
             }
         }
     }
+    let lines = aggregate::budget_lines(&aggregate::cells(&runs));
+    let budget = if lines.is_empty() {
+        None
+    } else {
+        let p = out.join(BUDGET_FIGURE);
+        super::plots::budget_curves(&lines, &p)?;
+        Some(p)
+    };
     let html = out.join("report.html");
     let md = out.join("report.md");
-    crate::util::write_atomic(&html, render_html(&runs)?.as_bytes())?;
-    crate::util::write_atomic(&md, render_markdown(&runs).as_bytes())?;
+    crate::util::write_atomic(&html, render_html(&runs, budget.as_deref())?.as_bytes())?;
+    crate::util::write_atomic(&md, render_markdown(&runs, budget.as_deref()).as_bytes())?;
     Ok((html, md))
 }
