@@ -249,12 +249,18 @@ pub fn ot_self_projection(
     offset: i64,
     h: &Tensor,
     eps: f64,
+    keep_own_atom: bool,
 ) -> Tensor {
     let _guard = tch::no_grad_guard();
     let p = particles.detach();
     let n = p.size()[0];
     assert!(n >= 2, "the OT self-term needs at least 2 particles");
-    let own = Tensor::eye(n, (Kind::Bool, p.device()));
+    // `keep_own_atom`: the pre-issue-26 form (`ldc.ot_debias_own_atom`), for comparison.
+    let own = if keep_own_atom {
+        Tensor::zeros([n, n], (Kind::Bool, p.device()))
+    } else {
+        Tensor::eye(n, (Kind::Bool, p.device()))
+    };
     let cost = (sq_dists(&p, &p) / h * (1.0 / eps)).masked_fill(&own, f64::INFINITY); // in units of ε
     let mut f = Tensor::zeros([n], (Kind::Float, p.device())); // f/ε
     for _ in 0..SELF_SINKHORN_ITERS {
@@ -495,18 +501,9 @@ mod tests {
         let potential = Tensor::zeros([4000], (Kind::Float, Device::Cpu));
         let plan = ot_plan(&y, &bank, &potential, &h, eps);
         let to_bank = ot_direction(&y, &plan, &bank); // T_bank(y) − y
-        let to_self = ot_self_projection(&y, &y, 0, &h, eps) - &y;
-        // The old self-term: each particle's own atom kept.
-        let with_own = {
-            let c = sq_dists(&y, &y) / &h * (1.0 / eps);
-            let mut f = Tensor::zeros([500], (Kind::Float, Device::Cpu));
-            // (the pre-issue-26 formula, diagonal included)
-            for _ in 0..SELF_SINKHORN_ITERS {
-                let next = -(f.unsqueeze(0) - &c).logsumexp([1].as_slice(), false);
-                f = (&f + next) * 0.5;
-            }
-            (f.unsqueeze(0) - c).softmax(-1, Kind::Float).mm(&y) - &y
-        };
+        let to_self = ot_self_projection(&y, &y, 0, &h, eps, false) - &y;
+        // The old self-term: each particle's own atom kept (`ldc.ot_debias_own_atom`).
+        let with_own = ot_self_projection(&y, &y, 0, &h, eps, true) - &y;
         // Relative rate of change of the spread under the direction: −Σ φ·(y − ȳ) / Σ|y − ȳ|².
         let centred = &y - y.mean_dim(0, true, Kind::Float);
         let contraction = |phi: &Tensor| {
@@ -543,7 +540,7 @@ mod tests {
         let _rng = crate::rng::exclusive();
         let y = Tensor::from_slice(&[0.0f32, 0.0, 10.0, 0.0, 0.0, 10.0, 20.0, 0.0]).view([4, 2]);
         let h = Tensor::from(1.0f32);
-        let t = ot_self_projection(&y, &y, 0, &h, 0.1);
+        let t = ot_self_projection(&y, &y, 0, &h, 0.1, false);
         // (20, 0)'s nearest other particle is (10, 0); nothing stays on itself.
         let last = Vec::<f32>::try_from(t.get(3)).unwrap();
         assert!(
@@ -555,7 +552,7 @@ mod tests {
                 > 1.0
         );
         // A worker's rows (offset 2) get the same rows as the whole set.
-        let part = ot_self_projection(&y.narrow(0, 2, 2), &y, 2, &h, 0.1);
+        let part = ot_self_projection(&y.narrow(0, 2, 2), &y, 2, &h, 0.1, false);
         assert!(part.allclose(&t.narrow(0, 2, 2), 1e-5, 1e-5, false));
         // A 16-dimensional cloud: the symmetric potential converges in the
         // few iterations used, so the plan is doubly stochastic and the
@@ -563,7 +560,7 @@ mod tests {
         tch::manual_seed(1);
         let p = Tensor::randn([200, 16], (Kind::Float, Device::Cpu)) + 1.0;
         let h = median_bandwidth(&p);
-        let t = ot_self_projection(&p, &p, 0, &h, 1.0);
+        let t = ot_self_projection(&p, &p, 0, &h, 1.0, false);
         let mean = |x: &Tensor| v(&x.mean_dim(0, false, Kind::Float));
         let (mt, mp) = (mean(&t), mean(&p));
         for k in 0..16 {

@@ -196,6 +196,10 @@ pub struct LdcConfig {
     /// onto its own cloud ([`svgd::ot_self_projection`]): the entropic plan's
     /// shrinkage toward local means (which costs recall) cancels.
     pub ot_debias: bool,
+    /// The debias as it was before issue 26: each particle's own atom kept
+    /// in its self-plan (a contraction toward local means; see
+    /// [`svgd::ot_self_projection`]). For measuring the fix only.
+    pub ot_debias_own_atom: bool,
     /// `sampler_objective = ot`: annealed ε — the refinement starts at this
     /// ε (× h_bank) and reaches `ot_epsilon` linearly at half its steps, then
     /// stays (a wide plan spreads the particles first, a narrow one sharpens
@@ -291,6 +295,7 @@ impl Default for LdcConfig {
             ot_epsilon: 1.0,
             ot_potential_lr: 0.01,
             ot_debias: true,
+            ot_debias_own_atom: false,
             ot_epsilon_start: 0.0,
             sampler_net: SamplerNetKind::Conv,
             sampler_noise_dim: 32,
@@ -913,6 +918,7 @@ impl Ldc {
                 eps,
                 self.cfg.ot_potential_lr,
                 self.cfg.ot_debias,
+                self.cfg.ot_debias_own_atom,
             );
             let loss = stein_loss(&yu, &phi);
             self.opt_s.backward_step(&loss);

@@ -87,7 +87,8 @@ impl BankTarget {
     /// coordinates, detached) among `y_all` (every worker's): the direction
     /// `T_bank(y) − y` of the semi-discrete entropic plan with the bank's
     /// dual `potential`, debiased as a Sinkhorn divergence when `debias`
-    /// ([`svgd::ot_self_projection`]); then one ascent step on the potential.
+    /// ([`svgd::ot_self_projection`]; `own_atom`: its pre-issue-26 form); then
+    /// one ascent step on the potential.
     pub fn ot_step(
         &self,
         yd: &Tensor,
@@ -96,6 +97,7 @@ impl BankTarget {
         eps: f64,
         potential_lr: f64,
         debias: bool,
+        own_atom: bool,
     ) -> Tensor {
         if potential.size()[0] != self.bank.size()[0] {
             // A fresh sampler (or another bank): a fresh transport problem.
@@ -118,7 +120,8 @@ impl BankTarget {
             } else {
                 dist::rank() as i64 * yd.size()[0]
             };
-            phi = phi + yd - svgd::ot_self_projection(yd, y_all, offset, &self.h_bank, eps);
+            phi =
+                phi + yd - svgd::ot_self_projection(yd, y_all, offset, &self.h_bank, eps, own_atom);
         }
         svgd::ot_potential_step(potential, &plan_all, potential_lr);
         phi

@@ -143,6 +143,7 @@ impl ExPostNet {
                 self.cfg.ot_epsilon,
                 self.cfg.ot_potential_lr,
                 self.cfg.ot_debias,
+                false,
             ),
             SamplerObjective::Mmd => {
                 let h = &target.h_bank * self.cfg.mmd_h_scale;
