@@ -19,6 +19,7 @@
 //! - [`dist`]: data-parallel training over MPI (feature `mpi`).
 
 pub mod bench;
+pub mod checkpoint_file;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -6,7 +6,8 @@
 //! - [`METRICS`] — one JSON object per step, epoch and post-training step
 //!   ([`Metrics`]), truncated back to the checkpoint on resume;
 //! - [`CHECKPOINT`] — the whole state (weights, BN statistics, optimizer
-//!   moments, banks) plus the counters of [`Progress`], written atomically;
+//!   moments, banks) plus the counters of [`Progress`], written atomically,
+//!   with a digest of its tensors checked on load ([`crate::checkpoint_file`]);
 //! - [`SUMMARY`] — [`TrainSummary`], written when training is complete;
 //! - [`EVAL`] — [`EvalSummary`], written by `ldc-vae eval`, with the figures
 //!   it lists (`recon.png`, `samples.png`, `tsne.png`, `loss.png`, ...).
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const CONFIG: &str = "config.toml";
@@ -74,15 +75,8 @@ fn write_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
     tensors.push(("meta.post_step".into(), Tensor::from(p.post_step as i64)));
     tensors.push(("meta.val_mse".into(), Tensor::from(p.val_mse)));
     tensors.push(("meta.wall_s".into(), Tensor::from(p.wall_s)));
-    let cpu: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
     let path = dir.join(CHECKPOINT);
-    crate::util::with_atomic_path(&path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp)
-            .with_context(|| format!("cannot write checkpoint {}", tmp.display()))
-    })
+    crate::util::with_atomic_path(&path, |tmp| crate::checkpoint_file::write(tmp, &tensors))
 }
 
 /// Read a checkpoint into named tensors, with a clear error on a bad file.
@@ -94,8 +88,9 @@ pub fn read_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, Progress)
             path.display()
         );
     }
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+    let tensors: HashMap<String, Tensor> = crate::checkpoint_file::read(&path)
         .with_context(|| format!("{}: unreadable or truncated checkpoint", path.display()))?
+        .0
         .into_iter()
         .collect();
     let get = |k: &str| {
