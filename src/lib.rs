@@ -31,6 +31,7 @@ pub mod nets;
 pub mod optim;
 pub mod rng;
 pub mod run_dir;
+pub mod run_state;
 pub mod samplers;
 pub mod svgd;
 pub mod train;

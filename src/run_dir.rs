@@ -8,7 +8,10 @@
 //! - [`CHECKPOINT`] — the whole state (weights, BN statistics, optimizer
 //!   moments, banks) plus the counters of [`Progress`], written atomically,
 //!   with a digest of its tensors checked on load ([`crate::checkpoint_file`]);
-//! - [`SUMMARY`] — [`TrainSummary`], written when training is complete;
+//! - [`SUMMARY`] — [`TrainSummary`], written when training is complete (both
+//!   phases; its absence marks an unfinished run, [`crate::run_state::status`]);
+//! - `config-changes.json` — config changes forced on a resume
+//!   ([`crate::run_state::CONFIG_CHANGES`]);
 //! - [`EVAL`] — [`EvalSummary`], written by `ldc-vae eval`, with the figures
 //!   it lists (`recon.png`, `samples.png`, `tsne.png`, `loss.png`, ...).
 //!
@@ -43,6 +46,11 @@ pub struct Progress {
     /// Validation MSE of the last finished epoch (NaN if none yet).
     pub val_mse: f64,
     pub wall_s: f64,
+    /// Main-loop steps of the whole run (0: unknown, a checkpoint written
+    /// before the totals were saved).
+    pub total_steps: u64,
+    /// Post-training steps of the whole run as configured (0: none, or unknown).
+    pub post_total: u64,
 }
 
 // ------------------------------------------------------------------ config
@@ -75,6 +83,11 @@ fn write_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
     tensors.push(("meta.post_step".into(), Tensor::from(p.post_step as i64)));
     tensors.push(("meta.val_mse".into(), Tensor::from(p.val_mse)));
     tensors.push(("meta.wall_s".into(), Tensor::from(p.wall_s)));
+    tensors.push((
+        "meta.total_steps".into(),
+        Tensor::from(p.total_steps as i64),
+    ));
+    tensors.push(("meta.post_total".into(), Tensor::from(p.post_total as i64)));
     let path = dir.join(CHECKPOINT);
     crate::util::with_atomic_path(&path, |tmp| crate::checkpoint_file::write(tmp, &tensors))
 }
@@ -98,11 +111,15 @@ pub fn read_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, Progress)
             .get(k)
             .with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()))
     };
+    // Counters added later: 0 (unknown) in older checkpoints.
+    let opt = |k: &str| tensors.get(k).map_or(0, |t| t.int64_value(&[]) as u64);
     let p = Progress {
         step: get("meta.step")?.int64_value(&[]) as u64,
         post_step: get("meta.post_step")?.int64_value(&[]) as u64,
         val_mse: get("meta.val_mse")?.double_value(&[]),
         wall_s: get("meta.wall_s")?.double_value(&[]),
+        total_steps: opt("meta.total_steps"),
+        post_total: opt("meta.post_total"),
     };
     Ok((tensors, p))
 }
@@ -304,6 +321,12 @@ pub struct EvalSummary {
     pub class_tv: Option<f64>,
     pub class_tv_gmm: Option<f64>,
     pub train: Option<TrainCounts>,
+    /// Evaluated from an unfinished run (`eval --allow-unfinished`), and the
+    /// phase it lacked ([`crate::run_state::Unfinished::describe`]).
+    #[serde(default)]
+    pub unfinished: bool,
+    #[serde(default)]
+    pub unfinished_phase: Option<String>,
     /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
     /// name relative to the run folder.
     #[serde(default, deserialize_with = "figures_map")]

@@ -123,6 +123,7 @@ fn run_one(a: &ReproduceArgs, preset: &str, m: &str, dir: &Path) -> Result<PathB
         evaluate(
             dir,
             &EvalOptions {
+                allow_unfinished: false,
                 fid_samples: a.fid_samples,
                 no_fid: a.no_fid,
                 no_tsne: false,

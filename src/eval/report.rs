@@ -63,12 +63,25 @@ pub struct RunReport {
     pub eval: EvalSummary,
     /// `config.toml`'s text, when present.
     pub config: Option<String>,
+    /// "(unfinished: ...)", "config changed at step N: ..." ([`crate::run_state::report_notes`]).
+    pub notes: Vec<String>,
+}
+
+impl RunReport {
+    /// The name in table rows: "(unfinished)" after it when it is.
+    fn label(&self) -> String {
+        match self.eval.unfinished {
+            true => format!("{} (unfinished)", self.name),
+            false => self.name.clone(),
+        }
+    }
 }
 
 /// Read `eval.json` and `config.toml` of a run folder.
 pub fn load_run(dir: &Path) -> Result<RunReport> {
-    let eval = EvalSummary::read(dir)
+    let mut eval = EvalSummary::read(dir)
         .with_context(|| format!("run `ldc-vae eval {}` first", dir.display()))?;
+    let notes = crate::run_state::report_notes(dir, &mut eval);
     let config = std::fs::read_to_string(dir.join(run_dir::CONFIG)).ok();
     let name = dir
         .canonicalize()
@@ -81,6 +94,7 @@ pub fn load_run(dir: &Path) -> Result<RunReport> {
         name,
         eval,
         config,
+        notes,
     })
 }
 
@@ -152,7 +166,8 @@ fn figure_list(e: &EvalSummary) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = Vec::new();
     for (k, cap) in FIGURES {
         if let Some(f) = e.figures.get(k) {
-            out.push((k.to_string(), cap.to_string(), f.clone()));
+            let mark = if e.unfinished { " (unfinished)" } else { "" };
+            out.push((k.to_string(), format!("{cap}{mark}"), f.clone()));
         }
     }
     for (k, f) in &e.figures {
@@ -399,7 +414,7 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {st} | {ep} | {wall} |",
-            md_escape(&r.name),
+            md_escape(&r.label()),
             md_escape(&model_title(&model_key(&e.model))),
             md_escape(&e.dataset),
             md_escape(e.preset.as_deref().unwrap_or("–")),
@@ -426,7 +441,7 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
-            md_escape(&r.name),
+            md_escape(&r.label()),
             md_escape(&model_title(&model_key(&e.model))),
             fmt_count(e.latent_samples),
             fmt_mmd(e.latent_mmd2),
@@ -443,6 +458,9 @@ pub fn render_markdown(runs: &[RunReport]) -> String {
             r.eval.dataset
         );
         let _ = writeln!(s, "Folder: `{}`\n", r.dir.display());
+        r.notes
+            .iter()
+            .for_each(|n| s += &format!("**{}**\n\n", md_escape(n)));
         for (k, cap, f) in figure_list(&r.eval) {
             if r.dir.join(&f).is_file() {
                 let _ = writeln!(s, "**{cap}**\n\n![{k}]({}/{})\n", r.name, fig_file_name(&f));
@@ -575,10 +593,11 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         let (st, ep, wall) = train_text(&e.train);
         let _ = writeln!(
             s,
-            "<tr><td class=\"l\"><a href=\"#run-{n}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
+            "<tr><td class=\"l\"><a href=\"#run-{n}\">{}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
              <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{st}</td><td>{ep}</td><td>{wall}</td></tr>",
+            esc(&r.label()),
             esc(&model_title(&model_key(&e.model))),
             esc(&e.dataset),
             esc(e.preset.as_deref().unwrap_or("–")),
@@ -611,7 +630,7 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
         let _ = writeln!(
             s,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.name),
+            esc(&r.label()),
             esc(&model_title(&model_key(&e.model))),
             fmt_count(e.latent_samples),
             fmt_mmd(e.latent_mmd2),
@@ -629,6 +648,9 @@ pub fn render_html(runs: &[RunReport]) -> Result<String> {
             esc(&r.dir.display().to_string()),
             n = esc(&r.name)
         );
+        r.notes
+            .iter()
+            .for_each(|n| s += &format!("<p class=\"missing\">{}</p>\n", esc(n)));
         for (k, cap, f) in figure_list(&r.eval) {
             let p = r.dir.join(&f);
             if p.is_file() {
