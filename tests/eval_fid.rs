@@ -425,6 +425,15 @@ fn features_once_keep_fid_bit_identical_and_cache_activations() {
     let r3 = reference_features_with(&net, "mnist", Split::Test, n, None, cache, 4).unwrap();
     assert!(r3.acts.equal(&r.acts));
     assert!(ldc_vae::eval::fid::load_activations(&acts_path).is_ok());
+    // An unwritable cache folder (a path under a regular file) is a warning:
+    // the same reference, computed and not cached (issue 28).
+    let blocker = cache.join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let unwritable = blocker.join("fid-stats");
+    let r4 = reference_features_with(&net, "mnist", Split::Test, n, None, &unwritable, 4)
+        .expect("an unwritable FID cache must not fail the evaluation");
+    assert!(r4.acts.equal(&r.acts));
+    assert!(r4.stats.mu.equal(&old.mu) && r4.stats.sigma.equal(&old.sigma));
 
     // FID of a generated set (here: training images) from the shared
     // activations is bit-identical to `Inception::stats` + `frechet_distance`.
