@@ -15,12 +15,16 @@
 #      tensor of the two checkpoints within a relative tolerance.
 # About 5 minutes of GPU time (most of it the set-up's download and the build).
 #
-#   scripts/gpu-check.sh [--dry-run] [--bin PATH] [--work DIR] [--keep]
+#   scripts/gpu-check.sh [--dry-run] [--bin PATH] [--work DIR] [--data DIR] [--keep]
 #
 # --dry-run runs the same steps on the CPU at tiny sizes (width 1/16, a few
 # steps, 4 FID images, no FID row in the bench): what tests/gpu_check.rs runs in the default suite.
 # There both "devices" are the CPU, so every comparison must be bit-identical.
-# --bin uses that ldc-vae binary instead of building one.
+# --bin uses that ldc-vae binary instead of building one; with --dry-run it
+# also skips the set-up (the binary carries its libtorch's path; the test
+# suite that runs it has the set-up's environment already).
+# --data is where MNIST is fetched to (default ./data) and read from
+# (LDC_VAE_DATA); tests/gpu_check.rs passes a temporary folder.
 #
 # Tolerances on the GPU (override with GPU_CHECK_EVAL_TOL / GPU_CHECK_RESUME_TOL):
 #   CPU vs GPU evaluation: 1e-3 relative on each MSE and FID (TF32 is turned
@@ -34,14 +38,16 @@ cd "$(dirname "$0")/.."
 DRY=0
 BIN=""
 WORK=""
+DATA=""
 KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --bin) BIN="$2"; shift ;;
     --work) WORK="$2"; shift ;;
+    --data) DATA="$2"; shift ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -67,8 +73,10 @@ else
   export LDC_VAE_CUDA=1
 fi
 
-# shellcheck disable=SC1091
-source scripts/setup.sh
+if [ "$DRY" = 0 ] || [ -z "$BIN" ]; then
+  # shellcheck disable=SC1091
+  source scripts/setup.sh
+fi
 if [ -z "$BIN" ]; then
   CUR="build (release${CARGO_FEATURES:+, $CARGO_FEATURES})"
   # shellcheck disable=SC2086
@@ -84,7 +92,9 @@ if [ -z "$WORK" ]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/ldc-vae-gpu-check.XXXX
 mkdir -p "$WORK"
 [ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 say "work folder $WORK (device $DEV, preset $PRESET, binary $BIN)"
-"$BIN" data fetch mnist >/dev/null
+DATA="${DATA:-data}"
+"$BIN" data fetch mnist --dir "$DATA" >/dev/null
+export LDC_VAE_DATA="$DATA"
 
 # 2. train (stopped, resumed), sample, evaluate.
 A="$WORK/ldc"

@@ -255,7 +255,7 @@ impl Config {
             .filter_map(|ov| ov.split_once('='))
             .filter(|(k, _)| k.trim() == "ldc.recipe")
             .map(|(_, v)| Recipe::parse(v.trim().trim_matches('"')))
-            .last()
+            .next_back()
             .transpose()?;
         if let Some(r) = set_recipe {
             for ov in r.overrides() {

@@ -324,21 +324,25 @@ pub fn broadcast_state(state: Vec<(String, Tensor)>) -> Result<Option<HashMap<St
 
 // ---- fault injection (tests) -------------------------------------------------
 
-/// Test hook: `LDC_VAE_FAULT=<kind>:<rank>:<step>` makes worker `rank` fail at
-/// training step `step`: `nan` (NaN images, so its loss is NaN), `kill`
-/// (SIGKILL itself) or `hang` (stop responding). For the tests of a worker that
-/// diverges, dies or hangs; not for users.
-pub fn inject_fault(step: u64, x: &mut Tensor) {
+/// `LDC_VAE_FAULT` as (kind, rank, step), read once.
+fn fault() -> &'static Option<(String, usize, u64)> {
     static FAULT: OnceLock<Option<(String, usize, u64)>> = OnceLock::new();
-    let fault = FAULT.get_or_init(|| {
+    FAULT.get_or_init(|| {
         let v = std::env::var("LDC_VAE_FAULT").ok()?;
         let mut it = v.split(':');
         let kind = it.next()?.to_string();
         let r = it.next()?.parse().ok()?;
         let s = it.next()?.parse().ok()?;
         Some((kind, r, s))
-    });
-    let Some((kind, r, s)) = fault else {
+    })
+}
+
+/// Test hook: `LDC_VAE_FAULT=<kind>:<rank>:<step>` makes worker `rank` fail at
+/// training step `step`: `nan` (NaN images, so its loss is NaN), `kill`
+/// (SIGKILL itself) or `hang` (stop responding). For the tests of a worker that
+/// diverges, dies or hangs; not for users.
+pub fn inject_fault(step: u64, x: &mut Tensor) {
+    let Some((kind, r, s)) = fault() else {
         return;
     };
     if *r != rank() || *s != step {
@@ -357,6 +361,21 @@ pub fn inject_fault(step: u64, x: &mut Tensor) {
             std::thread::sleep(Duration::from_secs(1));
         },
         _ => {}
+    }
+}
+
+/// Test hook of the post-training phase: `LDC_VAE_FAULT=postnan:<rank>:<step>`
+/// makes worker `rank` report a NaN statistic at post-training step `step`,
+/// the first time only (a rollback that replays the step then gets past it).
+pub fn inject_post_fault(step: u64, stats: &mut [(&'static str, f64)]) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some((kind, r, s)) = fault() else {
+        return;
+    };
+    if kind == "postnan" && *r == rank() && *s == step && !FIRED.swap(true, Ordering::SeqCst) {
+        if let Some(first) = stats.first_mut() {
+            first.1 = f64::NAN;
+        }
     }
 }
 

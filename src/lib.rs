@@ -20,6 +20,7 @@
 //! - [`dist`]: data-parallel training over MPI (feature `mpi`).
 
 pub mod bench;
+pub mod checkpoint_file;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -32,6 +33,7 @@ pub mod optim;
 pub mod rng;
 pub mod rows;
 pub mod run_dir;
+pub mod run_state;
 pub mod samplers;
 pub mod svgd;
 pub mod train;

@@ -6,8 +6,12 @@
 //! - [`METRICS`] — one JSON object per step, epoch and post-training step
 //!   ([`Metrics`]), truncated back to the checkpoint on resume;
 //! - [`CHECKPOINT`] — the whole state (weights, BN statistics, optimizer
-//!   moments, banks) plus the counters of [`Progress`], written atomically;
-//! - [`SUMMARY`] — [`TrainSummary`], written when training is complete;
+//!   moments, banks) plus the counters of [`Progress`], written atomically,
+//!   with a digest of its tensors checked on load ([`crate::checkpoint_file`]);
+//! - [`SUMMARY`] — [`TrainSummary`], written when training is complete (both
+//!   phases; its absence marks an unfinished run, [`crate::run_state::status`]);
+//! - `config-changes.json` — config changes forced on a resume
+//!   ([`crate::run_state::CONFIG_CHANGES`]);
 //! - [`EVAL`] — [`EvalSummary`], written by `ldc-vae eval`, with the figures
 //!   it lists (`recon.png`, `samples.png`, `tsne.png`, `loss.png`, ...).
 //!
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const CONFIG: &str = "config.toml";
@@ -42,6 +46,11 @@ pub struct Progress {
     /// Validation MSE of the last finished epoch (NaN if none yet).
     pub val_mse: f64,
     pub wall_s: f64,
+    /// Main-loop steps of the whole run (0: unknown, a checkpoint written
+    /// before the totals were saved).
+    pub total_steps: u64,
+    /// Post-training steps of the whole run as configured (0: none, or unknown).
+    pub post_total: u64,
 }
 
 // ------------------------------------------------------------------ config
@@ -74,15 +83,13 @@ fn write_checkpoint(dir: &Path, model: &dyn Model, p: &Progress) -> Result<()> {
     tensors.push(("meta.post_step".into(), Tensor::from(p.post_step as i64)));
     tensors.push(("meta.val_mse".into(), Tensor::from(p.val_mse)));
     tensors.push(("meta.wall_s".into(), Tensor::from(p.wall_s)));
-    let cpu: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
+    tensors.push((
+        "meta.total_steps".into(),
+        Tensor::from(p.total_steps as i64),
+    ));
+    tensors.push(("meta.post_total".into(), Tensor::from(p.post_total as i64)));
     let path = dir.join(CHECKPOINT);
-    crate::util::with_atomic_path(&path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp)
-            .with_context(|| format!("cannot write checkpoint {}", tmp.display()))
-    })
+    crate::util::with_atomic_path(&path, |tmp| crate::checkpoint_file::write(tmp, &tensors))
 }
 
 /// Read a checkpoint into named tensors, with a clear error on a bad file.
@@ -94,8 +101,9 @@ pub fn read_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, Progress)
             path.display()
         );
     }
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+    let tensors: HashMap<String, Tensor> = crate::checkpoint_file::read(&path)
         .with_context(|| format!("{}: unreadable or truncated checkpoint", path.display()))?
+        .0
         .into_iter()
         .collect();
     let get = |k: &str| {
@@ -103,11 +111,15 @@ pub fn read_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, Progress)
             .get(k)
             .with_context(|| format!("{}: checkpoint lacks `{k}`", path.display()))
     };
+    // Counters added later: 0 (unknown) in older checkpoints.
+    let opt = |k: &str| tensors.get(k).map_or(0, |t| t.int64_value(&[]) as u64);
     let p = Progress {
         step: get("meta.step")?.int64_value(&[]) as u64,
         post_step: get("meta.post_step")?.int64_value(&[]) as u64,
         val_mse: get("meta.val_mse")?.double_value(&[]),
         wall_s: get("meta.wall_s")?.double_value(&[]),
+        total_steps: opt("meta.total_steps"),
+        post_total: opt("meta.post_total"),
     };
     Ok((tensors, p))
 }
@@ -321,6 +333,12 @@ pub struct EvalSummary {
     #[serde(default)]
     pub copying: Option<crate::eval::copying::Copying>,
     pub train: Option<TrainCounts>,
+    /// Evaluated from an unfinished run (`eval --allow-unfinished`), and the
+    /// phase it lacked ([`crate::run_state::Unfinished::describe`]).
+    #[serde(default)]
+    pub unfinished: bool,
+    #[serde(default)]
+    pub unfinished_phase: Option<String>,
     /// Figure kind (tsne, recon, samples, samples_gmm, loss, ...) → file
     /// name relative to the run folder.
     #[serde(default, deserialize_with = "figures_map")]

@@ -60,7 +60,6 @@ fn data_real_mnist() {
         "MNIST train (gz) float, padded load_split: {secs:.3} s ({:.2} s CPU)",
         cpu_s() - c0
     );
-    assert!(secs < 3.0, "MNIST load took {secs} s");
     assert_eq!(s.images.size(), [60000, 1, 32, 32]);
     assert_eq!(s.images.kind(), Kind::Float);
     // Padding adds zeros: sum is unchanged.

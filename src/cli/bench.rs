@@ -803,9 +803,16 @@ mod peer_config_tests {
         let cfg = Config::load(Some("mnist-cpu"), None, &study).unwrap();
         let e = check_ldc_peer_config(&cfg).unwrap_err();
         assert!(format!("{e:#}").contains("RBF kernel"), "{e:#}");
-        let mut ov = study.to_vec();
+        // The paper's recipe is what the peer implements ...
+        let mut ov = vec!["model=ldc".to_string()];
         ov.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
         let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
         check_ldc_peer_config(&cfg).unwrap();
+        // ... but keys given beside a recipe win over it (models::ldc_recipe),
+        // so the study's options are still refused rather than timed wrongly.
+        let mut ov = study.to_vec();
+        ov.extend(LDC_PEER_SAMPLER.iter().map(|s| s.to_string()));
+        let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
+        assert!(check_ldc_peer_config(&cfg).is_err());
     }
 }

@@ -19,10 +19,15 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Evaluate a run whose training is unfinished (eval.json then says
+    /// `unfinished` and which phase); else such a run is an error.
+    #[arg(long)]
+    pub allow_unfinished: bool,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
+        allow_unfinished: a.allow_unfinished,
         fid_samples: a.fid_samples,
         no_fid: a.no_fid,
         no_tsne: a.no_tsne,

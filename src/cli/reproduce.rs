@@ -222,6 +222,7 @@ fn evaluate_once(a: &ReproduceArgs, tag: &str, dir: &Path) -> Result<()> {
     evaluate(
         dir,
         &EvalOptions {
+            allow_unfinished: false,
             fid_samples: a.fid_samples,
             no_fid: a.no_fid,
             no_tsne: false,

@@ -23,9 +23,14 @@ pub struct SampleArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Sample from a run whose training is unfinished (else an error naming
+    /// the missing phase).
+    #[arg(long)]
+    pub allow_unfinished: bool,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
+    crate::run_state::require_finished(&a.run_dir, a.allow_unfinished, "sample from")?;
     let (cfg, model, _) = crate::run_dir::load_run(&a.run_dir, a.device.as_deref())?;
     let _g = tch::no_grad_guard();
     reseed(a.seed, Stream::Eval, 1);

@@ -37,6 +37,12 @@ pub struct TrainArgs {
     /// With --only sampler: number of extra sampler steps.
     #[arg(long, requires = "only")]
     pub steps: Option<u64>,
+    /// With --resume: continue although `--set` (or --seed, --model) changes keys that change
+    /// the run's trajectory (seed, train.*, data.*, net.*, ldc.*, sampler.*, ...); the
+    /// change is recorded in the run's config-changes.json and shown in its report.
+    /// `threads`, `device`, `train.checkpoint_every` and `eval.*` may change without it.
+    #[arg(long, requires = "resume")]
+    pub force_config: bool,
     /// Stop (with a checkpoint) after this many steps in this invocation.
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -61,7 +67,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let (cfg, dir) = match &a.resume {
         Some(dir) => {
-            let mut ov = a.overrides.clone();
+            // Checked against the saved config by `train` (refused unless --force-config).
+            let mut ov = Vec::new();
+            if let Some(m) = &a.model {
+                ov.push(format!("model={m}"));
+            }
+            if let Some(s) = a.seed {
+                ov.push(format!("seed={s}"));
+            }
+            ov.extend(a.overrides.iter().cloned());
             if let Some(d) = &a.device {
                 ov.push(format!("device={d}"));
             }
@@ -96,6 +110,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let opts = TrainOptions {
         resume: a.resume.is_some(),
+        force_config: a.force_config,
         stop_after: a.stop_after,
         skip_post: a.skip_post,
         quiet: false,
@@ -110,9 +125,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
             cfg.model, out.progress.step, out.progress.post_step, out.progress.wall_s, out.progress.val_mse, dir.display()
         );
     } else if !out.interrupted {
+        let at = if out.progress.step < out.progress.total_steps {
+            format!("step {}", out.progress.step)
+        } else {
+            format!(
+                "step {}, before the post-training phase (--skip-post)",
+                out.progress.step
+            )
+        };
         println!(
-            "stopped at step {}; continue with `ldc-vae train --resume {}`",
-            out.progress.step,
+            "stopped at {at}; the run is unfinished: continue with `ldc-vae train --resume {}`",
             dir.display()
         );
     }

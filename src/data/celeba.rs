@@ -16,13 +16,15 @@
 //!
 //! Cache: the first load decodes every JPEG (rayon, all cores) and saves the
 //! preprocessed u8 tensor of all files to `celeba-64x64-<dir>-<key>.u8` under
-//! `<celeba dir>/.ldc-vae-cache/` when that folder is writable, else under
-//! `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}/celeba-cache/`.
-//! `<key>` hashes the preprocessing and every file's name, size and mtime,
-//! so adding, removing, replacing or touching a file rebuilds it (the old
-//! cache of that folder, `<dir>` = hash of its path, is then deleted). A
-//! cache file that cannot be read or does not check out is rebuilt with a
-//! warning.
+//! the user cache folder,
+//! `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}/celeba-cache/`, never
+//! under the data folder (issue 28: nothing is written there). The file is
+//! keyed by the folder's identity: `<dir>` hashes its absolute path, `<key>`
+//! the preprocessing and every file's name, size and mtime, so adding,
+//! removing, replacing or touching a file rebuilds it (the old cache of that
+//! folder is then deleted). A cache file that cannot be read or does not
+//! check out is rebuilt with a warning; an unwritable cache folder is a
+//! warning, and the images are decoded on every load.
 
 use super::images::{self, OnCorrupt};
 use super::{ImageSet, Split};
@@ -47,7 +49,7 @@ const PREP_TAG: &str = "celeba crop=140 size=64 filter=triangle rgb v1";
 /// Where the cache lives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum CacheMode {
-    /// `<celeba dir>/.ldc-vae-cache/` if writable, else the user cache folder.
+    /// The user cache folder ([`user_cache_root`]`/celeba-cache`).
     #[default]
     Auto,
     /// This folder.
@@ -279,14 +281,11 @@ pub fn user_cache_root() -> PathBuf {
 }
 
 /// Candidate cache folders, preferred first.
-fn cache_dirs(root: &Path, mode: &CacheMode) -> Vec<PathBuf> {
+fn cache_dirs(mode: &CacheMode) -> Vec<PathBuf> {
     match mode {
         CacheMode::Off => vec![],
         CacheMode::Dir(d) => vec![d.clone()],
-        CacheMode::Auto => vec![
-            root.join(".ldc-vae-cache"),
-            user_cache_root().join("celeba-cache"),
-        ],
+        CacheMode::Auto => vec![user_cache_root().join("celeba-cache")],
     }
 }
 
@@ -466,7 +465,7 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let abs = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
     let folder = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
     let name = format!("celeba-64x64-{}-{}.u8", &folder[..8], &key[..16]);
-    let cands: Vec<PathBuf> = cache_dirs(root, &opts.cache)
+    let cands: Vec<PathBuf> = cache_dirs(&opts.cache)
         .into_iter()
         .map(|d| d.join(&name))
         .collect();
@@ -734,8 +733,25 @@ mod tests {
         );
     }
 
+    /// Every file under `dir` with its size and mtime.
+    fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::metadata(&p).unwrap();
+            if md.is_dir() {
+                out.extend(tree(&p));
+            }
+            out.push((p, md.len(), md.modified().unwrap()));
+        }
+        out.sort();
+        out
+    }
+
+    /// Issue 28: the cache goes to the user cache folder, keyed by the data
+    /// folder; nothing is written under the data folder.
     #[test]
-    fn data_celeba_through_load_split_caches_in_data_dir() {
+    fn data_celeba_through_load_split_writes_nothing_in_data_dir() {
         let t = fake(10);
         let root = t.path().join("celeba");
         std::fs::create_dir(&root).unwrap();
@@ -744,15 +760,20 @@ mod tests {
             root.join("img_align_celeba"),
         )
         .unwrap();
+        let before = tree(t.path());
         let s = crate::data::load_split("celeba", Some(t.path()), Split::Train).unwrap();
         assert_eq!(s.images.size(), [9, 3, 64, 64]);
         assert!(s.labels.is_none());
         let te = crate::data::load_split("celeba", Some(t.path()), Split::Test).unwrap();
         assert_eq!(te.len(), 1);
-        let cache: Vec<_> = std::fs::read_dir(root.join(".ldc-vae-cache"))
-            .unwrap()
-            .collect();
-        assert_eq!(cache.len(), 1);
+        assert_eq!(tree(t.path()), before, "the data folder changed");
+        // The second load came from the cache, in the user cache folder.
+        let d = load_all(&root, &Options::default()).unwrap();
+        let CacheOutcome::Hit(p) = &d.outcome else {
+            panic!("not cached: {:?}", d.outcome)
+        };
+        assert!(p.starts_with(user_cache_root()), "{}", p.display());
+        std::fs::remove_file(p).unwrap();
     }
 
     #[test]

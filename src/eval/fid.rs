@@ -1094,8 +1094,11 @@ fn reference_impl(
     let acts = net.activations(&set.images.narrow(0, 0, n as i64), batch, true)?;
     if want_acts || n <= MAX_SIDE_CACHED_ACTS {
         let path = reference_activations_path(&key, split, n, &sha, cache_dir);
-        save_activations(&acts, &path)?;
-        tracing::info!("saved {}", path.display());
+        // An unwritable cache costs time, not the result (issue 28).
+        match save_activations(&acts, &path) {
+            Ok(()) => tracing::info!("saved {}", path.display()),
+            Err(e) => tracing::warn!("{e:#}: reference activations not cached"),
+        }
     }
     let stats = match stats {
         // Cached statistics stay as they are (issue 16: never recomputed).
@@ -1103,8 +1106,10 @@ fn reference_impl(
         None => {
             let s = FidStats::from_activations(&acts)?;
             let path = reference_stats_path(&key, split, n, &sha, cache_dir);
-            s.save(&path)?;
-            tracing::info!("saved {}", path.display());
+            match s.save(&path) {
+                Ok(()) => tracing::info!("saved {}", path.display()),
+                Err(e) => tracing::warn!("{e:#}: FID reference statistics not cached"),
+            }
             s
         }
     };

@@ -84,12 +84,25 @@ pub struct RunReport {
     pub epochs: Option<f64>,
     /// Training wall time (s): summary.json's, else eval.json's.
     pub wall_s: Option<f64>,
+    /// "(unfinished: ...)", "config changed at step N: ..." ([`crate::run_state::report_notes`]).
+    pub notes: Vec<String>,
+}
+
+impl RunReport {
+    /// The name in table rows: "(unfinished)" after it when it is.
+    pub fn label(&self) -> String {
+        match self.eval.unfinished {
+            true => format!("{} (unfinished)", self.name),
+            false => self.name.clone(),
+        }
+    }
 }
 
 /// Read `eval.json`, `config.toml` and `summary.json` of a run folder.
 pub fn load_run(dir: &Path) -> Result<RunReport> {
-    let eval = EvalSummary::read(dir)
+    let mut eval = EvalSummary::read(dir)
         .with_context(|| format!("run `ldc-vae eval {}` first", dir.display()))?;
+    let notes = crate::run_state::report_notes(dir, &mut eval);
     let config = std::fs::read_to_string(dir.join(run_dir::CONFIG)).ok();
     let name = dir
         .canonicalize()
@@ -116,6 +129,7 @@ pub fn load_run(dir: &Path) -> Result<RunReport> {
         row,
         epochs,
         wall_s,
+        notes,
     })
 }
 
@@ -218,7 +232,8 @@ fn figure_list(e: &EvalSummary) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = Vec::new();
     for (k, cap) in FIGURES {
         if let Some(f) = e.figures.get(k) {
-            out.push((k.to_string(), cap.to_string(), f.clone()));
+            let mark = if e.unfinished { " (unfinished)" } else { "" };
+            out.push((k.to_string(), format!("{cap}{mark}"), f.clone()));
         }
     }
     for (k, f) in &e.figures {
@@ -350,6 +365,9 @@ pub fn render_markdown(runs: &[RunReport], budget: Option<&Path>) -> String {
             r.name, r.row.title, r.eval.dataset
         );
         let _ = writeln!(s, "Folder: `{}`\n", r.dir.display());
+        r.notes
+            .iter()
+            .for_each(|n| s += &format!("**{}**\n\n", md_escape(n)));
         for (k, cap, f) in figure_list(&r.eval) {
             if r.dir.join(&f).is_file() {
                 let _ = writeln!(s, "**{cap}**\n\n![{k}]({}/{})\n", r.name, fig_file_name(&f));
@@ -471,6 +489,9 @@ pub fn render_html(runs: &[RunReport], budget: Option<&Path>) -> Result<String> 
             esc(&r.dir.display().to_string()),
             n = esc(&r.name)
         );
+        r.notes
+            .iter()
+            .for_each(|n| s += &format!("<p class=\"missing\">{}</p>\n", esc(n)));
         for (k, cap, f) in figure_list(&r.eval) {
             let p = r.dir.join(&f);
             if p.is_file() {

@@ -415,7 +415,7 @@ fn runs_columns() -> Vec<Col> {
 /// Text of a text column for a cell (plain; the Run column is linked in HTML).
 fn text_col(head: &str, c: &Cell) -> String {
     match head {
-        "Run" => c.distinct(|r| r.name.clone()),
+        "Run" => c.distinct(|r| r.label()),
         "Row" => c.row.title.clone(),
         "Data" => c.distinct(|r| r.eval.dataset.clone()),
         "Preset" => c.distinct(|r| r.eval.preset.clone().unwrap_or_else(|| "–".into())),

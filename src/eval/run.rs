@@ -26,6 +26,8 @@ pub struct EvalOptions {
     pub no_tsne: bool,
     pub device: Option<String>,
     pub quiet: bool,
+    /// Evaluate an unfinished run, marked so in eval.json (else an error).
+    pub allow_unfinished: bool,
 }
 
 /// `f` applied to the first `n` rows of `x` in batches on `device`, results
@@ -317,6 +319,7 @@ pub fn score_activations(
 
 /// Evaluate the run in `dir`; returns what it wrote to `eval.json`.
 pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
+    let unfinished = crate::run_state::require_finished(dir, opts.allow_unfinished, "evaluate")?;
     let (cfg, model, prog) = run_dir::load_run(dir, opts.device.as_deref())?;
     let model = model.as_ref();
     let test = data::load_split(&cfg.data.dataset, data_dir(&cfg).as_deref(), Split::Test)?;
@@ -590,6 +593,8 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "copying_ct": copy_model.ct,
         "copying_ct_gmm": copy_gmm.ct,
         "copying": copy_model,
+        "unfinished": unfinished.is_some(),
+        "unfinished_phase": unfinished.map(|u| u.describe()),
         "train": {"steps": prog.step, "post_steps": prog.post_step, "epochs": summary.and_then(|s| s.counts.epochs), "wall_s": prog.wall_s},
     });
     for k in FID_FIELDS {

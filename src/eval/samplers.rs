@@ -177,6 +177,7 @@ fn frozen(run_dir: &Path, out: &Path, what: &str, on: ScoreOn) -> Result<Frozen>
 
 /// Train a fresh sampler per target for `steps` steps on the frozen nets of
 /// `run_dir`; write grids and `sampler-targets.md`/`.json` into `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn compare(
     run_dir: &Path,
     targets: &[String],
@@ -579,6 +580,7 @@ fn fit_expost_gmm(cfg: &crate::config::Config, z_train: &Tensor) -> Result<Gmm> 
     .context("fitting the ex-post GMM on the training latents")
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn study(
     run_dir: &Path,
     variants: &[Variant],

@@ -2,131 +2,28 @@
 //! validation, checkpoints, resume, NaN handling, Ctrl-C. What the run folder
 //! holds and how each file is written is [`crate::run_dir`]'s business.
 
+mod data;
+
+pub use data::{load_train_data, reconstruction_mse, Batches, TrainData};
+
 use crate::config::{Config, OnNan};
-use crate::data::{self, ImageSet, Split};
 use crate::dist;
-use crate::models::{self, BatchSource, Model, StepStats};
-use crate::rng;
+use crate::models::{self, Model, StepStats};
 use crate::run_dir::{self, Line, Metrics, Progress, TrainCounts, TrainSummary};
+use crate::run_state::{self, KeyChange};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
-
-/// Training data split into train and validation (last `val_size` training images).
-pub struct TrainData {
-    pub train: ImageSet,
-    pub val: ImageSet,
-}
-
-pub fn load_train_data(cfg: &Config) -> Result<TrainData> {
-    let dir = (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir));
-    let all = data::load_split(&cfg.data.dataset, dir.as_deref(), Split::Train)?;
-    let n = all.len();
-    let val = cfg.data.val_size as i64;
-    if val >= n {
-        bail!(
-            "config key `data.val_size` ({val}) must be smaller than the training set ({n} images)"
-        );
-    }
-    let mut train = all.slice(0, n - val);
-    if cfg.data.train_limit > 0 && (cfg.data.train_limit as i64) < train.len() {
-        train = train.slice(0, cfg.data.train_limit as i64);
-    }
-    if train.len() < cfg.train.batch_size {
-        bail!(
-            "training set ({} images) is smaller than `train.batch_size` ({})",
-            train.len(),
-            cfg.train.batch_size
-        );
-    }
-    Ok(TrainData {
-        train,
-        val: all.slice(n - val, n),
-    })
-}
-
-/// Deterministic batches of a training set: epoch `e` uses permutation (seed, e).
-pub struct Batches<'a> {
-    pub set: &'a ImageSet,
-    pub batch_size: i64,
-    pub seed: u64,
-    pub device: Device,
-    perm_epoch: Option<(u64, Tensor)>,
-    /// Offset of the stream of epochs (the post-training phase uses its own).
-    pub epoch_offset: u64,
-}
-
-impl<'a> Batches<'a> {
-    pub fn new(set: &'a ImageSet, batch_size: i64, seed: u64, device: Device) -> Self {
-        Batches {
-            set,
-            batch_size,
-            seed,
-            device,
-            perm_epoch: None,
-            epoch_offset: 0,
-        }
-    }
-    pub fn per_epoch(&self) -> u64 {
-        (self.set.len() / self.batch_size) as u64
-    }
-    /// Batch number `i` counted from the start (epoch = i / per_epoch).
-    pub fn get(&mut self, i: u64) -> Tensor {
-        let spe = self.per_epoch();
-        let epoch = i / spe + self.epoch_offset;
-        let within = (i % spe) as i64;
-        if self.perm_epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            let p = rng::permutation(self.set.len() as usize, self.seed, epoch);
-            self.perm_epoch = Some((epoch, Tensor::from_slice(&p)));
-        }
-        let idx = self.perm_epoch.as_ref().unwrap().1.narrow(
-            0,
-            within * self.batch_size,
-            self.batch_size,
-        );
-        // Under MPI each worker takes its rows of the global batch.
-        dist::shard(&self.set.images.index_select(0, &idx)).to_device(self.device)
-    }
-}
-
-impl BatchSource for Batches<'_> {
-    fn batch(&mut self, i: u64) -> Tensor {
-        self.get(i)
-    }
-    fn num_train(&self) -> i64 {
-        self.set.len()
-    }
-    fn chunk(&mut self, start: i64, len: i64) -> Tensor {
-        self.set.images.narrow(0, start, len).to_device(self.device)
-    }
-}
-
-/// Mean squared reconstruction error over a set, in inference mode.
-pub fn reconstruction_mse(model: &dyn Model, set: &ImageSet, batch: i64, seed: u64) -> f64 {
-    let _g = tch::no_grad_guard();
-    rng::reseed(seed, rng::Stream::Eval, 0);
-    let mut total = 0.0;
-    let n = set.len();
-    let mut i = 0;
-    while i < n {
-        let len = batch.min(n - i);
-        let x = set.images.narrow(0, i, len).to_device(model.device());
-        let r = model.decode(&model.encode(&x));
-        total += (r - x).square().sum(Kind::Double).double_value(&[]);
-        i += len;
-    }
-    total / (set.images.numel() as f64)
-}
 
 /// `--set` overrides for more sampler-only steps on a finished run: only
 /// `ldc.*` keys that leave the saved nets loadable (not `ldc.sampler_net` and
 /// its sizes) and `threads`; applied to the run's `config.toml`, so the run
-/// records the settings its later steps used.
-fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<()> {
+/// records the settings its later steps used. Returns the keys that changed
+/// (for `config-changes.json`).
+fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<Vec<KeyChange>> {
     const FIXED: [&str; 4] = [
         "ldc.sampler_net",
         "ldc.sampler_noise_dim",
@@ -144,11 +41,12 @@ fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<()> {
         }
     }
     let cfg_path = dir.join(run_dir::CONFIG);
+    let old = run_dir::read_config(dir, &[])?;
     let cfg = run_dir::read_config(dir, overrides)
         .with_context(|| format!("applying --set to {}", cfg_path.display()))?;
     run_dir::write_config(dir, &cfg)?;
     tracing::info!("{}: {} recorded", cfg_path.display(), overrides.join(", "));
-    Ok(())
+    Ok(run_state::config_diff(&old, &cfg))
 }
 
 /// Options of one `train` invocation beyond the config.
@@ -156,6 +54,9 @@ fn apply_sampler_overrides(dir: &Path, overrides: &[String]) -> Result<()> {
 pub struct TrainOptions {
     /// Continue from the run directory's checkpoint.
     pub resume: bool,
+    /// With `resume`: accept config keys that change the run's trajectory
+    /// (recorded in `config-changes.json`); without it they are an error.
+    pub force_config: bool,
     /// Stop (checkpointed) after this many main-loop steps in this invocation;
     /// for tests of resume and for time-boxed sessions.
     pub stop_after: Option<u64>,
@@ -240,32 +141,23 @@ pub fn for_workers(cfg: &Config) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Check the run directory for a new run or a resume, then save the config.
-fn prepare_dir(cfg: &Config, dir: &Path, resume: bool) -> Result<()> {
+/// Check the run directory for a new run or a resume: on a resume, the keys
+/// of `cfg` that differ from the saved config and change the trajectory
+/// (an error unless `force`; [`run_state::check_resume_config`]).
+fn prepare_dir(cfg: &Config, dir: &Path, resume: bool, force: bool) -> Result<Vec<KeyChange>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create run directory {}", dir.display()))?;
     if resume {
         let saved = run_dir::read_config(dir, &[])?;
-        if saved.model != cfg.model
-            || saved.net != cfg.net
-            || saved.data.dataset != cfg.data.dataset
-        {
-            bail!(
-                "cannot resume {}: its model/net/data config differs from the one given",
-                dir.display()
-            );
-        }
-    } else if dir.join(run_dir::CHECKPOINT).exists() {
+        return run_state::check_resume_config(dir, &saved, cfg, force);
+    }
+    if dir.join(run_dir::CHECKPOINT).exists() {
         bail!(
             "{} already holds a run; use --resume to continue it, or another --out",
             dir.display()
         );
     }
-    dist::barrier(); // every worker has checked before rank 0 writes
-    if dist::is_root() {
-        run_dir::write_config(dir, cfg)?;
-    }
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// What the main loop and the post-training loop share: the run folder, its
@@ -286,6 +178,41 @@ impl Session<'_> {
     fn checkpoint(&self, model: &dyn Model, prog: &mut Progress) -> Result<()> {
         prog.wall_s = self.wall0 + self.t0.elapsed().as_secs_f64();
         run_dir::save_checkpoint(self.dir, model, prog)
+    }
+
+    /// `train.on_nan = rollback` (at most 5 times): reload the last
+    /// checkpoint and scale the learning rates down; `Err` (the run stops,
+    /// its checkpoint kept) under `stop` or after 5 rollbacks.
+    fn rollback(
+        &mut self,
+        model: &mut dyn Model,
+        prog: &mut Progress,
+        rollbacks: &mut i32,
+        pb: &ProgressBar,
+        msg: String,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        if cfg.train.on_nan != OnNan::Rollback || *rollbacks >= 5 {
+            pb.abandon();
+            bail!("training diverged: {msg}");
+        }
+        *rollbacks += 1;
+        let p = run_dir::restore(self.dir, model)?;
+        let factor = cfg.train.nan_lr_factor.powi(*rollbacks);
+        model.scale_lr(factor);
+        tracing::warn!(
+            "{msg}; rolled back to step {} (post-training step {}) with learning rates ×{factor}",
+            p.step,
+            p.post_step
+        );
+        *prog = Progress {
+            wall_s: prog.wall_s,
+            total_steps: prog.total_steps,
+            post_total: prog.post_total,
+            ..p
+        };
+        self.metrics = Metrics::open(self.dir, Some(prog.step), prog.post_step)?;
+        Ok(())
     }
 
     fn interrupted_outcome(&self, pb: &ProgressBar, prog: Progress, what: &str) -> TrainOutcome {
@@ -339,24 +266,8 @@ impl Session<'_> {
                     "step {step}: `{k}` is {v}; the last good checkpoint is {}",
                     self.dir.join(run_dir::CHECKPOINT).display()
                 );
-                if cfg.train.on_nan == OnNan::Rollback && rollbacks < 5 {
-                    rollbacks += 1;
-                    let p = run_dir::restore(self.dir, model)?;
-                    let factor = cfg.train.nan_lr_factor.powi(rollbacks);
-                    model.scale_lr(factor);
-                    tracing::warn!(
-                        "{msg}; rolled back to step {} with learning rates ×{factor}",
-                        p.step
-                    );
-                    *prog = Progress {
-                        wall_s: prog.wall_s,
-                        ..p
-                    };
-                    self.metrics = Metrics::open(self.dir, Some(prog.step), prog.post_step)?;
-                    continue;
-                }
-                pb.abandon();
-                bail!("training diverged: {msg}");
+                self.rollback(model, prog, &mut rollbacks, &pb, msg)?;
+                continue;
             }
             prog.step += 1;
             self.metrics
@@ -438,17 +349,22 @@ impl Session<'_> {
         let device = model.device();
         let mut post_batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, device);
         post_batches.epoch_offset = 1 << 20;
+        let mut rollbacks = 0;
         while prog.post_step < target {
             let i = prog.post_step;
             let mut stats = model
                 .post_training_step(&mut post_batches, i)
                 .with_context(|| format!("post-training step {i}"))?;
+            dist::inject_post_fault(i, &mut stats.0);
             let int_now = agree(&mut stats, self.interrupted.load(Ordering::SeqCst));
+            // The joint phase's `train.on_nan` policy.
             if let Some((k, v)) = stats.non_finite() {
-                bail!(
-                    "post-training step {i}: `{k}` is {v}; last good checkpoint kept at {}",
+                let msg = format!(
+                    "post-training step {i}: `{k}` is {v}; the last good checkpoint is {}",
                     self.dir.join(run_dir::CHECKPOINT).display()
                 );
+                self.rollback(model, prog, &mut rollbacks, &pb, msg)?;
+                continue;
             }
             prog.post_step += 1;
             self.metrics.write(Line::Post, i, None, &stats.0)?;
@@ -491,7 +407,7 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
     let cfg = &for_workers(cfg)?;
     let device = crate::util::parse_device(&cfg.device)?;
     crate::util::set_threads(cfg.threads);
-    prepare_dir(cfg, dir, opts.resume)?;
+    let changes = prepare_dir(cfg, dir, opts.resume, opts.force_config)?;
 
     let data = load_train_data(cfg)?;
     let mut model = cfg.build_model(device)?;
@@ -508,6 +424,12 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
             prog.step,
             prog.post_step
         );
+    }
+    dist::barrier(); // every worker has checked the folder before rank 0 writes
+    if dist::is_root() {
+        let how = "train --resume --force-config";
+        run_state::record_change(dir, prog.step, prog.post_step, changes, how)?;
+        run_dir::write_config(dir, cfg)?;
     }
     // Every worker starts from rank 0's state (weights, moments, bank).
     let state = dist::broadcast_state(model.state())?;
@@ -529,6 +451,12 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
     } else {
         cfg.train.epochs as u64 * spe
     };
+    prog.total_steps = total;
+    prog.post_total = model.post_training_steps();
+    // A finished run that trains further is unfinished until it ends again.
+    if (prog.step < total || prog.post_step < prog.post_total) && dist::is_root() {
+        let _ = std::fs::remove_file(dir.join(run_dir::SUMMARY));
+    }
     let stop_at = opts
         .stop_after
         .map(|n| (prog.step + n).min(total))
@@ -555,6 +483,14 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         return Ok(out);
     }
     s.checkpoint(model, &mut prog)?;
+    if prog.post_step < prog.post_total {
+        // `--skip-post`: no summary, the run stays unfinished.
+        return Ok(TrainOutcome {
+            progress: prog,
+            complete: false,
+            interrupted: false,
+        });
+    }
     if dist::is_root() {
         TrainSummary {
             model: model.name().into(),
@@ -592,15 +528,25 @@ pub fn extend_post_training(
     if dist::size() > 1 {
         bail!("`train --only sampler` runs in one process; start it without mpirun");
     }
-    if !overrides.is_empty() {
-        apply_sampler_overrides(dir, overrides)?;
-    }
+    let changes = if overrides.is_empty() {
+        Vec::new()
+    } else {
+        apply_sampler_overrides(dir, overrides)?
+    };
     let (cfg, mut model, mut prog) = run_dir::load_run(dir, device)?;
+    run_state::record_change(
+        dir,
+        prog.step,
+        prog.post_step,
+        changes,
+        "train --only sampler --set",
+    )?;
     let data = load_train_data(&cfg)?;
     let mut s = Session {
         cfg: &cfg,
         dir,
-        metrics: Metrics::open(dir, None, 0)?,
+        // Lines of an earlier extension killed after its last checkpoint go.
+        metrics: Metrics::open(dir, Some(prog.step), prog.post_step)?,
         interrupted: interrupt_flag(),
         t0: Instant::now(),
         wall0: prog.wall_s,
