@@ -919,10 +919,12 @@ impl Ldc {
                 &yd,
                 &y_all,
                 &mut self.ot_potential,
-                eps,
-                self.cfg.ot_potential_lr,
-                self.cfg.ot_debias,
-                self.cfg.ot_debias_own_atom,
+                crate::samplers::OtStep {
+                    eps,
+                    potential_lr: self.cfg.ot_potential_lr,
+                    debias: self.cfg.ot_debias,
+                    own_atom: self.cfg.ot_debias_own_atom,
+                },
             );
             let loss = stein_loss(&yu, &phi);
             self.opt_s.backward_step(&loss);

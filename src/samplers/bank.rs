@@ -10,6 +10,19 @@ use crate::svgd;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+/// The settings of one OT step ([`BankTarget::ot_step`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OtStep {
+    /// ε in units of the bank's bandwidth.
+    pub eps: f64,
+    /// Ascent rate of the bank's dual potential.
+    pub potential_lr: f64,
+    /// Sinkhorn-divergence debiasing.
+    pub debias: bool,
+    /// Keep each particle's own atom in the debias's self-plan.
+    pub own_atom: bool,
+}
+
 /// The bank as one sampler step sees it (DESIGN §1.8, issue 14).
 pub struct BankTarget {
     pub whitening: Option<svgd::Whitening>,
@@ -94,11 +107,14 @@ impl BankTarget {
         yd: &Tensor,
         y_all: &Tensor,
         potential: &mut Tensor,
-        eps: f64,
-        potential_lr: f64,
-        debias: bool,
-        own_atom: bool,
+        o: OtStep,
     ) -> Tensor {
+        let OtStep {
+            eps,
+            potential_lr,
+            debias,
+            own_atom,
+        } = o;
         if potential.size()[0] != self.bank.size()[0] {
             // A fresh sampler (or another bank): a fresh transport problem.
             *potential = Tensor::zeros([self.bank.size()[0]], (Kind::Float, self.bank.device()));

@@ -140,10 +140,12 @@ impl ExPostNet {
                 &yd,
                 &yd,
                 &mut self.potential,
-                self.cfg.ot_epsilon,
-                self.cfg.ot_potential_lr,
-                self.cfg.ot_debias,
-                false,
+                super::OtStep {
+                    eps: self.cfg.ot_epsilon,
+                    potential_lr: self.cfg.ot_potential_lr,
+                    debias: self.cfg.ot_debias,
+                    own_atom: self.cfg.ot_debias_own_atom,
+                },
             ),
             SamplerObjective::Mmd => {
                 let h = &target.h_bank * self.cfg.mmd_h_scale;

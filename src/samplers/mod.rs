@@ -24,7 +24,7 @@ pub mod bank;
 pub mod expost_net;
 pub mod net;
 
-pub use bank::BankTarget;
+pub use bank::{BankTarget, OtStep};
 pub use expost_net::ExPostNet;
 pub use net::{SamplerNet, SamplerNetKind, SamplerNetShape};
 
@@ -124,6 +124,12 @@ pub struct SamplerConfig {
     pub ot_potential_lr: f64,
     /// OT: Sinkhorn-divergence debiasing.
     pub ot_debias: bool,
+    /// OT: keep each particle's own atom in the debias's self-plan (as
+    /// `ldc.ot_debias_own_atom`, which `ldc.recipe = ot` sets after the
+    /// validation study of issue 26). Default false, the unbiased form: the
+    /// "+ OT" control runs of 2026-12-07 were trained with it, before that
+    /// study, and their config files do not name the key.
+    pub ot_debias_own_atom: bool,
     /// MMD: the kernel's widest bandwidth as a fraction of the bank's median one.
     pub mmd_h_scale: f64,
     /// SVGD: τ² of the bank's KDE as a fraction of the median rule's.
@@ -145,6 +151,7 @@ impl Default for SamplerConfig {
             ot_epsilon: 1.0,
             ot_potential_lr: 0.01,
             ot_debias: true,
+            ot_debias_own_atom: false,
             mmd_h_scale: 0.125,
             kde_scale: 0.5,
         }
