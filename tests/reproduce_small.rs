@@ -116,7 +116,10 @@ fn reproduce_cifar10_and_celeba_tiny() {
             );
             assert!(e.rec_kid.is_some() && e.sample_precision.is_some(), "{m}");
             // Table 1's row: columns MNIST, CELEBA, CIFAR10, each Rec | Sample.
-            let title = ldc_vae::eval::report::row_title(m);
+            // The run's row from its config (the cifar10/celeba presets give
+            // LDC-VAE the paper's recipe, so its row is "LDC-VAE (paper recipe)").
+            let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+            let title = ldc_vae::rows::row_of_run(Some(&config), m, ldc_vae::rows::ROWS).title;
             let row = md
                 .lines()
                 .find(|l| l.starts_with(&format!("| {title} |")))
