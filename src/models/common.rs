@@ -148,7 +148,12 @@ impl<T: Baseline> Model for T {
         Ok(())
     }
     fn scale_lr(&mut self, factor: f64) {
-        self.parts_mut().0.opt.lr *= factor;
+        // NaN rollback in the post-training phase too: a sampler net's rate.
+        let (core, latents) = self.parts_mut();
+        core.opt.lr *= factor;
+        if let PriorOrExPost::Net(n) = latents {
+            n.scale_lr(factor);
+        }
     }
 }
 
