@@ -332,6 +332,13 @@ pub struct EvalSummary {
     /// The model generator's whole test (C_T, global Z_U, cells, sizes).
     #[serde(default)]
     pub copying: Option<crate::eval::copying::Copying>,
+    /// Latent class structure (issue 29): accuracy of classifying the test
+    /// latents by a `latent_knn_k`-nearest-neighbour vote of the training
+    /// latents (`crate::eval::classes::knn_accuracy`); labelled data only.
+    #[serde(default)]
+    pub latent_knn_acc: Option<f64>,
+    #[serde(default)]
+    pub latent_knn_k: Option<i64>,
     pub train: Option<TrainCounts>,
     /// Evaluated from an unfinished run (`eval --allow-unfinished`), and the
     /// phase it lacked ([`crate::run_state::Unfinished::describe`]).

@@ -84,6 +84,13 @@ fn summary(e: &serde_json::Value) -> String {
             f("class_tv_gmm", 1.0, 3)
         );
     }
+    if !e["latent_knn_acc"].is_null() {
+        s += &format!(
+            "latent class structure: {}-NN accuracy of test latents {}\n",
+            e["latent_knn_k"],
+            f("latent_knn_acc", 1.0, 3)
+        );
+    }
     s
 }
 

@@ -331,6 +331,15 @@ fn runs_columns() -> Vec<Col> {
             1.0,
             None,
         )),
+        Num(col(
+            "reconstruction",
+            "Latent k-NN acc",
+            "Latent k-NN acc",
+            |e| e.latent_knn_acc,
+            3,
+            1.0,
+            None,
+        )),
         Text("sampler", "Generator", "Generator"),
         Num(col(
             "sampler",

@@ -361,6 +361,26 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         model.sampler_name()
     );
     let model_is_gmm = model.generation() == Generation::ExPostGmm;
+    // Class structure of the latent space (issue 29): test latents classified
+    // by their nearest training latents (labelled data only).
+    let latent_knn_acc = match (&test.labels, &trainset.labels) {
+        (Some(tl), Some(rl)) => {
+            let acc = classes::knn_accuracy(
+                &z_test,
+                &tl.narrow(0, 0, nl),
+                &z_train,
+                &rl.narrow(0, 0, z_train.size()[0]),
+                classes::LATENT_KNN_K,
+            );
+            tracing::info!(
+                "latent {}-NN accuracy (test latents by {} training latents): {acc:.3}",
+                classes::LATENT_KNN_K,
+                z_train.size()[0]
+            );
+            Some(acc)
+        }
+        _ => None,
+    };
     // Data-copying (Meehan et al. 2020) in latent space: are the generated
     // latents closer to the latents the generator was fitted on than the test
     // images' latents (held out) are? Equal sizes: `nl` generated against `nl`
@@ -587,6 +607,8 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "latent_mmd2_gaussian": mmd_gauss,
         "latent_mmd2_gmm": mmd_gmm,
         "latent_samples": nl,
+        "latent_knn_acc": latent_knn_acc,
+        "latent_knn_k": latent_knn_acc.map(|_| classes::LATENT_KNN_K),
         "sample_classes": class_hist,
         "class_tv": class_tv,
         "class_tv_gmm": class_tv_gmm,
@@ -645,6 +667,7 @@ mod tests {
             .iter()
             .chain(&["class_tv", "class_tv_gmm", "test_mse", "sample_classes"])
             .chain(&["copying_ct", "copying_ct_gmm", "copying"])
+            .chain(&["latent_knn_acc", "latent_knn_k"])
         {
             assert!(v.get(k).is_some(), "EvalSummary lacks `{k}`");
         }
