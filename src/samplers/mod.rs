@@ -126,9 +126,9 @@ pub struct SamplerConfig {
     pub ot_debias: bool,
     /// OT: keep each particle's own atom in the debias's self-plan (as
     /// `ldc.ot_debias_own_atom`, which `ldc.recipe = ot` sets after the
-    /// validation study of issue 26). Default false, the unbiased form: the
-    /// "+ OT" control runs of 2026-12-07 were trained with it, before that
-    /// study, and their config files do not name the key.
+    /// validation study of issue 26). Default true, the same sampler as
+    /// LDC-VAE's `ot` recipe, so a "+ OT" control row differs from LDC-VAE
+    /// (OT) in the encoder only; false is the unbiased form.
     pub ot_debias_own_atom: bool,
     /// MMD: the kernel's widest bandwidth as a fraction of the bank's median one.
     pub mmd_h_scale: f64,
@@ -151,7 +151,7 @@ impl Default for SamplerConfig {
             ot_epsilon: 1.0,
             ot_potential_lr: 0.01,
             ot_debias: true,
-            ot_debias_own_atom: false,
+            ot_debias_own_atom: true,
             mmd_h_scale: 0.125,
             kde_scale: 0.5,
         }
