@@ -110,6 +110,18 @@ pub struct LdcConfig {
     pub score_bn: ScoreBn,
     /// Noise draws per image (1 = the batch is the particle set).
     pub particles_per_x: i64,
+    /// Multiplier on the encoder's input noise ε (paper Fig. 1(b)); 0 makes
+    /// the encoder deterministic, still trained by the same Stein direction
+    /// (issue 27's ablation). The noise is drawn either way, so the other
+    /// random streams do not move.
+    pub noise_scale: f64,
+    /// The repulsive (kernel-gradient) term of the encoder's Stein direction
+    /// (Eq. 15). `false`: each particle climbs its own score, Φ(z_j) = s_j,
+    /// i.e. gradient ascent on the Gibbs posterior (a MAP encoder; issue 27).
+    pub stein_repulsion: bool,
+    /// The encoder's learning rate as a multiple of `train.lr` (the
+    /// decoder's); issue 27's ablation.
+    pub encoder_lr_scale: f64,
     /// aggregate_kde | mixture | paired | encoder_particles.
     pub sampler_target: SamplerTarget,
     /// FIFO bank of recent encoder particles for the aggregate_kde target.
@@ -275,6 +287,9 @@ impl Default for LdcConfig {
             sigma2_min: 1e-4,
             score_bn: ScoreBn::Inference,
             particles_per_x: 1,
+            noise_scale: 1.0,
+            stein_repulsion: true,
+            encoder_lr_scale: 1.0,
             sampler_target: SamplerTarget::AggregateKde,
             kde_bank: 1000,
             kde_scale: 1.0,
@@ -386,6 +401,8 @@ impl LdcConfig {
         }
         positive("ldc.sigma2_min", l.sigma2_min)?;
         at_least("ldc.particles_per_x", l.particles_per_x, 1)?;
+        in_range("ldc.noise_scale", l.noise_scale, 0.0, 100.0)?;
+        positive("ldc.encoder_lr_scale", l.encoder_lr_scale)?;
         at_least("ldc.kde_bank", l.kde_bank, 2)?;
         positive("ldc.kde_scale", l.kde_scale)?;
         positive("ldc.sampler_refine_kde_scale", l.sampler_refine_kde_scale)?;
@@ -597,7 +614,12 @@ impl Ldc {
         reseed(cfg.seed, Stream::SamplerInit, 0);
         let smp_vs = VarStore::new(device);
         let sampler = SamplerNet::new(&smp_vs, &cfg.ldc.sampler_shape(geo, w, d, cfg.bn_groups));
-        let opt_e = Adam::new(&enc_vs, cfg.lr, cfg.beta1, cfg.beta2);
+        let opt_e = Adam::new(
+            &enc_vs,
+            cfg.lr * cfg.ldc.encoder_lr_scale,
+            cfg.beta1,
+            cfg.beta2,
+        );
         let opt_d = Adam::new(&dec_vs, cfg.lr, cfg.beta1, cfg.beta2);
         let opt_s = Adam::new(&smp_vs, cfg.ldc.sampler_lr(cfg.lr), cfg.beta1, cfg.beta2);
         Ok(Ldc {
@@ -626,6 +648,16 @@ impl Ldc {
             ot_potential: Tensor::zeros([0], (Kind::Float, device)),
             ot_potential_of: Tensor::zeros([0], (Kind::Float, device)),
         })
+    }
+
+    /// The encoder's input noise for `n` images, scaled by `ldc.noise_scale`.
+    fn encoder_noise(&self, n: i64) -> Tensor {
+        let eps = image_noise(n, self.geo, self.device);
+        if self.cfg.noise_scale == 1.0 {
+            eps
+        } else {
+            eps * self.cfg.noise_scale
+        }
     }
 
     /// σ² for this step from per-sample squared residuals `r2` (DESIGN §1.3),
@@ -691,7 +723,7 @@ impl Ldc {
         // 1. Encoder particles, training-mode BN. Under MPI a worker draws its
         //    rows of the global batch's noise.
         reseed(self.seed, Stream::EncoderNoise, step);
-        let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
+        let eps = dist::draw_shard(x.size()[0], |n| self.encoder_noise(n));
         let z = self.encoder.forward(&x, Some(&eps), true);
 
         // 2. Decoder MSE on detached particles. With score_bn = batch the same pass
@@ -736,13 +768,22 @@ impl Ldc {
             // One particle set per image, all on this worker.
             let (zg, sg) = (z.view([-1, m, d]), scores.view([-1, m, d]));
             let h = svgd::median_bandwidth(&zg);
-            let phi = svgd::stein_direction(&zg, &sg, &zg, &h);
+            let phi = if self.cfg.stein_repulsion {
+                svgd::stein_direction(&zg, &sg, &zg, &h)
+            } else {
+                sg.detach()
+            };
             (h, phi, zg)
         } else {
             let (za, sa) = (z_all.unsqueeze(0), scores_all.unsqueeze(0));
             let h = svgd::median_bandwidth(&za);
             let zg = z.unsqueeze(0);
-            let phi = svgd::stein_direction(&za, &sa, &zg, &h);
+            let phi = if self.cfg.stein_repulsion {
+                svgd::stein_direction(&za, &sa, &zg, &h)
+            } else {
+                // This worker's own particles' scores.
+                scores.detach().unsqueeze(0)
+            };
             (h, phi, zg)
         };
         let enc_loss = stein_loss(&zg, &phi);
@@ -1059,7 +1100,7 @@ impl Ldc {
     /// Encoder latents in inference mode for `x`, with fresh noise.
     fn encode_eval(&self, x: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        let eps = image_noise(x.size()[0], self.geo, self.device);
+        let eps = self.encoder_noise(x.size()[0]);
         self.encoder.forward(x, Some(&eps), false)
     }
 
@@ -1094,7 +1135,7 @@ impl Ldc {
             reseed(self.seed, Stream::EncoderNoise, step);
             let z = {
                 let _g = tch::no_grad_guard();
-                let eps = dist::draw_shard(x.size()[0], |n| image_noise(n, self.geo, self.device));
+                let eps = dist::draw_shard(x.size()[0], |n| self.encoder_noise(n));
                 self.encoder.forward(x, Some(&eps), false)
             };
             let z_all = dist::gather_rows(&z);
@@ -1382,6 +1423,56 @@ mod tests {
             spread > 0.02,
             "particles collapsed: per-image latent std {spread}"
         );
+    }
+
+    /// Issue 27's ablation keys: without noise the encoder is deterministic
+    /// (one image's particles coincide), without the repulsive term the step
+    /// still lowers the reconstruction error (each particle climbs its own
+    /// score), and the encoder's rate is `encoder_lr_scale` times the decoder's.
+    #[test]
+    fn ablation_keys_no_noise_no_repulsion_encoder_rate() {
+        let _rng = crate::rng::exclusive();
+        let mut cfg = tiny_config();
+        cfg.ldc.particles_per_x = 4;
+        cfg.ldc.sigma2 = Sigma2::Fixed(0.05);
+        cfg.ldc.noise_scale = 0.0;
+        cfg.ldc.stein_repulsion = false;
+        cfg.ldc.encoder_lr_scale = 0.5;
+        cfg.train.lr = 2e-3;
+        let mut m = Ldc::new(&cfg.spec(), Geometry::MNIST, Device::Cpu).unwrap();
+        assert!((m.opt_e.lr - 1e-3).abs() < 1e-12 && (m.opt_d.lr - 2e-3).abs() < 1e-12);
+        m.freeze_decoder = true;
+        tch::manual_seed(7);
+        let x = m.decode(&Tensor::randn([3, 16], (Kind::Float, Device::Cpu)));
+        let err = |m: &Ldc| {
+            let z = m.encode(&x);
+            (m.decode(&z) - &x)
+                .square()
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        let e0 = err(&m);
+        for step in 0..40 {
+            let mut stats = LazyStats::default();
+            let out = m.encoder_decoder_step(&x, step, &mut stats).unwrap();
+            let spread = out
+                .z
+                .view([3, 4, 16])
+                .std_dim(1, true, false)
+                .max()
+                .double_value(&[]);
+            assert!(
+                spread < 1e-6,
+                "noise_scale = 0: particles differ ({spread})"
+            );
+        }
+        let (z1, z2) = (m.encode(&x), m.encode(&x));
+        assert!(
+            z1.equal(&z2),
+            "noise_scale = 0: encode is not deterministic"
+        );
+        let e1 = err(&m);
+        assert!(e1 < 0.8 * e0, "own-score ascent: {e0} -> {e1}");
     }
 
     #[test]
