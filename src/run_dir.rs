@@ -35,6 +35,9 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.jsonl";
 pub const SUMMARY: &str = "summary.json";
 pub const EVAL: &str = "eval.json";
+/// `eval --on validation`: the same fields scored on the run's held-out
+/// validation images (for choices; `eval.json` is the test-set report).
+pub const EVAL_VALIDATION: &str = "eval-validation.json";
 
 /// Counters saved with the weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -337,6 +340,10 @@ pub struct EvalSummary {
     /// latents (`crate::eval::classes::knn_accuracy`); labelled data only.
     #[serde(default)]
     pub latent_knn_acc: Option<f64>,
+    /// The real images everything was scored on: `test` (eval.json) or
+    /// `validation` (eval-validation.json); absent in older files (test).
+    #[serde(default)]
+    pub scored_on: Option<String>,
     #[serde(default)]
     pub latent_knn_k: Option<i64>,
     pub train: Option<TrainCounts>,
@@ -385,11 +392,18 @@ impl TrainSummary {
 
 impl EvalSummary {
     pub fn read(dir: &Path) -> Result<EvalSummary> {
-        read_json(&dir.join(EVAL), EVAL)
+        Self::read_named(dir, EVAL)
     }
     pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::util::write_atomic(&dir.join(EVAL), to_json(self)?.as_bytes())
-            .with_context(|| format!("writing {EVAL}"))
+        self.write_named(dir, EVAL)
+    }
+    /// [`EvalSummary::read`] of `dir/name` ([`EVAL`] or [`EVAL_VALIDATION`]).
+    pub fn read_named(dir: &Path, name: &str) -> Result<EvalSummary> {
+        read_json(&dir.join(name), name)
+    }
+    pub fn write_named(&self, dir: &Path, name: &str) -> Result<()> {
+        crate::util::write_atomic(&dir.join(name), to_json(self)?.as_bytes())
+            .with_context(|| format!("writing {name}"))
     }
     /// Whether this evaluation was made from the checkpoint at `p`.
     pub fn is_of(&self, p: &Progress) -> bool {

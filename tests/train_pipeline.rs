@@ -323,3 +323,44 @@ fn ot_refinement_in_two_parts_equals_one() {
     train::extend_post_training(&two, 3, None, &[], true).unwrap();
     assert_same_state(&checkpoint(&one), &checkpoint(&two));
 }
+
+/// `eval --on validation` scores on the run's held-out validation images and
+/// writes `eval-validation.json` (figures `validation-*.png`) beside the test
+/// set's `eval.json`, which it leaves alone (issue 27's protocol).
+#[test]
+fn eval_on_validation_writes_its_own_file() {
+    use ldc_vae::eval::run::{evaluate, EvalOptions, ScoreOn};
+    let _rng = ldc_vae::rng::exclusive();
+    let ov = tiny_overrides(&["model=rae-l2", "train.max_steps=4"]);
+    let cfg = Config::load(Some("mnist-cpu"), None, &ov).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    assert!(train::train(&cfg, &dir, &quiet()).unwrap().complete);
+    let opts = |on| EvalOptions {
+        fid_samples: None,
+        no_fid: true,
+        no_tsne: true,
+        device: None,
+        quiet: true,
+        allow_unfinished: false,
+        on,
+    };
+    let test = evaluate(&dir, &opts(ScoreOn::Test)).unwrap();
+    let before = std::fs::read(dir.join("eval.json")).unwrap();
+    let val = evaluate(&dir, &opts(ScoreOn::Validation)).unwrap();
+    assert_eq!(std::fs::read(dir.join("eval.json")).unwrap(), before);
+    let read = ldc_vae::run_dir::EvalSummary::read_named(&dir, "eval-validation.json").unwrap();
+    // (serde_json's float parsing may differ from the written value in the last digit.)
+    assert_eq!(
+        (read.scored_on, read.test_mse),
+        (val.scored_on.clone(), val.test_mse)
+    );
+    assert_eq!(test.scored_on.as_deref(), Some("test"));
+    assert_eq!(val.scored_on.as_deref(), Some("validation"));
+    // Other images: other reconstruction errors; 100 held-out images scored.
+    assert_ne!(test.test_mse, val.test_mse);
+    assert_eq!(val.latent_samples, Some(100));
+    assert_eq!(val.figures["recon"], "validation-recon.png");
+    assert!(dir.join("validation-recon.png").exists());
+    assert!(val.latent_knn_acc.is_some_and(|a| (0.0..=1.0).contains(&a)));
+}

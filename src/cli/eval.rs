@@ -1,4 +1,4 @@
-use crate::eval::run::{evaluate, EvalOptions};
+use crate::eval::run::{evaluate, EvalOptions, ScoreOn};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -23,6 +23,12 @@ pub struct EvalArgs {
     /// `unfinished` and which phase); else such a run is an error.
     #[arg(long)]
     pub allow_unfinished: bool,
+    /// Real images to score against: `test` (the report's numbers, written
+    /// to eval.json) or `validation` (the run's held-out training images,
+    /// never trained on, written to eval-validation.json with figures named
+    /// validation-*.png): make choices on validation, report on test once.
+    #[arg(long, value_enum, default_value = "test")]
+    pub on: ScoreOn,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -33,13 +39,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
         no_tsne: a.no_tsne,
         device: a.device,
         quiet: false,
+        on: a.on,
     };
     let out = evaluate(&a.run_dir, &opts)?;
     // Keys in alphabetical order, as in the file.
     let json = serde_json::to_value(&out)?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     print!("{}", summary(&json));
-    println!("wrote {}", a.run_dir.join(crate::run_dir::EVAL).display());
+    println!("wrote {}", a.run_dir.join(a.on.eval_file()).display());
     Ok(())
 }
 

@@ -228,6 +228,7 @@ fn evaluate_once(a: &ReproduceArgs, tag: &str, dir: &Path) -> Result<()> {
             no_tsne: false,
             device: a.device.clone(),
             quiet: false,
+            on: crate::eval::run::ScoreOn::Test,
         },
     )?;
     Ok(())

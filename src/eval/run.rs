@@ -28,6 +28,19 @@ pub struct EvalOptions {
     pub quiet: bool,
     /// Evaluate an unfinished run, marked so in eval.json (else an error).
     pub allow_unfinished: bool,
+    /// The real images to score on: the test set (`eval.json`, the report)
+    /// or the held-out validation images (`eval-validation.json`, for choices).
+    pub on: ScoreOn,
+}
+
+impl ScoreOn {
+    /// The file an evaluation on this set writes.
+    pub fn eval_file(self) -> &'static str {
+        match self {
+            ScoreOn::Test => run_dir::EVAL,
+            ScoreOn::Validation => run_dir::EVAL_VALIDATION,
+        }
+    }
 }
 
 /// `f` applied to the first `n` rows of `x` in batches on `device`, results
@@ -110,8 +123,8 @@ fn empty_fid_fields() -> serde_json::Value {
 /// Feature-metric fields of an existing `eval.json` made from the same
 /// checkpoint (same step counts), so `eval --no-fid` does not throw them away
 /// (fields an older `eval.json` lacks stay null).
-fn previous_fids(dir: &Path, prog: &Progress) -> Option<serde_json::Value> {
-    let prev = EvalSummary::read(dir).ok()?;
+fn previous_fids(dir: &Path, prog: &Progress, on: ScoreOn) -> Option<serde_json::Value> {
+    let prev = EvalSummary::read_named(dir, on.eval_file()).ok()?;
     let same = prev.is_of(prog);
     let prev = serde_json::to_value(prev).ok()?;
     (same && !prev["rec_fid"].is_null()).then(|| {
@@ -322,7 +335,14 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let unfinished = crate::run_state::require_finished(dir, opts.allow_unfinished, "evaluate")?;
     let (cfg, model, prog) = run_dir::load_run(dir, opts.device.as_deref())?;
     let model = model.as_ref();
-    let test = data::load_split(&cfg.data.dataset, data_dir(&cfg).as_deref(), Split::Test)?;
+    // "test" below is the set scored on: the test split, or with `--on
+    // validation` the held-out validation images.
+    let test = opts.on.images(&cfg)?;
+    // Figures of a validation evaluation are kept apart from the report's.
+    let fig = |name: &str| match opts.on {
+        ScoreOn::Test => name.to_string(),
+        ScoreOn::Validation => format!("validation-{name}"),
+    };
     let trainset = train::load_train_data(&cfg)?.train;
     let batch = 250;
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
@@ -429,14 +449,14 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     reseed(cfg.seed, Stream::Eval, 14);
     let xr = test.images.narrow(0, 0, nrec);
     let rec = decode_all(model, &encode_set(model, &test, nrec, batch), batch);
-    grid::save_recon_grid(&xr, &rec, 8, &dir.join("recon.png"))?;
+    grid::save_recon_grid(&xr, &rec, 8, &dir.join(fig("recon.png")))?;
     let samples = decode_all(model, &z_model.narrow(0, 0, 100.min(nl)), batch);
-    grid::save_grid(&samples, 10, &dir.join("samples.png"))?;
-    let mut figures = json!({"recon": "recon.png", "samples": "samples.png"});
+    grid::save_grid(&samples, 10, &dir.join(fig("samples.png")))?;
+    let mut figures = json!({"recon": fig("recon.png"), "samples": fig("samples.png")});
     if !model_is_gmm {
         let s = decode_all(model, &z_gmm.narrow(0, 0, 100.min(nl)), batch);
-        grid::save_grid(&s, 10, &dir.join("samples_gmm.png"))?;
-        figures["samples_gmm"] = json!("samples_gmm.png");
+        grid::save_grid(&s, 10, &dir.join(fig("samples_gmm.png")))?;
+        figures["samples_gmm"] = json!(fig("samples_gmm.png"));
     }
     if !opts.no_tsne {
         let t = std::time::Instant::now();
@@ -449,15 +469,21 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
                 "{}: latent space (t-SNE of {nl} + {nl} points)",
                 model.name()
             ),
-            &dir.join("tsne.png"),
+            &dir.join(fig("tsne.png")),
             cfg.seed,
         )?;
         tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
-        figures["tsne"] = json!("tsne.png");
+        figures["tsne"] = json!(fig("tsne.png"));
     }
     let keys = models::info(model.name())?.loss_curves;
-    if plots::loss_curves(&dir.join(run_dir::METRICS), keys, &dir.join("loss.png")).is_ok() {
-        figures["loss"] = json!("loss.png");
+    if plots::loss_curves(
+        &dir.join(run_dir::METRICS),
+        keys,
+        &dir.join(fig("loss.png")),
+    )
+    .is_ok()
+    {
+        figures["loss"] = json!(fig("loss.png"));
     }
 
     // FID as pytorch-fid (DESIGN §4): reconstructions of the first N test images
@@ -472,7 +498,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let mut fids = empty_fid_fields();
     if opts.no_fid {
         // Keep the FIDs of an earlier evaluation of this same checkpoint.
-        if let Some(prev) = previous_fids(dir, &prog) {
+        if let Some(prev) = previous_fids(dir, &prog, opts.on) {
             fids = prev;
         }
     }
@@ -481,7 +507,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         let dev = model.device();
         let net = fid::Inception::load_on(&fid::default_weights_path()?, dev)?;
         let fb = cfg.eval.fid_batch;
-        let reference = ReferenceSet::load(&net, &cfg, nfid)?;
+        let reference = ReferenceSet::load_on(&net, &cfg, nfid, opts.on)?;
         let n = nfid as i64;
         let progress = !opts.quiet;
         reseed(cfg.seed, Stream::Eval, 20);
@@ -609,6 +635,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "latent_samples": nl,
         "latent_knn_acc": latent_knn_acc,
         "latent_knn_k": latent_knn_acc.map(|_| classes::LATENT_KNN_K),
+        "scored_on": opts.on.as_str(),
         "sample_classes": class_hist,
         "class_tv": class_tv,
         "class_tv_gmm": class_tv_gmm,
@@ -625,7 +652,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     out["figures"] = figures;
     // Through the typed summary, so eval.json holds exactly its fields.
     let out: EvalSummary = serde_json::from_value(out).context("eval.json fields")?;
-    out.write(dir)?;
+    out.write_named(dir, opts.on.eval_file())?;
     Ok(out)
 }
 
@@ -644,7 +671,8 @@ mod tests {
             post_step: 2,
             ..Default::default()
         };
-        let kept = previous_fids(dir.path(), &same).expect("same checkpoint keeps its FIDs");
+        let kept = previous_fids(dir.path(), &same, ScoreOn::Test)
+            .expect("same checkpoint keeps its FIDs");
         assert_eq!(kept["rec_fid"], json!(12.5));
         assert_eq!(kept["fid_samples"], json!(100));
         let later = Progress {
@@ -653,7 +681,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            previous_fids(dir.path(), &later).is_none(),
+            previous_fids(dir.path(), &later, ScoreOn::Test).is_none(),
             "a newer checkpoint must not inherit stale FIDs"
         );
     }
