@@ -12,6 +12,7 @@ pub mod fid;
 pub mod report;
 pub mod reproduce;
 pub mod sample;
+pub mod table;
 pub mod train;
 
 #[derive(Parser, Debug)]
@@ -51,6 +52,8 @@ pub enum Command {
     FidStats(fid::FidStatsArgs),
     /// Write the Table-1 report (HTML + Markdown) for one or more runs.
     Report(report::ReportArgs),
+    /// One Markdown line per evaluated run folder (ablations: variants that are not Table-1 rows).
+    Table(table::TableArgs),
     /// Train, evaluate and report every model on one preset (regenerates Table 1).
     Reproduce(reproduce::ReproduceArgs),
     /// Compare LDC sampler targets on a trained run's frozen encoder/decoder (DESIGN §1.8).
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FidStats(a) => fid::run_stats(a),
         Command::Report(a) => report::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Table(a) => table::run(a),
         Command::CompareSamplers(a) => eval::run_compare(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchRow(a) => bench::run_row(a),
