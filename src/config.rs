@@ -110,6 +110,9 @@ pub struct TrainConfig {
     /// MPI workers normalises per worker shard, i.e. uses `bn_groups = K`, and
     /// records it (docs/DISTRIBUTED.md).
     pub bn_groups: usize,
+    /// TensorBoard event files in the run folder: the scalars of
+    /// `metrics.jsonl` and a sample grid per epoch (`crate::train::tensorboard`).
+    pub tensorboard: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -254,6 +257,7 @@ impl Default for TrainConfig {
             nan_lr_factor: 0.5,
             plateau_patience: 0,
             bn_groups: 1,
+            tensorboard: true,
         }
     }
 }
