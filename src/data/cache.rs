@@ -341,39 +341,49 @@ pub fn load(
     Ok((kept, pixels, outcome))
 }
 
-/// The decoded images of [`images::decode_all`] gathered: one keep flag per
-/// file, the kept images' pixels concatenated, and each kept image's size
-/// before preprocessing. A corrupt file fails (its error names it), or under
-/// [`OnCorrupt::Skip`] is left out with a warning; all files corrupt is an
-/// error.
+/// The decoded images of [`images::decode_all`], gathered by [`gather`].
+pub struct Gathered {
+    /// One flag per file: false for a corrupt file that was skipped.
+    pub kept: Vec<bool>,
+    /// The kept images' pixels, concatenated.
+    pub pixels: Vec<u8>,
+    /// Each kept image's size before preprocessing.
+    pub sizes: Vec<(u32, u32)>,
+}
+
+/// Gather decoded images. A corrupt file fails (its error names it), or
+/// under [`OnCorrupt::Skip`] is left out with a warning; all files corrupt
+/// is an error.
 pub fn gather(
     decoded: Vec<images::Decoded>,
     on_corrupt: OnCorrupt,
     what: &str,
-) -> Result<(Vec<bool>, Vec<u8>, Vec<(u32, u32)>)> {
-    let mut out = Vec::new();
-    let mut kept = Vec::with_capacity(decoded.len());
-    let mut dims = Vec::with_capacity(decoded.len());
+) -> Result<Gathered> {
+    let mut g = Gathered {
+        kept: Vec::with_capacity(decoded.len()),
+        pixels: Vec::new(),
+        sizes: Vec::with_capacity(decoded.len()),
+    };
     let mut skipped = 0;
     for d in decoded {
         match d {
             Ok((size, px)) => {
-                out.extend_from_slice(&px);
-                kept.push(true);
-                dims.push(size);
+                g.pixels.extend_from_slice(&px);
+                g.kept.push(true);
+                g.sizes.push(size);
             }
             Err(e)
                 if on_corrupt == OnCorrupt::Skip && format!("{e:#}").contains("corrupt image") =>
             {
                 tracing::warn!("skipping {e:#}");
-                kept.push(false);
+                g.kept.push(false);
                 skipped += 1;
             }
             Err(e) => return Err(e),
         }
     }
-    if skipped == kept.len() {
+    if skipped == g.kept.len() {
         bail!("no {what} image could be decoded ({skipped} corrupt files skipped)");
     }
-    Ok((kept, out, dims))
+    Ok(g)
 }

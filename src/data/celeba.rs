@@ -229,8 +229,8 @@ fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8
             image::imageops::crop_imm(&rgb, (SRC_W - CROP) / 2, (SRC_H - CROP) / 2, CROP, CROP);
         Ok(image::imageops::resize(&*view, SIZE, SIZE, images::FILTER).into())
     });
-    let (kept, out, _) = cache::gather(decoded, on_corrupt, "CelebA")?;
-    Ok((kept, out))
+    let g = cache::gather(decoded, on_corrupt, "CelebA")?;
+    Ok((g.kept, g.pixels))
 }
 
 /// All files of a CelebA folder, preprocessed, from the cache when possible.

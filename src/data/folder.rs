@@ -279,6 +279,23 @@ fn assign_split(root: &Path, class_of: &[i64], k: usize, fraction: f64) -> Resul
     Ok(split)
 }
 
+/// Name prefix of the cache files of the folder `root` (every preprocessing).
+pub fn cache_prefix(root: &Path) -> String {
+    format!("folder-{}-", cache::folder_hash(root))
+}
+
+/// Remove the folder's decoded-image caches from the user cache folder (for
+/// tests that load through the default cache).
+pub fn remove_user_caches(root: &Path) {
+    let dir = cache::user_cache_root().join("folder-cache");
+    let prefix = cache_prefix(root);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A folder's images, preprocessed, from the cache when possible.
 pub struct Loaded {
     pub listing: Listing,
@@ -324,7 +341,11 @@ fn decode(
             img
         })
     });
-    let (kept, px, dims) = cache::gather(decoded, on_corrupt, "image folder")?;
+    let cache::Gathered {
+        kept,
+        pixels: px,
+        sizes: dims,
+    } = cache::gather(decoded, on_corrupt, "image folder")?;
     if !resize {
         let kept_files: Vec<&PathBuf> = files
             .iter()
@@ -373,12 +394,7 @@ pub fn load_all(
     let req = Request {
         files: &listing.files,
         key: &key,
-        name: format!(
-            "folder-{}-{}-{}.u8",
-            cache::folder_hash(root),
-            &prep[..8],
-            &key[..16]
-        ),
+        name: format!("{}{}-{}.u8", cache_prefix(root), &prep[..8], &key[..16]),
         dims: [o.channels, o.image_size, o.image_size],
         mode,
         sub: "folder-cache",

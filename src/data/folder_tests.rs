@@ -197,6 +197,7 @@ fn data_folder_identity_and_registry() {
     assert!(crate::data::describe("folder", Some(t.path()))
         .unwrap()
         .contains("image folder"));
+    remove_user_caches(t.path());
     let e = err_of(crate::data::load_split("folder", None, Split::Train));
     assert!(e.contains("set `data.dir`"), "{e}");
 }

@@ -21,6 +21,7 @@ use tch::Tensor;
 pub mod cache;
 pub mod celeba;
 pub mod cifar;
+pub mod config;
 pub mod fetch;
 pub mod folder;
 pub mod images;
