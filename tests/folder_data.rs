@@ -441,7 +441,8 @@ fn encode_writes_npy_that_numpy_reads() {
 
 #[test]
 fn bad_folders_are_clear_errors() {
-    let root = scratch();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
     let cache = root.join("cache");
     let train = |data: &Path, extra: &[&str]| {
         let a = train_args(&root.join("run"), data, extra);
