@@ -33,7 +33,7 @@ pub fn summarize(mut ms: Vec<f64>) -> Timing {
 /// images of the data set's shape, after `warmup` steps.
 pub fn train_step_times(cfg: &Config, warmup: usize, steps: usize) -> Result<Vec<f64>> {
     let device = crate::util::parse_device(&cfg.device)?;
-    let geo = Geometry::for_dataset(&cfg.data.dataset);
+    let geo = cfg.geometry();
     let mut model = cfg.build_model(device)?;
     tch::manual_seed(0);
     let x = Tensor::rand(
@@ -144,7 +144,7 @@ pub fn decoder_flops(geo: Geometry, width: f64, latent: i64, n: i64) -> f64 {
 /// input gradient is taken (LDC's score pass); LDC adds its kernel/KDE
 /// matmuls. Elementwise work (BN, ReLU, Adam) is not counted.
 pub fn train_step_flops(cfg: &Config) -> Result<f64> {
-    let geo = Geometry::for_dataset(&cfg.data.dataset);
+    let geo = cfg.geometry();
     let (w, d, n) = (cfg.net.width, cfg.net.latent_dim, cfg.train.batch_size);
     let (n_f, d_f) = (n as f64, d as f64);
     Ok(match cfg.model.as_str() {

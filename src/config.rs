@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use crate::data::config::DataConfig;
 pub use crate::models::ldc::{
     KdeBandwidthRule, LdcConfig, RefineBank, SamplerBandwidth, SamplerKernel, SamplerNetKind,
     SamplerTarget, ScoreBn, Sigma2, Sigma2Rule,
@@ -59,20 +60,6 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// mnist, fashion-mnist, cifar10, celeba.
-    pub dataset: String,
-    /// Directory holding the data set; empty = search the usual places
-    /// (`$LDC_VAE_DATA`, `./data`, `../shared/data`).
-    pub dir: String,
-    /// Images held out of the training split for validation MSE.
-    pub val_size: usize,
-    /// Use at most this many training images (0 = all); for quick runs.
-    pub train_limit: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many steps (0 = run all epochs).
@@ -95,6 +82,9 @@ pub struct TrainConfig {
     /// MPI workers normalises per worker shard, i.e. uses `bn_groups = K`, and
     /// records it (docs/DISTRIBUTED.md).
     pub bn_groups: usize,
+    /// TensorBoard event files in the run folder: the scalars of
+    /// `metrics.jsonl` and a sample grid per epoch (`crate::train::tensorboard`).
+    pub tensorboard: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -127,17 +117,6 @@ impl Default for Config {
     }
 }
 
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            dataset: "mnist".into(),
-            dir: String::new(),
-            val_size: 1000,
-            train_limit: 0,
-        }
-    }
-}
-
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -152,6 +131,7 @@ impl Default for TrainConfig {
             nan_lr_factor: 0.5,
             plateau_patience: 0,
             bn_groups: 1,
+            tensorboard: true,
         }
     }
 }
@@ -176,7 +156,7 @@ impl Default for EvalConfig {
     }
 }
 
-fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
+pub(crate) fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<()> {
     if !allowed.contains(&value) {
         bail!(
             "config key `{key}`: `{value}` is not one of {}",
@@ -267,6 +247,7 @@ impl Config {
         }
         let cfg: Config = value.try_into().context("invalid config value")?;
         cfg.validate()?;
+        cfg.data.register();
         Ok(cfg)
     }
 
@@ -276,11 +257,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let model = models::info(&self.model).context("config key `model`")?;
-        one_of(
-            "data.dataset",
-            &self.data.dataset,
-            &["mnist", "fashion-mnist", "cifar10", "celeba"],
-        )?;
+        self.data.validate()?;
         if !(self.device == "cpu" || self.device == "cuda" || self.device.starts_with("cuda:")) {
             bail!(
                 "config key `device`: `{}` is not cpu, cuda or cuda:N",
@@ -347,6 +324,7 @@ impl Config {
             model: &self.model,
             seed: self.seed,
             dataset: &self.data.dataset,
+            geometry: self.geometry(),
             net: &self.net,
             lr: self.train.lr,
             beta1: self.train.beta1,
@@ -355,6 +333,25 @@ impl Config {
             ldc: &self.ldc,
             baselines: &self.baselines,
             sampler: &self.sampler,
+        }
+    }
+
+    /// Image geometry of the nets: the data set's, or for `folder` the CIFAR-10
+    /// nets' kernels at 32 px and the CelebA nets' at 64 px, with
+    /// `data.channels` (validated: 32 or 64).
+    pub fn geometry(&self) -> crate::nets::Geometry {
+        use crate::nets::Geometry;
+        if self.data.dataset != "folder" {
+            return Geometry::for_dataset(&self.data.dataset);
+        }
+        let base = if self.data.image_size == 64 {
+            Geometry::CELEBA
+        } else {
+            Geometry::CIFAR10
+        };
+        Geometry {
+            channels: self.data.channels as i64,
+            ..base
         }
     }
 

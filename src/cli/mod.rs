@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod data;
+pub mod encode;
 pub mod eval;
 pub mod fid;
 pub mod report;
@@ -46,6 +47,8 @@ pub enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate a run: rec/sample FID, validation MSE, latent MMD, figures.
     Eval(eval::EvalArgs),
+    /// Write a run's encoder latents of a split as NumPy .npy (labels beside them).
+    Encode(encode::EncodeArgs),
     /// FID between two image sets or saved statistics (like `python -m pytorch_fid`).
     Fid(fid::FidArgs),
     /// Compute and cache FID reference statistics of a data set split.
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Encode(a) => encode::run(a),
         Command::Fid(a) => fid::run(a),
         Command::FidStats(a) => fid::run_stats(a),
         Command::Report(a) => report::run(a),

@@ -15,23 +15,18 @@
 //! `shared/data` that is 4,500 / 500. [`SplitSource`] says which was used.
 //!
 //! Cache: the first load decodes every JPEG (rayon, all cores) and saves the
-//! preprocessed u8 tensor of all files to `celeba-64x64-<dir>-<key>.u8` under
-//! the user cache folder,
-//! `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}/celeba-cache/`, never
-//! under the data folder (issue 28: nothing is written there). The file is
-//! keyed by the folder's identity: `<dir>` hashes its absolute path, `<key>`
-//! the preprocessing and every file's name, size and mtime, so adding,
-//! removing, replacing or touching a file rebuilds it (the old cache of that
-//! folder is then deleted). A cache file that cannot be read or does not
-//! check out is rebuilt with a warning; an unwritable cache folder is a
-//! warning, and the images are decoded on every load.
+//! preprocessed u8 tensor of all files to `celeba-64x64-<dir>-<key>.u8` in
+//! `celeba-cache/` under the user cache folder ([`super::cache`]: keyed by
+//! the folder's path and every file's name, size and mtime; rebuilt when they
+//! change or the file does not check out; never under the data folder).
 
+use super::cache::{self, Request};
+pub use super::cache::{hex, user_cache_root, CacheMode, CacheOutcome};
 use super::images::{self, OnCorrupt};
 use super::{ImageSet, Split};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -43,39 +38,12 @@ pub const SIZE: u32 = 64;
 pub const SUBSET_LIST_SHA256: &str =
     "6feb28799c2ccec23d418495ea8346bdc369b736c0a2617449fb21fc8c6f28eb";
 
-const MAGIC: &[u8; 8] = b"LDCVAEC2";
 const PREP_TAG: &str = "celeba crop=140 size=64 filter=triangle rgb v1";
-
-/// Where the cache lives.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum CacheMode {
-    /// The user cache folder ([`user_cache_root`]`/celeba-cache`).
-    #[default]
-    Auto,
-    /// This folder.
-    Dir(PathBuf),
-    /// No cache: decode every time.
-    Off,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub on_corrupt: OnCorrupt,
     pub cache: CacheMode,
-}
-
-/// What happened with the cache on a load (for messages and tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheOutcome {
-    Hit(PathBuf),
-    Built(PathBuf),
-    /// The cache existed but was unreadable or did not check out; rebuilt.
-    Rebuilt {
-        path: PathBuf,
-        reason: String,
-    },
-    /// Decoded, but no cache written (mode Off, or no writable place: reason).
-    NotWritten(String),
 }
 
 /// Every file, preprocessed: u8 `[K, 3, 64, 64]` for the `K` files kept.
@@ -244,174 +212,6 @@ pub fn is_test(i: usize, n: usize) -> bool {
     i >= n - n / 10
 }
 
-fn listing_key(files: &[PathBuf]) -> Result<String> {
-    let mut h = Sha256::new();
-    h.update(PREP_TAG.as_bytes());
-    h.update(b"\n");
-    for f in files {
-        let md = std::fs::metadata(f).with_context(|| format!("cannot stat {}", f.display()))?;
-        let mtime = md
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| (d.as_secs(), d.subsec_nanos()))
-            .unwrap_or((0, 0));
-        let name = f.file_name().unwrap_or_default().to_string_lossy();
-        h.update(format!("{name}\t{}\t{}.{:09}\n", md.len(), mtime.0, mtime.1).as_bytes());
-    }
-    Ok(hex(&h.finalize()))
-}
-
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// `${LDC_VAE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/ldc-vae}`.
-pub fn user_cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("LDC_VAE_CACHE").filter(|s| !s.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(d).join("ldc-vae");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("ldc-vae")
-}
-
-/// Candidate cache folders, preferred first.
-fn cache_dirs(mode: &CacheMode) -> Vec<PathBuf> {
-    match mode {
-        CacheMode::Off => vec![],
-        CacheMode::Dir(d) => vec![d.clone()],
-        CacheMode::Auto => vec![user_cache_root().join("celeba-cache")],
-    }
-}
-
-/// A fast 64-bit checksum (not cryptographic) of the cache payload, to
-/// catch a damaged cache file of the right length.
-fn checksum(b: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut lanes = [0u64; 4];
-    let mut chunks = b.chunks_exact(32);
-    for c in &mut chunks {
-        for (j, l) in lanes.iter_mut().enumerate() {
-            let w = u64::from_le_bytes(c[8 * j..8 * j + 8].try_into().unwrap());
-            *l = (*l ^ w).wrapping_mul(K).rotate_left(29);
-        }
-    }
-    let mut h = b.len() as u64;
-    for l in lanes {
-        h = (h ^ l).wrapping_mul(K).rotate_left(31);
-    }
-    for &x in chunks.remainder() {
-        h = (h ^ x as u64).wrapping_mul(K);
-    }
-    h
-}
-
-const HEAD: usize = 8 + 32 + 8 + 12 + 8;
-
-fn read_cache(path: &Path, key: &str, n_files: usize) -> Result<(Vec<bool>, Tensor)> {
-    let p = path.display();
-    let b = std::fs::read(path).with_context(|| format!("{p}: cannot read cache"))?;
-    if b.len() < HEAD || &b[..8] != MAGIC {
-        bail!("{p}: not a cache file of this version (bad magic or too short)");
-    }
-    if hex(&b[8..40]) != key {
-        bail!("{p}: cache key does not match the folder");
-    }
-    let n = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
-    let dims: Vec<u32> = (0..3)
-        .map(|i| u32::from_le_bytes(b[48 + 4 * i..52 + 4 * i].try_into().unwrap()))
-        .collect();
-    if n != n_files || dims != [3, SIZE, SIZE] {
-        bail!(
-            "{p}: cache header ({n} files, {dims:?}) does not match ({n_files} files, [3, 64, 64])"
-        );
-    }
-    if b.len() < HEAD + n {
-        bail!("{p}: truncated cache file");
-    }
-    let kept: Vec<bool> = b[HEAD..HEAD + n].iter().map(|&x| x == 1).collect();
-    let k = kept.iter().filter(|&&x| x).count();
-    let per = (3 * SIZE * SIZE) as usize;
-    let want = HEAD + n + k * per;
-    if b.len() != want {
-        bail!(
-            "{p}: truncated or oversized cache file ({} bytes, expected {want})",
-            b.len()
-        );
-    }
-    let sum = u64::from_le_bytes(b[60..68].try_into().unwrap());
-    if checksum(&b[HEAD..]) != sum {
-        bail!("{p}: damaged cache file (checksum mismatch)");
-    }
-    let s = SIZE as i64;
-    let t = Tensor::from_slice(&b[HEAD + n..]).view([k as i64, 3, s, s]);
-    Ok((kept, t))
-}
-
-/// `celeba-64x64-<folder>-` of a cache file name.
-fn name_prefix(path: &Path) -> String {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    match name.rfind('-') {
-        Some(i) => name[..=i].to_string(),
-        None => name.into_owned(),
-    }
-}
-
-fn write_cache(path: &Path, key: &str, kept: &[bool], pixels: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap();
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut payload: Vec<u8> = kept.iter().map(|&k| k as u8).collect();
-    payload.extend_from_slice(pixels);
-    let key_bytes: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let mut head = Vec::with_capacity(HEAD);
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&key_bytes);
-    head.extend_from_slice(&(kept.len() as u64).to_le_bytes());
-    for d in [3, SIZE, SIZE] {
-        head.extend_from_slice(&d.to_le_bytes());
-    }
-    head.extend_from_slice(&checksum(&payload).to_le_bytes());
-    // A temp name of our own (several processes may build the same cache at
-    // once), then an atomic rename.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let fname = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{fname}.{}.{nanos}.tmp", std::process::id()));
-    let r = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(&head)?;
-        f.write_all(&payload)?;
-        f.sync_all().ok();
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("cannot write cache {}", path.display()))?;
-    // Remove stale caches of the same folder (same name prefix, other key).
-    let prefix = name_prefix(path);
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && name.ends_with(".u8") && e.path() != path {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Decode every JPEG of `dir` (sorted by name) to u8 CHW 3×64×64.
 fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8>)> {
     let decoded = images::decode_all(files, 3, |p, img| {
@@ -429,30 +229,8 @@ fn decode(files: &[PathBuf], on_corrupt: OnCorrupt) -> Result<(Vec<bool>, Vec<u8
             image::imageops::crop_imm(&rgb, (SRC_W - CROP) / 2, (SRC_H - CROP) / 2, CROP, CROP);
         Ok(image::imageops::resize(&*view, SIZE, SIZE, images::FILTER).into())
     });
-    let per = (3 * SIZE * SIZE) as usize;
-    let mut out = Vec::with_capacity(files.len() * per);
-    let mut kept = Vec::with_capacity(files.len());
-    let mut skipped = 0;
-    for d in decoded {
-        match d {
-            Ok((_, px)) => {
-                out.extend_from_slice(&px);
-                kept.push(true);
-            }
-            Err(e)
-                if on_corrupt == OnCorrupt::Skip && format!("{e:#}").contains("corrupt image") =>
-            {
-                tracing::warn!("skipping {e:#}");
-                kept.push(false);
-                skipped += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if skipped == files.len() {
-        bail!("no CelebA image could be decoded ({skipped} corrupt files skipped)");
-    }
-    Ok((kept, out))
+    let g = cache::gather(decoded, on_corrupt, "CelebA")?;
+    Ok((g.kept, g.pixels))
 }
 
 /// All files of a CelebA folder, preprocessed, from the cache when possible.
@@ -460,76 +238,23 @@ pub fn load_all(root: &Path, opts: &Options) -> Result<Decoded> {
     let dir = image_dir(root);
     let files = images::list_images(&dir)?;
     let split = assign_split(root, &files)?;
-    let key = listing_key(&files)?;
+    let key = cache::listing_key(PREP_TAG, &dir, &files)?;
     // One prefix per folder (hash of its absolute path), one key per content.
-    let abs = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-    let folder = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
-    let name = format!("celeba-64x64-{}-{}.u8", &folder[..8], &key[..16]);
-    let cands: Vec<PathBuf> = cache_dirs(&opts.cache)
-        .into_iter()
-        .map(|d| d.join(&name))
-        .collect();
-    let mut stale: Option<(PathBuf, String)> = None;
-    for c in cands.iter().filter(|c| c.exists()) {
-        match read_cache(c, &key, files.len()) {
-            Ok((kept, pixels)) => {
-                if opts.on_corrupt == OnCorrupt::Fail {
-                    if let Some(i) = kept.iter().position(|k| !k) {
-                        bail!(
-                            "{}: corrupt image (found when the cache {} was built); \
-                             replace or remove it, or load with corrupt images skipped",
-                            files[i].display(),
-                            c.display()
-                        );
-                    }
-                }
-                return Ok(Decoded {
-                    files,
-                    kept,
-                    pixels,
-                    outcome: CacheOutcome::Hit(c.clone()),
-                    split,
-                });
-            }
-            Err(e) => {
-                tracing::warn!("ignoring the CelebA cache and rebuilding it: {e:#}");
-                stale.get_or_insert((c.clone(), format!("{e:#}")));
-            }
-        }
-    }
-    let (kept, px) = decode(&files, opts.on_corrupt)?;
-    let mut outcome = CacheOutcome::NotWritten("cache off".into());
-    // Rewrite a stale cache where it was; else the first writable candidate.
-    let order: Vec<PathBuf> = match &stale {
-        Some((p, _)) => std::iter::once(p.clone())
-            .chain(cands.iter().cloned())
-            .collect(),
-        None => cands.clone(),
+    let req = Request {
+        files: &files,
+        key: &key,
+        name: format!(
+            "celeba-64x64-{}-{}.u8",
+            cache::folder_hash(&dir),
+            &key[..16]
+        ),
+        dims: [3, SIZE, SIZE],
+        mode: &opts.cache,
+        sub: "celeba-cache",
+        what: "CelebA",
+        on_corrupt: opts.on_corrupt,
     };
-    let mut errs = Vec::new();
-    for c in order {
-        match write_cache(&c, &key, &kept, &px) {
-            Ok(()) => {
-                outcome = match &stale {
-                    Some((_, reason)) => CacheOutcome::Rebuilt {
-                        path: c,
-                        reason: reason.clone(),
-                    },
-                    None => CacheOutcome::Built(c),
-                };
-                errs.clear();
-                break;
-            }
-            Err(e) => errs.push(format!("{e:#}")),
-        }
-    }
-    if !errs.is_empty() {
-        tracing::warn!("CelebA cache not written: {}", errs.join("; "));
-        outcome = CacheOutcome::NotWritten(errs.join("; "));
-    }
-    let k = kept.iter().filter(|&&x| x).count() as i64;
-    let s = SIZE as i64;
-    let pixels = Tensor::from_slice(&px).view([k, 3, s, s]);
+    let (kept, pixels, outcome) = cache::load(&req, || decode(&files, opts.on_corrupt))?;
     Ok(Decoded {
         files,
         kept,

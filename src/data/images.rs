@@ -1,6 +1,7 @@
-//! Folders of PNG/JPEG images: listing, parallel decoding (rayon, all cores
-//! of the global pool) and the generic `load_image_folder` used for FID on
-//! generated images.
+//! Folders of images (PNG, JPEG and every other format of the `image` crate
+//! built in: BMP, GIF, ICO, PNM, QOI, TGA, TIFF, WebP): listing, parallel
+//! decoding (rayon, all cores of the global pool) and the generic
+//! `load_image_folder` used for FID on generated images.
 //!
 //! Resizing uses [`FILTER`] (`FilterType::Triangle`): a bilinear filter whose
 //! support widens with the down-scaling factor, i.e. antialiased bilinear
@@ -27,48 +28,72 @@ pub enum OnCorrupt {
     Skip,
 }
 
-/// Whether `name` has an image extension we read (png, jpg, jpeg; any case).
+/// Whether `name` has the extension of an image format this build decodes
+/// (png, jpg, jpeg, bmp, gif, ico, pnm/ppm/pgm, qoi, tga, tif/tiff, webp;
+/// any case).
 pub fn is_image_name(name: &str) -> bool {
-    let l = name.to_ascii_lowercase();
-    l.ends_with(".png") || l.ends_with(".jpg") || l.ends_with(".jpeg")
+    image::ImageFormat::from_path(name).is_ok_and(|f| f.reading_enabled())
+}
+
+/// The image files (by [`is_image_name`], hidden files left out) and the
+/// sub-folders (hidden ones left out) directly in `dir`, each sorted by name.
+/// Fails on a missing folder; an empty one is no error here.
+pub fn folder_entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    if !dir.is_dir() {
+        bail!("{}: missing folder (or not a folder)", dir.display());
+    }
+    let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for e in rd {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.path().is_dir() {
+            dirs.push(e.path());
+        } else if is_image_name(&name) {
+            files.push(e.path());
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    dirs.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok((files, dirs))
 }
 
 /// The image files directly in `dir` (not recursive), sorted by file name.
 /// Fails on a missing folder or one without images.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        bail!("{}: missing folder (or not a folder)", dir.display());
-    }
-    let rd = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    let mut v = Vec::new();
-    for e in rd {
-        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if is_image_name(&name) && !name.starts_with('.') {
-            v.push(e.path());
-        }
-    }
+    let v = folder_entries(dir)?.0;
     if v.is_empty() {
         bail!(
-            "{}: empty folder: no PNG or JPEG images in it",
+            "{}: empty folder: no images (PNG, JPEG, ...) in it",
             dir.display()
         );
     }
-    v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(v)
 }
 
-/// Decode one file (format from its content, not its name). JPEGs are
-/// decoded in strict mode: a truncated or damaged entropy stream is an error,
-/// not an image padded with grey.
+/// Decode one file (format from its content; from its name only for formats
+/// without a signature, such as TGA). JPEGs are decoded in strict mode: a
+/// truncated or damaged entropy stream is an error, not an image padded with
+/// grey.
 pub fn decode_file(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let fmt = image::guess_format(&bytes).map_err(|_| {
-        anyhow!(
-            "{}: corrupt image: not a PNG or JPEG (unrecognised header)",
-            path.display()
-        )
-    })?;
+    let fmt = image::guess_format(&bytes)
+        .ok()
+        .or_else(|| {
+            image::ImageFormat::from_path(path)
+                .ok()
+                .filter(|f| *f == image::ImageFormat::Tga)
+        })
+        .filter(|f| f.reading_enabled())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: corrupt image: not an image format this build reads (unrecognised header)",
+                path.display()
+            )
+        })?;
     if fmt == image::ImageFormat::Jpeg {
         return decode_jpeg_strict(&bytes)
             .map_err(|e| anyhow!("{}: corrupt image (JPEG): {e}", path.display()));

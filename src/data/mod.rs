@@ -7,6 +7,8 @@
 //! - CelebA: `img_align_celeba/` JPEGs ([`celeba`]), centre crop 140, resized
 //!   to 3×64×64, cached on disk after the first pass; the standard partition
 //!   (`list_eval_partition.txt`) when present, else the last 10% by name = test.
+//! - `folder`: any folder of images, labelled by class sub-folders or not,
+//!   split by `train/` + `test/` or a fixed share ([`folder`]).
 //! - Any folder of PNG/JPEG images ([`images::load_image_folder`]).
 //!
 //! [`info`] describes a file or folder (`ldc-vae data info`), [`fetch`] gets a
@@ -16,9 +18,12 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
+pub mod cache;
 pub mod celeba;
 pub mod cifar;
+pub mod config;
 pub mod fetch;
+pub mod folder;
 pub mod images;
 pub mod info;
 pub mod mnist;
@@ -66,13 +71,26 @@ pub enum Split {
 /// `./data`, `../shared/data` (relative to the working directory and to the
 /// crate), `/usr/share/datasets` (Debian packages), each with the data set's
 /// sub-folder.
+/// The `folder` data set is `dir` itself (required).
 pub fn find_dataset_dir(dataset: &str, dir: Option<&Path>) -> Result<PathBuf> {
     let sub = match dataset {
         "mnist" => "mnist",
         "fashion-mnist" => "fashion-mnist",
         "cifar10" => "cifar10",
         "celeba" => "celeba",
-        other => bail!("unknown data set `{other}` (mnist, fashion-mnist, cifar10, celeba)"),
+        "folder" => {
+            let d = dir.context("data set `folder` needs its folder: set `data.dir`")?;
+            if !d.is_dir() {
+                bail!(
+                    "{}: missing folder (data.dir of data set `folder`)",
+                    d.display()
+                );
+            }
+            return Ok(d.to_path_buf());
+        }
+        other => {
+            bail!("unknown data set `{other}` (mnist, fashion-mnist, cifar10, celeba, folder)")
+        }
     };
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(d) = dir {
@@ -182,6 +200,7 @@ pub fn describe(dataset: &str, dir: Option<&Path>) -> Result<String> {
                 a.describe()
             )
         }
+        "folder" => folder::describe(&root, &folder::registered(&root)?)?,
         other => bail!("unknown data set `{other}`"),
     })
 }
@@ -189,8 +208,14 @@ pub fn describe(dataset: &str, dir: Option<&Path>) -> Result<String> {
 /// A name for a data set's split that changes when the images in it change,
 /// for cache keys (FID reference statistics): the data set's name for MNIST
 /// and CIFAR-10 (fixed standard test sets), `celeba-<hash>` for CelebA, whose
-/// test split depends on the folder (subset or full set, partition file).
+/// test split depends on the folder (subset or full set, partition file),
+/// `folder-<hash>` for an image folder (its files, sizes and load settings,
+/// [`folder::split_identity`]).
 pub fn split_identity(dataset: &str, dir: Option<&Path>, split: Split) -> Result<String> {
+    if dataset == "folder" {
+        let root = find_dataset_dir(dataset, dir)?;
+        return folder::split_identity(&root, &folder::registered(&root)?, split);
+    }
     if dataset != "celeba" {
         return Ok(dataset.to_string());
     }
@@ -204,7 +229,7 @@ pub fn split_identity(dataset: &str, dir: Option<&Path>, split: Split) -> Result
             names.push('\n');
         }
     }
-    let h = celeba::hex(&<sha2::Sha256 as sha2::Digest>::digest(names.as_bytes()));
+    let h = cache::hex(&<sha2::Sha256 as sha2::Digest>::digest(names.as_bytes()));
     Ok(format!("celeba-{}", &h[..8]))
 }
 
@@ -213,7 +238,7 @@ pub fn split_identity(dataset: &str, dir: Option<&Path>, split: Split) -> Result
 pub struct LoadOptions {
     /// Corrupt image files (CelebA): fail (default) or skip with a warning.
     pub on_corrupt: OnCorrupt,
-    /// Where the CelebA cache lives.
+    /// Where the decoded-image caches live (CelebA, `folder`).
     pub celeba_cache: celeba::CacheMode,
 }
 
@@ -253,6 +278,9 @@ pub fn load_split_opts(
             };
             celeba::load_split(&root, split, &o)
         }
+        "folder" => folder::registered(&root).and_then(|o| {
+            folder::load_split(&root, split, &o, &opts.celeba_cache, opts.on_corrupt)
+        }),
         other => bail!("unknown data set `{other}`"),
     };
     r.with_context(|| format!("loading {dataset} ({split:?}) from {}", root.display()))

@@ -84,8 +84,9 @@ pub fn save_each(images: &Tensor, dir: &Path, start: usize) -> Result<()> {
     Ok(())
 }
 
-/// Originals above reconstructions, interleaved by rows of `ncol` (Fig. 3).
-pub fn save_recon_grid(originals: &Tensor, recons: &Tensor, ncol: i64, path: &Path) -> Result<()> {
+/// Originals above reconstructions, interleaved by rows of `ncol` (Fig. 3):
+/// the images of the grid, in order.
+pub fn recon_rows(originals: &Tensor, recons: &Tensor, ncol: i64) -> Tensor {
     let n = originals.size()[0].min(recons.size()[0]);
     let mut rows = Vec::new();
     let mut i = 0;
@@ -95,7 +96,12 @@ pub fn save_recon_grid(originals: &Tensor, recons: &Tensor, ncol: i64, path: &Pa
         rows.push(recons.narrow(0, i, len).to_device(tch::Device::Cpu));
         i += len;
     }
-    save_grid(&Tensor::cat(&rows, 0), ncol, path)
+    Tensor::cat(&rows, 0)
+}
+
+/// [`recon_rows`] saved as one PNG grid.
+pub fn save_recon_grid(originals: &Tensor, recons: &Tensor, ncol: i64, path: &Path) -> Result<()> {
+    save_grid(&recon_rows(originals, recons, ncol), ncol, path)
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use crate::eval::{classes, fid, grid, mmd};
 use crate::gmm::Gmm;
 use crate::models::ldc::{Ldc, SamplerPhase, SamplerTarget};
 use crate::models::Model;
-use crate::nets::Geometry;
 use crate::rng::{reseed, Stream};
 use crate::run_dir;
 use crate::train::{self, Batches};
@@ -206,7 +205,7 @@ pub fn compare(
     let mut results = Vec::new();
 
     // Reference sets, the same for every target.
-    let mut base = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
+    let mut base = Ldc::new(&cfg.spec(), cfg.geometry(), dev)?;
     base.load_frozen_nets(&tensors)?;
     reseed(cfg.seed, Stream::Eval, 10);
     let z_test = encode_set(&base, &test, nl, 250);
@@ -320,7 +319,7 @@ pub fn compare(
         let target = SamplerTarget::parse(t)?;
         cfg.ldc.sampler_target = target;
         cfg.ldc.kde_scale = kde_scale.unwrap_or(cfg.ldc.kde_scale);
-        let mut m = Ldc::new(&cfg.spec(), Geometry::for_dataset(&cfg.data.dataset), dev)?;
+        let mut m = Ldc::new(&cfg.spec(), cfg.geometry(), dev)?;
         m.load_frozen_nets(&tensors)?;
         m.reset_sampler(target, cfg.seed, cfg.sampler_lr());
         let mut batches = Batches::new(&data.train, cfg.train.batch_size, cfg.seed, dev);
@@ -599,7 +598,7 @@ pub fn study(
         data,
         test,
     } = frozen(run_dir, out, "the sampler study exists", on)?;
-    let geo = Geometry::for_dataset(&cfg.data.dataset);
+    let geo = cfg.geometry();
     let nl = (cfg.eval.latent_samples as i64).min(test.len());
     let mut base = Ldc::new(&cfg.spec(), geo, dev)?;
     base.load_state(&tensors)?;

@@ -191,8 +191,10 @@ pub struct Spec<'a> {
     /// Registry key.
     pub model: &'a str,
     pub seed: u64,
-    /// Data set name (geometry and the baselines' reference weights).
+    /// Data set name (the baselines' reference weights, [`reference::Family`]).
     pub dataset: &'a str,
+    /// Image geometry of the nets (`Config::geometry`).
+    pub geometry: Geometry,
     pub net: &'a NetConfig,
     /// Adam settings of every optimizer (`train.lr`, `train.beta1`, `train.beta2`).
     pub lr: f64,
@@ -364,8 +366,7 @@ pub trait Model {
 
 /// Build the model named in `spec.model`, initialised as `net.init` says.
 pub fn build(spec: &Spec, device: Device) -> Result<Box<dyn Model>> {
-    let geo = Geometry::for_dataset(spec.dataset);
-    let model = (info(spec.model)?.build)(spec, geo, device)?;
+    let model = (info(spec.model)?.build)(spec, spec.geometry, device)?;
     if spec.net.init == crate::nets::NetInit::Pytorch {
         crate::nets::init_like_pytorch(&model.state(), spec.seed);
     }

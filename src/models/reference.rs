@@ -85,6 +85,16 @@ impl Family {
             _ => Family::Mnist,
         }
     }
+
+    /// The family of a model's data: an image folder (`folder`) is CIFAR-10's
+    /// at 32 px and CelebA's at 64 px, like its nets.
+    pub fn of_spec(spec: &Spec) -> Family {
+        match spec.dataset {
+            "folder" if spec.geometry.size == 64 => Family::Celeba,
+            "folder" => Family::Cifar,
+            d => Family::of(d),
+        }
+    }
 }
 
 /// Resolved weights for one run (config overrides applied).
@@ -147,7 +157,7 @@ pub fn reference(family: Family, model: &str) -> Result<Weights> {
 
 /// Weights for `spec.model` on `spec.dataset`, with config overrides.
 pub fn resolve(spec: &Spec) -> Result<Weights> {
-    let mut w = reference(Family::of(spec.dataset), spec.model)?;
+    let mut w = reference(Family::of_spec(spec), spec.model)?;
     let b = spec.baselines;
     let pick = |v: f64, default: f64| if v == BASELINE_REFERENCE { default } else { v };
     w.latent = match spec.model {

@@ -105,7 +105,7 @@ impl Wae {
             core,
             lambda: w.latent,
             recon_sum_scale: w.wae_recon_sum_scale,
-            input_noise: Family::of(cfg.dataset) == Family::Celeba,
+            input_noise: Family::of_spec(cfg) == Family::Celeba,
             latents,
         })
     }

@@ -17,6 +17,7 @@ pub struct TrainData {
 }
 
 pub fn load_train_data(cfg: &Config) -> Result<TrainData> {
+    cfg.data.register();
     let dir = (!cfg.data.dir.is_empty()).then(|| PathBuf::from(&cfg.data.dir));
     let all = data::load_split(&cfg.data.dataset, dir.as_deref(), Split::Train)?;
     let n = all.len();

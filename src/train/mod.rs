@@ -3,6 +3,7 @@
 //! holds and how each file is written is [`crate::run_dir`]'s business.
 
 mod data;
+pub mod tensorboard;
 
 pub use data::{load_train_data, reconstruction_mse, Batches, TrainData};
 
@@ -171,9 +172,46 @@ struct Session<'a> {
     wall0: f64,
     /// Hide progress bars (tests, MPI workers other than rank 0).
     quiet: bool,
+    /// TensorBoard event file (`train.tensorboard`, rank 0).
+    tb: Option<tensorboard::EventWriter>,
+}
+
+/// A new TensorBoard event file in `dir` when the config asks for one (rank
+/// 0); a folder it cannot be created in is a warning.
+fn open_tensorboard(cfg: &Config, dir: &Path) -> Option<tensorboard::EventWriter> {
+    if !cfg.train.tensorboard || !dist::is_root() {
+        return None;
+    }
+    tensorboard::EventWriter::create(dir)
+        .map_err(|e| tracing::warn!("no TensorBoard events: {e:#}"))
+        .ok()
 }
 
 impl Session<'_> {
+    /// One line of `metrics.jsonl`, mirrored to TensorBoard (whose errors
+    /// are a warning and stop its logging, never the run).
+    fn log(
+        &mut self,
+        kind: Line,
+        step: u64,
+        epoch: Option<u64>,
+        stats: &[(&str, f64)],
+    ) -> Result<()> {
+        self.metrics.write(kind, step, epoch, stats)?;
+        let prefix = if kind == Line::Post { "post/" } else { "" };
+        self.tb_do(|tb| tb.scalars(step, stats, prefix));
+        Ok(())
+    }
+
+    fn tb_do(&mut self, f: impl FnOnce(&mut tensorboard::EventWriter) -> Result<()>) {
+        if let Some(tb) = self.tb.as_mut() {
+            if let Err(e) = f(tb) {
+                tracing::warn!("TensorBoard logging stopped: {e:#}");
+                self.tb = None;
+            }
+        }
+    }
+
     /// Checkpoint with the wall clock brought up to date.
     fn checkpoint(&self, model: &dyn Model, prog: &mut Progress) -> Result<()> {
         prog.wall_s = self.wall0 + self.t0.elapsed().as_secs_f64();
@@ -270,8 +308,7 @@ impl Session<'_> {
                 continue;
             }
             prog.step += 1;
-            self.metrics
-                .write(Line::Step, step, Some(step / spe), &stats.0)?;
+            self.log(Line::Step, step, Some(step / spe), &stats.0)?;
             pb.set_position(prog.step);
             if step % 10 == 0 {
                 pb.set_message(fmt_stats(&stats, &["loss", "sigma2", "h", "sampler_h"]));
@@ -279,12 +316,14 @@ impl Session<'_> {
             let epoch_end = prog.step % spe == 0;
             if epoch_end {
                 prog.val_mse = reconstruction_mse(model, &data.val, cfg.train.batch_size, cfg.seed);
-                self.metrics.write(
+                self.log(
                     Line::Epoch,
                     prog.step,
                     Some(prog.step / spe - 1),
                     &[("val_mse", prog.val_mse)],
                 )?;
+                let at = prog.step;
+                self.tb_do(|tb| tensorboard::epoch_grid(tb, model, &data.val, cfg.seed, at));
                 tracing::info!(
                     "epoch {} done: validation MSE {:.5}",
                     prog.step / spe,
@@ -367,7 +406,7 @@ impl Session<'_> {
                 continue;
             }
             prog.post_step += 1;
-            self.metrics.write(Line::Post, i, None, &stats.0)?;
+            self.log(Line::Post, i, None, &stats.0)?;
             pb.set_position(prog.post_step);
             if i % 10 == 0 {
                 pb.set_message(fmt_stats(&stats, &["sampler_std", "sampler_h"]));
@@ -444,6 +483,7 @@ pub fn train(cfg: &Config, dir: &Path, opts: &TrainOptions) -> Result<TrainOutco
         t0: Instant::now(),
         wall0: prog.wall_s,
         quiet: opts.quiet || !dist::is_root(),
+        tb: open_tensorboard(cfg, dir),
     };
     let spe = data.train.len() as u64 / cfg.train.batch_size as u64;
     let total = if cfg.train.max_steps > 0 {
@@ -551,6 +591,7 @@ pub fn extend_post_training(
         t0: Instant::now(),
         wall0: prog.wall_s,
         quiet,
+        tb: open_tensorboard(&cfg, dir),
     };
     let target = prog.post_step + extra;
     s.post_loop(model.as_mut(), &data, &mut prog, target, "sampler")?;
