@@ -346,6 +346,10 @@ pub struct EvalSummary {
     pub scored_on: Option<String>,
     #[serde(default)]
     pub latent_knn_k: Option<i64>,
+    /// The same vote (leave-one-out) in the 2-D t-SNE map of the test
+    /// latents (`tsne_classes.png`): how much of it the map shows.
+    #[serde(default)]
+    pub tsne_knn_acc: Option<f64>,
     pub train: Option<TrainCounts>,
     /// Evaluated from an unfinished run (`eval --allow-unfinished`), and the
     /// phase it lacked ([`crate::run_state::Unfinished::describe`]).

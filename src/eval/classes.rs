@@ -80,12 +80,30 @@ pub fn knn_accuracy(
     ref_labels: &Tensor,
     k: i64,
 ) -> f64 {
+    knn_vote_accuracy(query, query_labels, refs, ref_labels, k, false)
+}
+
+/// [`knn_accuracy`] of a labelled set against itself, each point's own
+/// entry left out (leave-one-out): e.g. how well a 2-D t-SNE map keeps the
+/// classes.
+pub fn knn_accuracy_loo(x: &Tensor, labels: &Tensor, k: i64) -> f64 {
+    knn_vote_accuracy(x, labels, x, labels, k, true)
+}
+
+fn knn_vote_accuracy(
+    query: &Tensor,
+    query_labels: &Tensor,
+    refs: &Tensor,
+    ref_labels: &Tensor,
+    k: i64,
+    exclude_self: bool,
+) -> f64 {
     let _g = tch::no_grad_guard();
     let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu);
     let q = cpu(query).flatten(1, -1).to_kind(Kind::Float);
     let r = cpu(refs).flatten(1, -1).to_kind(Kind::Float);
     let (n, m) = (q.size()[0], r.size()[0]);
-    let k = k.clamp(1, m.max(1));
+    let k = k.clamp(1, (m - exclude_self as i64).max(1));
     if n == 0 || m == 0 {
         return f64::NAN;
     }
@@ -95,7 +113,16 @@ pub fn knn_accuracy(
     let mut i = 0;
     while i < n {
         let len = 500.min(n - i);
-        let d2 = crate::svgd::sq_dists(&q.narrow(0, i, len), &r);
+        let mut d2 = crate::svgd::sq_dists(&q.narrow(0, i, len), &r);
+        if exclude_self {
+            // Row j of this block is point i + j: its own distance is +inf.
+            let own = Tensor::arange_start(i, i + len, (Kind::Int64, tch::Device::Cpu));
+            let _ = d2.scatter_(
+                1,
+                &own.unsqueeze(1),
+                &Tensor::full([len, 1], f64::INFINITY, (Kind::Float, tch::Device::Cpu)),
+            );
+        }
         // Nearest first.
         let (_, idx) = d2.topk(k, 1, false, true);
         let idx = Vec::<i64>::try_from(idx.flatten(0, -1)).unwrap_or_default();
@@ -139,6 +166,13 @@ mod tests {
         let noise = |n: i64| Tensor::randn([n, 2], opts);
         let acc = knn_accuracy(&noise(1000), &lab(1000), &noise(2000), &lab(2000), 5);
         assert!((acc - 0.5).abs() < 0.06, "{acc}");
+        // Leave-one-out on a set against itself: two separated pairs of one
+        // class each are all right; a point's own label never votes.
+        let x = Tensor::from_slice(&[0.0f32, 0.1, 5.0, 5.1]).view([4, 1]);
+        let l = Tensor::from_slice(&[0i64, 0, 1, 1]);
+        assert_eq!(knn_accuracy_loo(&x, &l, 1), 1.0);
+        let l = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        assert_eq!(knn_accuracy_loo(&x, &l, 1), 0.0);
         // Ties (k = 2, one of each class) go to the nearest.
         let refs = Tensor::from_slice(&[0.0f32, 1.0]).view([2, 1]);
         let rl = Tensor::from_slice(&[7i64, 3]);

@@ -145,6 +145,64 @@ pub fn tsne_scatter(
         t0.elapsed().as_secs_f64()
     );
     let (pa, pb) = y.split_at(na);
+    scatter_png(
+        &[
+            (pa, ENCODER_COLOR, label_a.to_string()),
+            (pb, SAMPLER_COLOR, label_b.to_string()),
+        ],
+        title,
+        path,
+    )
+}
+
+/// t-SNE of the rows of `x` (`[n, d]`) coloured by their class `labels`
+/// (`[n]`, int64): whether the map shows the classes the latents keep
+/// (issue 29; the encoder-vs-sampler plot of [`tsne_scatter`] cannot).
+/// Returns the 2-D points, in the order of `x`.
+pub fn tsne_classes(
+    x: &Tensor,
+    labels: &Tensor,
+    title: &str,
+    path: &Path,
+    seed: u64,
+) -> Result<Vec<[f32; 2]>> {
+    let lab = Vec::<i64>::try_from(labels.to_kind(Kind::Int64).to_device(tch::Device::Cpu))
+        .map_err(|e| anyhow::anyhow!("tsne_classes: labels: {e}"))?;
+    if x.size().len() != 2 || lab.len() as i64 != x.size()[0] {
+        bail!(
+            "tsne_classes: need [n, d] points and n labels, got {:?} and {}",
+            x.size(),
+            lab.len()
+        );
+    }
+    let y = tsne_embed(&x.to_kind(Kind::Float), seed)?;
+    let mut classes: Vec<i64> = lab.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    let groups: Vec<(Vec<[f32; 2]>, RGBColor, String)> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let pts = y
+                .iter()
+                .zip(&lab)
+                .filter(|(_, &l)| l == c)
+                .map(|(p, _)| *p)
+                .collect();
+            (pts, TAB10[i % TAB10.len()], format!("class {c}"))
+        })
+        .collect();
+    let refs: Vec<(&[[f32; 2]], RGBColor, String)> = groups
+        .iter()
+        .map(|(p, c, l)| (p.as_slice(), *c, l.clone()))
+        .collect();
+    scatter_png(&refs, title, path)?;
+    Ok(y)
+}
+
+/// A square scatter plot of point groups (colour, legend label) in one frame.
+fn scatter_png(groups: &[(&[[f32; 2]], RGBColor, String)], title: &str, path: &Path) -> Result<()> {
+    let y: Vec<[f32; 2]> = groups.iter().flat_map(|g| g.0.iter().copied()).collect();
     let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
     for p in &y {
         x0 = x0.min(p[0]);
@@ -170,7 +228,8 @@ pub fn tsne_scatter(
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(perr)?;
-        for (pts, color, label) in [(pa, ENCODER_COLOR, label_a), (pb, SAMPLER_COLOR, label_b)] {
+        for (pts, color, label) in groups {
+            let color = *color;
             let s = chart
                 .draw_series(
                     pts.iter()
@@ -366,7 +425,8 @@ fn draw_curve(
     Ok(())
 }
 
-/// matplotlib's `tab10`: one colour per row of the budget figure.
+/// matplotlib's `tab10`: one colour per row of the budget figure, per class of
+/// [`tsne_classes`].
 const TAB10: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),

@@ -208,10 +208,14 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<RunReport>> {
 }
 
 /// Figure kinds in display order, with captions.
-const FIGURES: [(&str, &str); 5] = [
+const FIGURES: [(&str, &str); 6] = [
     (
         "tsne",
         "t-SNE of encoder latents (blue) and generator latents (orange) — paper Fig. 2",
+    ),
+    (
+        "tsne_classes",
+        "t-SNE of the encoder latents alone, coloured by class",
     ),
     (
         "recon",

@@ -458,6 +458,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         grid::save_grid(&s, 10, &dir.join(fig("samples_gmm.png")))?;
         figures["samples_gmm"] = json!(fig("samples_gmm.png"));
     }
+    let mut tsne_knn_acc = None;
     if !opts.no_tsne {
         let t = std::time::Instant::now();
         plots::tsne_scatter(
@@ -474,6 +475,27 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         )?;
         tracing::info!("t-SNE figure in {:.0} s", t.elapsed().as_secs_f64());
         figures["tsne"] = json!(fig("tsne.png"));
+        // The same encoder latents alone, coloured by class: whether the map
+        // shows the class structure the latents keep (issue 29).
+        if let Some(tl) = &test.labels {
+            let tl = tl.narrow(0, 0, nl);
+            let y = plots::tsne_classes(
+                &z_test,
+                &tl,
+                &format!(
+                    "{}: encoder latents of {nl} images by class (t-SNE)",
+                    model.name()
+                ),
+                &dir.join(fig("tsne_classes.png")),
+                cfg.seed,
+            )?;
+            let flat: Vec<f32> = y.iter().flat_map(|p| [p[0], p[1]]).collect();
+            let map = Tensor::from_slice(&flat).view([-1, 2]);
+            let acc = classes::knn_accuracy_loo(&map, &tl, classes::LATENT_KNN_K);
+            tracing::info!("t-SNE map: {}-NN accuracy {acc:.3}", classes::LATENT_KNN_K);
+            tsne_knn_acc = Some(acc);
+            figures["tsne_classes"] = json!(fig("tsne_classes.png"));
+        }
     }
     let keys = models::info(model.name())?.loss_curves;
     if plots::loss_curves(
@@ -635,6 +657,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
         "latent_samples": nl,
         "latent_knn_acc": latent_knn_acc,
         "latent_knn_k": latent_knn_acc.map(|_| classes::LATENT_KNN_K),
+        "tsne_knn_acc": tsne_knn_acc,
         "scored_on": opts.on.as_str(),
         "sample_classes": class_hist,
         "class_tv": class_tv,
