@@ -1,6 +1,9 @@
 //! t-SNE scatter and loss-curve figures.
 
-use ldc_vae::eval::plots::{loss_curves, read_metric_series, tsne_embed, tsne_scatter};
+use ldc_vae::eval::classes::knn_accuracy_loo;
+use ldc_vae::eval::plots::{
+    loss_curves, read_metric_series, tsne_classes, tsne_embed, tsne_scatter,
+};
 use tch::{Device, Kind, Tensor};
 
 fn two_clouds(n: i64, d: i64) -> (Tensor, Tensor) {
@@ -73,6 +76,46 @@ fn tsne_scatter_writes_png_and_separates_clouds() {
         0
     )
     .is_err());
+}
+
+/// Class-coloured t-SNE: a PNG with a colour per class, the map in the
+/// points' order, and its leave-one-out k-NN accuracy high for separated
+/// classes; a label count that does not match is an error.
+#[test]
+fn tsne_classes_colours_classes_and_keeps_them_apart() {
+    let _rng = ldc_vae::rng::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_clouds(60, 16);
+    let x = Tensor::cat(&[&a, &b], 0);
+    let labels = Tensor::cat(
+        &[
+            Tensor::zeros([60], (Kind::Int64, Device::Cpu)),
+            Tensor::ones([60], (Kind::Int64, Device::Cpu)),
+        ],
+        0,
+    );
+    let path = dir.path().join("tsne_classes.png");
+    let y = tsne_classes(&x, &labels, "by class", &path, 3).unwrap();
+    assert_eq!(y.len(), 120);
+    let flat: Vec<f32> = y.iter().flat_map(|p| [p[0], p[1]]).collect();
+    let map = Tensor::from_slice(&flat).view([-1, 2]);
+    assert!(knn_accuracy_loo(&map, &labels, 5) > 0.95);
+    let img = image::open(&path).unwrap().to_rgb8();
+    // tab10's first two colours (points are drawn at 55 % over white).
+    let near = |c: [i32; 3]| {
+        img.pixels()
+            .any(|p| p.0.iter().zip(c).all(|(x, y)| (*x as i32 - y).abs() < 40))
+    };
+    assert!(
+        near([31, 119, 180]) || near([140, 180, 210]),
+        "no class-0 colour"
+    );
+    assert!(
+        near([255, 127, 14]) || near([255, 185, 130]),
+        "no class-1 colour"
+    );
+    let short = labels.narrow(0, 0, 100);
+    assert!(tsne_classes(&x, &short, "t", &path, 0).is_err());
 }
 
 #[test]
