@@ -153,7 +153,7 @@ fn report_from_two_runs() {
     assert!(html.contains("<th>Sample KID ×10³</th>") && html.contains("<td>34.50</td>"));
     // The runs table's columns are grouped and it scrolls in its own box.
     assert!(
-        html.contains("<tr class=\"groups\"><th colspan=\"6\">run</th><th colspan=\"3\">reconstruction</th><th colspan=\"6\">sampler</th><th colspan=\"5\">ex-post GMM</th><th colspan=\"3\">training</th></tr>"),
+        html.contains("<tr class=\"groups\"><th colspan=\"6\">run</th><th colspan=\"3\">reconstruction</th><th colspan=\"1\">latents</th><th colspan=\"6\">sampler</th><th colspan=\"5\">ex-post GMM</th><th colspan=\"3\">training</th></tr>"),
         "column groups"
     );
     assert!(

@@ -332,7 +332,7 @@ fn runs_columns() -> Vec<Col> {
             None,
         )),
         Num(col(
-            "reconstruction",
+            "latents",
             "Latent k-NN acc",
             "Latent k-NN acc",
             |e| e.latent_knn_acc,
