@@ -26,6 +26,7 @@ declare -A SETS=(
   [prior-w0]="ldc.prior_weight=0"
   [prior-w0.1]="ldc.prior_weight=0.1"
   [prior-w3]="ldc.prior_weight=3"
+  [prior-w10]="ldc.prior_weight=10"
   [sigma2-sqmean]="ldc.sigma2=batch_sq_mean"
   [sigma2-0.01]="ldc.sigma2=0.01"
   [score-bn-batch]="ldc.score_bn=batch"
@@ -37,7 +38,7 @@ declare -A SETS=(
   [enc-lr-x0.3]="ldc.encoder_lr_scale=0.3"
   [enc-lr-x3]="ldc.encoder_lr_scale=3"
 )
-ORDER=(ldc rae-l2 prior-w0 prior-w0.1 prior-w3 sigma2-sqmean sigma2-0.01 score-bn-batch particles-4
+ORDER=(ldc rae-l2 prior-w0 prior-w0.1 prior-w3 prior-w10 sigma2-sqmean sigma2-0.01 score-bn-batch particles-4
        noise-concat noise-0.1 no-noise no-repulsion enc-lr-x0.3 enc-lr-x3)
 read -r -a WANT <<< "${VARIANTS:-${ORDER[*]}}"
 
