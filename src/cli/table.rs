@@ -7,7 +7,7 @@ use crate::eval::run::ScoreOn;
 use crate::run_dir::{EvalSummary, TrainSummary};
 use anyhow::{bail, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct TableArgs {
@@ -20,31 +20,16 @@ pub struct TableArgs {
     pub on: ScoreOn,
 }
 
-fn find_runs(d: &Path, file: &str, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-    if d.join(file).is_file() {
-        out.push(d.to_path_buf());
-        return Ok(());
-    }
-    if depth == 0 || !d.is_dir() {
-        return Ok(());
-    }
-    let mut subs: Vec<PathBuf> = std::fs::read_dir(d)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    subs.sort();
-    for s in subs {
-        find_runs(&s, file, depth - 1, out)?;
-    }
-    Ok(())
-}
-
 /// The Markdown table of the runs under `dirs`, scored on `on`.
 pub fn table(dirs: &[PathBuf], on: ScoreOn) -> Result<String> {
     let file = on.eval_file();
     let mut runs = Vec::new();
     for d in dirs {
-        find_runs(d, file, 4, &mut runs)?;
+        if d.join(file).is_file() {
+            runs.push(d.clone());
+        } else if d.is_dir() {
+            crate::eval::report::runs_below_with(d, file, 4, &mut runs)?;
+        }
     }
     if runs.is_empty() {
         bail!(

@@ -565,6 +565,12 @@ fn natural_key(p: &Path) -> Vec<(String, u64)> {
 
 /// The evaluated runs below `d` (not below a run), up to `depth` levels down.
 fn runs_below(d: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    runs_below_with(d, run_dir::EVAL, depth, out)
+}
+
+/// [`runs_below`] for the runs with the evaluation file `file` (`eval.json`
+/// or `eval-validation.json`), in name order with numbers compared as numbers.
+pub fn runs_below_with(d: &Path, file: &str, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut subs: Vec<PathBuf> = std::fs::read_dir(d)
         .with_context(|| format!("cannot list {}", d.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -572,10 +578,10 @@ fn runs_below(d: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
         .collect();
     subs.sort_by_key(|p| natural_key(p));
     for s in subs {
-        if s.join(run_dir::EVAL).is_file() {
+        if s.join(file).is_file() {
             out.push(s);
         } else if depth > 1 {
-            runs_below(&s, depth - 1, out)?;
+            runs_below_with(&s, file, depth - 1, out)?;
         }
     }
     Ok(())
